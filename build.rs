@@ -1,0 +1,36 @@
+//! Compiles the protos in `proto/` with `protox` (pure Rust, no system
+//! `protoc`) and hands the descriptors to `prost-build`.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "mesos/mesos.proto",
+    "mesos/messages.proto",
+    "status_update_manager/v1/service.proto",
+    "status_update_manager/v1/native.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed=proto/{proto}");
+    }
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    let fds = protox::Compiler::new(["proto"])?
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files(PROTOS)?
+        .file_descriptor_set();
+
+    // Kept beside the generated code for server reflection.
+    std::fs::write(
+        out_dir.join("descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+
+    prost_build::Config::new()
+        .include_file("protos.rs")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,652 @@
+//! `StatusUpdateManager<K>`: the actor an agent talks to.
+//!
+//! **Owns** only the routing tables: stream id → the stream actor's address
+//! (with its framework, and whether it is closing), framework id → its
+//! streams (for `Cleanup`), and the paused flag. Everything about a stream
+//! lives in its [`StreamActor`].
+//!
+//! **Handles** [`Update`], [`Acknowledge`], [`Recover`], [`Cleanup`],
+//! [`Pause`], [`Resume`], [`ListStreams`], [`GetStream`] from the agent, and
+//! [`StreamEnded`] from its stream actors.
+//!
+//! **Sends** each `Update`/`Acknowledge` on to the stream's mailbox together
+//! with the caller's reply channel (so the stream answers the caller
+//! directly, and per-stream order is mailbox order); `SetPaused` and `Close`
+//! to its streams. It validates an update *before* creating its stream, so a
+//! rejected update leaves nothing in memory or on disk.
+//!
+//! **Supervises** its stream actors: each runs under an actix `Supervisor`,
+//! so a stream whose write or sync failed restarts and reloads its file.
+
+use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::prelude::*;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::actors::stream::{StreamActor, StreamInit, StreamSettings};
+use crate::error::{AckError, RecoverError, UpdateError};
+use crate::kind::{validate_update, StatusUuid, UpdateKind};
+use crate::messages::forward::Forward;
+use crate::messages::manager::{
+    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
+    RecoveryState, Resume, StreamEnded, StreamStats, Update, UpdateOutcome,
+};
+use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate};
+use crate::store::{StoreError, StreamLog, SyncPolicy};
+use crate::stream::recover::recover_file;
+use crate::stream::{RetryPolicy, StreamState};
+
+/// Where a stream's checkpoint file lives (Mesos's `getPath`).
+pub type StreamPaths<K> = Arc<dyn Fn(&<K as UpdateKind>::StreamId) -> PathBuf + Send + Sync>;
+
+/// How a manager runs; see `config/default.toml` for the service's values.
+#[derive(Debug, Clone, Copy)]
+pub struct ManagerConfig {
+    /// When an update or ack is answered (`store.sync`).
+    pub sync: SyncPolicy,
+    /// The retry schedule (`retry.*`).
+    pub retry: RetryPolicy,
+    /// Most pending updates per stream (`limits.max_pending_per_stream`).
+    pub max_pending_per_stream: usize,
+    /// Most streams in memory (`limits.max_streams`).
+    pub max_streams: usize,
+    /// Delete a stream's file once it ends: terminal ack, cleanup, or
+    /// recovered terminated (`store.remove_finished`). Off by default for a
+    /// library caller, who decides for itself as in Mesos.
+    pub remove_finished: bool,
+    /// Start paused (forward nothing until `Resume`), as the Mesos agent does.
+    pub start_paused: bool,
+}
+
+/// Default `limits.max_pending_per_stream`.
+pub const DEFAULT_MAX_PENDING_PER_STREAM: usize = 10_000;
+/// Default `limits.max_streams`.
+pub const DEFAULT_MAX_STREAMS: usize = 1_000_000;
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            sync: SyncPolicy::default(),
+            retry: RetryPolicy::default(),
+            max_pending_per_stream: DEFAULT_MAX_PENDING_PER_STREAM,
+            max_streams: DEFAULT_MAX_STREAMS,
+            remove_finished: false,
+            start_paused: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry<K: UpdateKind> {
+    addr: Addr<StreamActor<K>>,
+    framework: Option<String>,
+    generation: u64,
+    /// Cleaned up; waiting for the stream actor to confirm it closed.
+    closing: bool,
+}
+
+/// The status update manager actor; see the module docs.
+pub struct StatusUpdateManager<K: UpdateKind> {
+    config: ManagerConfig,
+    forward: Recipient<Forward<K>>,
+    paths: StreamPaths<K>,
+    streams: HashMap<K::StreamId, Entry<K>>,
+    frameworks: HashMap<String, HashSet<K::StreamId>>,
+    paused: bool,
+    next_generation: u64,
+}
+
+impl<K: UpdateKind> std::fmt::Debug for StatusUpdateManager<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusUpdateManager")
+            .field("kind", &K::KIND)
+            .field("config", &self.config)
+            .field("streams", &self.streams.len())
+            .field("paused", &self.paused)
+            .finish()
+    }
+}
+
+impl<K: UpdateKind> StatusUpdateManager<K> {
+    /// Starts a manager on the current arbiter. Forwards go to `forward`;
+    /// stream `id`'s file is `paths(id)`.
+    pub fn start(
+        config: ManagerConfig,
+        forward: Recipient<Forward<K>>,
+        paths: StreamPaths<K>,
+    ) -> Addr<Self> {
+        StatusUpdateManager::create(move |ctx| {
+            // Unbounded, so that an agent's sends are enqueued in send order.
+            ctx.set_mailbox_capacity(0);
+            StatusUpdateManager {
+                config,
+                forward,
+                paths,
+                streams: HashMap::new(),
+                frameworks: HashMap::new(),
+                paused: config.start_paused,
+                next_generation: 0,
+            }
+        })
+    }
+
+    fn settings(&self) -> StreamSettings {
+        StreamSettings {
+            retry: self.config.retry,
+            sync: self.config.sync,
+            max_pending: self.config.max_pending_per_stream,
+            remove_finished: self.config.remove_finished,
+        }
+    }
+
+    fn spawn_stream(
+        &mut self,
+        state: StreamState<K>,
+        log: Option<StreamLog>,
+        path: Option<PathBuf>,
+        ctx: &mut Context<Self>,
+    ) -> Addr<StreamActor<K>> {
+        let id = state.id().clone();
+        let framework = state.framework_id().map(str::to_string);
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let addr = StreamActor::start(StreamInit {
+            state,
+            log,
+            path,
+            settings: self.settings(),
+            forward: self.forward.clone(),
+            manager: ctx.address().recipient(),
+            generation,
+            paused: self.paused,
+        });
+        if let Some(framework) = &framework {
+            self.frameworks
+                .entry(framework.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        self.streams.insert(
+            id,
+            Entry {
+                addr: addr.clone(),
+                framework,
+                generation,
+                closing: false,
+            },
+        );
+        addr
+    }
+
+    fn forget(&mut self, id: &K::StreamId) {
+        if let Some(entry) = self.streams.remove(id) {
+            if let Some(framework) = entry.framework {
+                if let Some(ids) = self.frameworks.get_mut(&framework) {
+                    ids.remove(id);
+                    if ids.is_empty() {
+                        self.frameworks.remove(&framework);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creates a new stream for a valid update: its file first (if
+    /// checkpointed), then its actor.
+    fn open_stream(
+        &mut self,
+        id: &K::StreamId,
+        update: &K::Update,
+        uuid: &str,
+        checkpoint: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<Addr<StreamActor<K>>, UpdateError> {
+        if self.streams.len() >= self.config.max_streams {
+            return Err(UpdateError::TooManyStreams {
+                stream: id.to_string(),
+                limit: self.config.max_streams,
+            });
+        }
+        let (log, path) = if checkpoint {
+            let path = (self.paths)(id);
+            let log = StreamLog::create(&path, self.config.sync).map_err(|err| match err {
+                StoreError::AlreadyExists { path } => UpdateError::FileExists {
+                    stream: id.to_string(),
+                    path,
+                },
+                other => UpdateError::Storage {
+                    stream: id.to_string(),
+                    uuid: uuid.to_string(),
+                    source: Arc::new(other),
+                },
+            })?;
+            (Some(log), Some(path))
+        } else {
+            (None, None)
+        };
+        let framework = K::framework_id(update).map(str::to_string);
+        let state = StreamState::new(id.clone(), checkpoint, framework);
+        Ok(self.spawn_stream(state, log, path, ctx))
+    }
+}
+
+impl<K: UpdateKind> Actor for StatusUpdateManager<K> {
+    type Context = Context<Self>;
+}
+
+/// A reply that is either ready now or comes from a stream actor, which
+/// gets the caller's reply channel so that it answers the caller itself
+/// (no future is spawned per request).
+pub enum Routed<K: UpdateKind, Req, Res> {
+    /// Answered by the manager.
+    Ready(Res),
+    /// Hand `request` to the stream; `unavailable` answers if its mailbox closed.
+    Stream {
+        /// The stream actor.
+        addr: Addr<StreamActor<K>>,
+        /// The request, missing only its reply channel.
+        request: Req,
+        /// The answer if the stream actor is gone.
+        unavailable: Res,
+    },
+}
+
+impl<K: UpdateKind, Req, Res> std::fmt::Debug for Routed<K, Req, Res> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Routed::Ready(_) => f.write_str("Routed::Ready"),
+            Routed::Stream { .. } => f.write_str("Routed::Stream"),
+        }
+    }
+}
+
+/// The data of a routed `Update`: the update, its status uuid, its checkpoint flag.
+type UpdateRequest<K> = (<K as UpdateKind>::Update, StatusUuid, bool);
+type UpdateReply = Result<UpdateOutcome, UpdateError>;
+type AckReply = Result<AckOutcome, AckError>;
+
+/// Enqueues `msg` on the stream's mailbox; if the actor is gone, answers
+/// the reply channel `msg` carries with `unavailable`.
+fn deliver<K, S, Res>(
+    addr: &Addr<StreamActor<K>>,
+    msg: S,
+    unavailable: Res,
+    take_reply: fn(S) -> Option<OneshotSender<Res>>,
+) where
+    K: UpdateKind,
+    S: Message<Result = ()> + Send + 'static,
+    StreamActor<K>: Handler<S>,
+    <StreamActor<K> as Actor>::Context: actix::dev::ToEnvelope<StreamActor<K>, S>,
+{
+    match addr.try_send(msg) {
+        Ok(()) => {}
+        // Stream mailboxes are unbounded; kept for completeness.
+        Err(SendError::Full(msg)) => addr.do_send(msg),
+        Err(SendError::Closed(msg)) => {
+            if let Some(tx) = take_reply(msg) {
+                let _ = tx.send(unavailable);
+            }
+        }
+    }
+}
+
+impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Update<K>>
+    for Routed<K, UpdateRequest<K>, UpdateReply>
+{
+    fn handle(
+        self,
+        _ctx: &mut Context<StatusUpdateManager<K>>,
+        tx: Option<OneshotSender<UpdateReply>>,
+    ) {
+        match self {
+            Routed::Ready(result) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(result);
+                }
+            }
+            Routed::Stream {
+                addr,
+                request: (update, uuid, checkpoint),
+                unavailable,
+            } => {
+                let msg = StreamUpdate {
+                    update,
+                    uuid,
+                    checkpoint,
+                    reply: tx,
+                };
+                deliver(&addr, msg, unavailable, |m: StreamUpdate<K>| m.reply);
+            }
+        }
+    }
+}
+
+impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Acknowledge<K>>
+    for Routed<K, StatusUuid, AckReply>
+{
+    fn handle(
+        self,
+        _ctx: &mut Context<StatusUpdateManager<K>>,
+        tx: Option<OneshotSender<AckReply>>,
+    ) {
+        match self {
+            Routed::Ready(result) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(result);
+                }
+            }
+            Routed::Stream {
+                addr,
+                request: uuid,
+                unavailable,
+            } => {
+                deliver(
+                    &addr,
+                    StreamAck { uuid, reply: tx },
+                    unavailable,
+                    |m: StreamAck| m.reply,
+                );
+            }
+        }
+    }
+}
+
+/// Best-effort names of an update's stream and uuid for error messages.
+fn describe<K: UpdateKind>(update: &K::Update) -> (String, String) {
+    let stream = K::stream_id(update)
+        .map_or_else(|_| "<invalid stream id>".to_string(), |id| id.to_string());
+    let uuid = match K::raw_status_uuid(update) {
+        None => "<missing>".to_string(),
+        Some(raw) => match <[u8; 16]>::try_from(raw) {
+            Ok(bytes) => uuid::Uuid::from_bytes(bytes).to_string(),
+            Err(_) => format!("<{} bytes>", raw.len()),
+        },
+    };
+    (stream, uuid)
+}
+
+impl<K: UpdateKind> Handler<Update<K>> for StatusUpdateManager<K> {
+    type Result = Routed<K, UpdateRequest<K>, UpdateReply>;
+
+    fn handle(&mut self, msg: Update<K>, ctx: &mut Context<Self>) -> Self::Result {
+        let Update { update, checkpoint } = msg;
+        let key = match validate_update::<K>(&update) {
+            Ok(key) => key,
+            Err(reason) => {
+                let (stream, uuid) = describe::<K>(&update);
+                return Routed::Ready(Err(UpdateError::Invalid {
+                    stream,
+                    uuid,
+                    reason,
+                }));
+            }
+        };
+        let uuid_text = key.uuid.to_string();
+        let addr = match self.streams.get(&key.stream) {
+            Some(entry) if entry.closing => {
+                return Routed::Ready(Err(UpdateError::StreamClosing {
+                    stream: key.stream.to_string(),
+                    uuid: uuid_text,
+                }));
+            }
+            Some(entry) => entry.addr.clone(),
+            None => match self.open_stream(&key.stream, &update, &uuid_text, checkpoint, ctx) {
+                Ok(addr) => addr,
+                Err(err) => return Routed::Ready(Err(err)),
+            },
+        };
+        let unavailable = Err(UpdateError::Unavailable {
+            stream: key.stream.to_string(),
+            reason: "the stream actor stopped".into(),
+        });
+        Routed::Stream {
+            addr,
+            request: (update, key.uuid, checkpoint),
+            unavailable,
+        }
+    }
+}
+
+impl<K: UpdateKind> Handler<Acknowledge<K>> for StatusUpdateManager<K> {
+    type Result = Routed<K, StatusUuid, AckReply>;
+
+    fn handle(&mut self, msg: Acknowledge<K>, _ctx: &mut Context<Self>) -> Self::Result {
+        let Acknowledge { stream, uuid } = msg;
+        if uuid.is_nil() {
+            return Routed::Ready(Err(AckError::Invalid {
+                stream: stream.to_string(),
+                reason: crate::kind::InvalidUpdate::NilUuid,
+            }));
+        }
+        match self.streams.get(&stream) {
+            Some(entry) if !entry.closing => Routed::Stream {
+                addr: entry.addr.clone(),
+                request: uuid,
+                unavailable: Err(AckError::Unavailable {
+                    stream: stream.to_string(),
+                    reason: "the stream actor stopped".into(),
+                }),
+            },
+            _ => Routed::Ready(Err(AckError::UnknownStream {
+                stream: stream.to_string(),
+                uuid: uuid.to_string(),
+            })),
+        }
+    }
+}
+
+impl<K: UpdateKind> Handler<StreamEnded<K>> for StatusUpdateManager<K> {
+    type Result = ();
+
+    fn handle(&mut self, msg: StreamEnded<K>, _ctx: &mut Context<Self>) {
+        if self
+            .streams
+            .get(&msg.stream)
+            .is_some_and(|e| e.generation == msg.generation)
+        {
+            debug!(stream = %msg.stream, "stream ended");
+            self.forget(&msg.stream);
+        }
+    }
+}
+
+impl<K: UpdateKind> Handler<Cleanup> for StatusUpdateManager<K> {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Cleanup, _ctx: &mut Context<Self>) -> usize {
+        let Some(ids) = self.frameworks.remove(&msg.framework_id) else {
+            return 0;
+        };
+        info!(framework = %msg.framework_id, streams = ids.len(), "closing {} streams of framework", K::LABEL);
+        let close = Close {
+            remove_file: self.config.remove_finished,
+        };
+        let mut closed = 0;
+        for id in ids {
+            let Some(entry) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            if entry.closing {
+                continue;
+            }
+            closed += 1;
+            entry.framework = None;
+            entry.closing = true;
+            if entry.addr.try_send(close).is_err() {
+                // The actor is gone already: nothing left to close.
+                self.streams.remove(&id);
+            }
+        }
+        closed
+    }
+}
+
+impl<K: UpdateKind> StatusUpdateManager<K> {
+    fn broadcast(&mut self, paused: bool) {
+        self.paused = paused;
+        for entry in self.streams.values().filter(|e| !e.closing) {
+            if entry.addr.try_send(SetPaused { paused }).is_err() {
+                warn!(
+                    "a stream actor stopped before it could be {}",
+                    if paused { "paused" } else { "resumed" }
+                );
+            }
+        }
+    }
+}
+
+impl<K: UpdateKind> Handler<Pause> for StatusUpdateManager<K> {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Pause, _ctx: &mut Context<Self>) {
+        info!("pausing {} manager", K::LABEL);
+        self.broadcast(true);
+    }
+}
+
+impl<K: UpdateKind> Handler<Resume> for StatusUpdateManager<K> {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Resume, _ctx: &mut Context<Self>) {
+        info!("resuming {} manager", K::LABEL);
+        self.broadcast(false);
+    }
+}
+
+impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
+    type Result = Result<RecoveryState<K>, RecoverError>;
+
+    fn handle(&mut self, msg: Recover<K>, ctx: &mut Context<Self>) -> Self::Result {
+        let now = Instant::now();
+        let mut state = RecoveryState {
+            streams: HashMap::new(),
+            errors: 0,
+            failures: Vec::new(),
+        };
+        let mut keep = Vec::new();
+        for id in msg.ids {
+            if self.streams.contains_key(&id) || state.streams.contains_key(&id) {
+                debug!(stream = %id, "already in memory; not recovered again");
+                continue;
+            }
+            let path = (self.paths)(&id);
+            match recover_file::<K>(id.clone(), &path, msg.strict, self.config.sync, now) {
+                Err(source) => {
+                    let err = RecoverError {
+                        stream: id.to_string(),
+                        source,
+                    };
+                    if msg.strict {
+                        // Nothing recovered by this call was started or forwarded.
+                        return Err(err);
+                    }
+                    warn!(stream = %id, cause = %err, "stream not recovered");
+                    state.errors += 1;
+                    state.failures.push(err);
+                }
+                Ok(None) => {
+                    state.streams.insert(id, None);
+                }
+                Ok(Some(recovered)) => {
+                    if let Some(source) = recovered.error {
+                        warn!(stream = %id, cause = %source, "recovered up to a corrupt record");
+                        state.errors += 1;
+                        state.failures.push(RecoverError {
+                            stream: id.to_string(),
+                            source,
+                        });
+                    }
+                    let replayed = recovered.replayed;
+                    let terminated = replayed.state.terminated();
+                    state.streams.insert(
+                        id.clone(),
+                        Some(RecoveredStream {
+                            updates: replayed.updates,
+                            terminated,
+                        }),
+                    );
+                    if terminated {
+                        if self.config.remove_finished {
+                            if let Err(err) = recovered.log.remove() {
+                                warn!(stream = %id, cause = %err, "could not remove a terminated stream's file");
+                            }
+                        }
+                    } else {
+                        keep.push((replayed.state, recovered.log, path));
+                    }
+                }
+            }
+        }
+        let recovered = keep.len();
+        for (stream, log, path) in keep {
+            self.spawn_stream(stream, Some(log), Some(path), ctx);
+        }
+        info!(
+            recovered,
+            errors = state.errors,
+            "recovered {} streams",
+            K::LABEL
+        );
+        Ok(state)
+    }
+}
+
+impl<K: UpdateKind> Handler<ListStreams<K>> for StatusUpdateManager<K> {
+    type Result = ResponseFuture<Vec<StreamStats<K>>>;
+
+    fn handle(&mut self, msg: ListStreams<K>, _ctx: &mut Context<Self>) -> Self::Result {
+        let addrs: Vec<_> = self
+            .streams
+            .values()
+            .filter(|e| !e.closing)
+            .filter(|e| msg.framework_id.is_none() || e.framework == msg.framework_id)
+            .map(|e| e.addr.clone())
+            .collect();
+        Box::pin(async move {
+            let mut stats = Vec::with_capacity(addrs.len());
+            for addr in addrs {
+                if let Ok(Some(s)) = addr
+                    .send(GetStats {
+                        with_pending: false,
+                        kind: PhantomData,
+                    })
+                    .await
+                {
+                    stats.push(s);
+                }
+            }
+            stats.sort_by(|a, b| a.stream.cmp(&b.stream));
+            stats
+        })
+    }
+}
+
+impl<K: UpdateKind> Handler<GetStream<K>> for StatusUpdateManager<K> {
+    type Result = ResponseFuture<Option<StreamStats<K>>>;
+
+    fn handle(&mut self, msg: GetStream<K>, _ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self
+            .streams
+            .get(&msg.stream)
+            .filter(|e| !e.closing)
+            .map(|e| e.addr.clone());
+        Box::pin(async move {
+            match addr {
+                Some(addr) => addr
+                    .send(GetStats {
+                        with_pending: true,
+                        kind: PhantomData,
+                    })
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            }
+        })
+    }
+}

@@ -1,0 +1,623 @@
+//! `StreamActor<K>`: one actor per stream.
+//!
+//! **Owns** the stream's [`StreamState`] (pending queue, received and
+//! acknowledged sets, terminated flag), its checkpoint file
+//! ([`StreamLog`], absent for memory-only streams), its retry timer (one
+//! `SpawnHandle` at most) and the figures behind its stats.
+//!
+//! **Handles** (from the manager only): [`StreamUpdate`], [`StreamAck`],
+//! [`SetPaused`], [`Close`], [`GetStats`]. Requests carry the agent's reply
+//! channel; the stream answers the agent itself.
+//!
+//! **Sends** [`Forward`] to the upstream recipient (each send of the head),
+//! and [`StreamEnded`] to the manager once the stream is over (terminal ack,
+//! or closed by a cleanup).
+//!
+//! **Checkpoint before effect.** A record is appended before the state
+//! changes; every effect that must not precede durability (the reply, a
+//! forward, the end of the stream) waits while the file has unsynced bytes
+//! (`store.sync = batch`) and runs after the sync that covers them. The
+//! flush runs once the mailbox is drained, so the updates and acks that
+//! arrived together share one sync.
+//!
+//! **Supervised.** A failed write or sync answers the affected callers with
+//! the error and stops the actor; its supervisor restarts it at once and
+//! [`Supervised::restarting`] reloads the stream from its file (truncating a
+//! torn record), then it serves again and re-sends its head. If the reload
+//! fails, requests get [`UpdateError::Unavailable`] (retryable) and each
+//! new request tries the reload again.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::dev::OneshotSender;
+use actix::prelude::*;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::error::{AckError, UpdateError};
+use crate::kind::{encode_framed, RecordRef, StatusUuid, UpdateKind};
+use crate::messages::forward::Forward;
+use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutcome};
+use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate};
+use crate::store::{StoreError, StreamLog, SyncPolicy};
+use crate::stream::recover::recover_file;
+use crate::stream::{RetryPolicy, StreamState, UpdateDecision};
+
+/// What every stream of a manager shares.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    /// The retry schedule.
+    pub retry: RetryPolicy,
+    /// When an append is answered.
+    pub sync: SyncPolicy,
+    /// Most updates pending at once.
+    pub max_pending: usize,
+    /// Delete the file once the stream ends.
+    pub remove_finished: bool,
+}
+
+/// An effect that waits for the file's unsynced bytes to be synced.
+#[derive(Debug)]
+enum Effect {
+    ReplyUpdate(
+        Option<OneshotSender<Result<UpdateOutcome, UpdateError>>>,
+        Result<UpdateOutcome, UpdateError>,
+        StatusUuid,
+    ),
+    ReplyAck(
+        Option<OneshotSender<Result<AckOutcome, AckError>>>,
+        Result<AckOutcome, AckError>,
+        StatusUuid,
+    ),
+    ForwardHead,
+    End,
+}
+
+/// The retry timer and the send count of the head.
+#[derive(Debug, Default)]
+struct Retry {
+    handle: Option<SpawnHandle>,
+    interval: Duration,
+    due: Option<Instant>,
+    /// The update the send count is for, and how many sends it had.
+    head: Option<(StatusUuid, u32)>,
+}
+
+/// The actor of one stream; see the module docs.
+#[derive(Debug)]
+pub struct StreamActor<K: UpdateKind> {
+    state: StreamState<K>,
+    log: Option<StreamLog>,
+    path: Option<PathBuf>,
+    settings: StreamSettings,
+    forward: Recipient<Forward<K>>,
+    manager: Recipient<StreamEnded<K>>,
+    generation: u64,
+    paused: bool,
+    retry: Retry,
+    waiting: Vec<Effect>,
+    flush_scheduled: bool,
+    /// Set while a reload after a storage fault keeps failing.
+    fault: Option<String>,
+    ended: bool,
+    scratch: Vec<u8>,
+}
+
+/// Everything a stream actor starts from.
+#[derive(Debug)]
+pub struct StreamInit<K: UpdateKind> {
+    /// The state (empty for a new stream, replayed for a recovered one).
+    pub state: StreamState<K>,
+    /// The open file, for a checkpointed stream.
+    pub log: Option<StreamLog>,
+    /// The file's path, for a checkpointed stream.
+    pub path: Option<PathBuf>,
+    /// Shared settings.
+    pub settings: StreamSettings,
+    /// Where forwards go.
+    pub forward: Recipient<Forward<K>>,
+    /// Where the end of the stream is reported.
+    pub manager: Recipient<StreamEnded<K>>,
+    /// The manager's tag for this incarnation of the stream.
+    pub generation: u64,
+    /// Whether forwarding is paused.
+    pub paused: bool,
+}
+
+impl<K: UpdateKind> StreamActor<K> {
+    /// Starts the actor under a supervisor on the current arbiter, with an
+    /// unbounded mailbox (so the manager's sends are enqueued in order).
+    pub fn start(init: StreamInit<K>) -> Addr<Self> {
+        actix::Supervisor::start(move |ctx: &mut Context<Self>| {
+            ctx.set_mailbox_capacity(0);
+            StreamActor {
+                state: init.state,
+                log: init.log,
+                path: init.path,
+                settings: init.settings,
+                forward: init.forward,
+                manager: init.manager,
+                generation: init.generation,
+                paused: init.paused,
+                retry: Retry::default(),
+                waiting: Vec::new(),
+                flush_scheduled: false,
+                fault: None,
+                ended: false,
+                scratch: Vec::new(),
+            }
+        })
+    }
+
+    fn name(&self) -> String {
+        self.state.id().to_string()
+    }
+
+    /// Appends one record. Under `always` it is durable on return; under
+    /// `batch` a flush is scheduled.
+    fn append(
+        &mut self,
+        record: RecordRef<'_, K::Update>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), StoreError> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        self.scratch.clear();
+        if let Err(err) = encode_framed::<K>(record, &mut self.scratch) {
+            return Err(StoreError::RecordTooLarge {
+                path: log.path().to_path_buf(),
+                len: match err {
+                    crate::kind::InvalidUpdate::TooLarge { len } => len,
+                    _ => 0,
+                },
+            });
+        }
+        log.append(&self.scratch)?;
+        if log.needs_sync() && !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| act.flush(ctx)));
+        }
+        Ok(())
+    }
+
+    /// Runs `effect` now if the file holds nothing unsynced, else after the
+    /// next flush.
+    fn effect(&mut self, effect: Effect, ctx: &mut Context<Self>) {
+        if self.log.as_ref().is_some_and(StreamLog::needs_sync) || !self.waiting.is_empty() {
+            self.waiting.push(effect);
+        } else {
+            self.run(effect, ctx);
+        }
+    }
+
+    fn run(&mut self, effect: Effect, ctx: &mut Context<Self>) {
+        match effect {
+            Effect::ReplyUpdate(tx, result, _) => send(tx, result),
+            Effect::ReplyAck(tx, result, _) => send(tx, result),
+            Effect::ForwardHead => {
+                self.retry.interval = self.settings.retry.min;
+                self.send_head(ctx);
+            }
+            Effect::End => self.end(ctx),
+        }
+    }
+
+    /// Syncs the file, then runs what waited for it.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        let synced = match self.log.as_mut() {
+            Some(log) => log.sync(),
+            None => Ok(()),
+        };
+        match synced {
+            Ok(()) => {
+                for effect in std::mem::take(&mut self.waiting) {
+                    self.run(effect, ctx);
+                }
+            }
+            Err(err) => {
+                error!(stream = %self.name(), cause = %err, "checkpoint sync failed; restarting the stream");
+                self.fail_waiting(std::sync::Arc::new(err));
+                ctx.stop();
+            }
+        }
+    }
+
+    /// Answers everything that waited for a sync that failed.
+    fn fail_waiting(&mut self, err: std::sync::Arc<StoreError>) {
+        let stream = self.name();
+        for effect in std::mem::take(&mut self.waiting) {
+            match effect {
+                Effect::ReplyUpdate(tx, _, uuid) => send(
+                    tx,
+                    Err(UpdateError::Storage {
+                        stream: stream.clone(),
+                        uuid: uuid.to_string(),
+                        source: err.clone(),
+                    }),
+                ),
+                Effect::ReplyAck(tx, _, uuid) => send(
+                    tx,
+                    Err(AckError::Storage {
+                        stream: stream.clone(),
+                        uuid: uuid.to_string(),
+                        source: err.clone(),
+                    }),
+                ),
+                Effect::ForwardHead | Effect::End => {}
+            }
+        }
+    }
+
+    /// Sends the head upstream and arms the retry timer for it.
+    fn send_head(&mut self, ctx: &mut Context<Self>) {
+        self.cancel_timer(ctx);
+        if self.paused || self.ended {
+            return;
+        }
+        let Some((uuid, update)) = self.state.forward_copy() else {
+            return;
+        };
+        let attempt = match &mut self.retry.head {
+            Some((head, sends)) if *head == uuid => {
+                let attempt = *sends;
+                *sends = sends.saturating_add(1);
+                attempt
+            }
+            _ => {
+                self.retry.head = Some((uuid, 1));
+                0
+            }
+        };
+        debug!(stream = %self.name(), %uuid, attempt, "forwarding");
+        let msg = Forward {
+            stream: self.state.id().clone(),
+            update,
+            attempt,
+        };
+        match self.forward.try_send(msg) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => self.forward.do_send(msg),
+            Err(SendError::Closed(_)) => {
+                warn!(stream = %self.name(), %uuid, "upstream recipient is closed; will retry");
+            }
+        }
+        let delay = self
+            .settings
+            .retry
+            .jittered(self.retry.interval, fastrand::f64());
+        self.retry.due = Some(Instant::now() + delay);
+        self.retry.handle = Some(ctx.run_later(delay, move |act, ctx| act.on_timer(uuid, ctx)));
+    }
+
+    fn on_timer(&mut self, uuid: StatusUuid, ctx: &mut Context<Self>) {
+        self.retry.handle = None;
+        self.retry.due = None;
+        if self.paused || self.ended || self.state.head().map(|h| h.uuid) != Some(uuid) {
+            return;
+        }
+        info!(stream = %self.name(), %uuid, "resending unacknowledged update");
+        self.retry.interval = self.settings.retry.next_interval(self.retry.interval);
+        self.send_head(ctx);
+    }
+
+    fn cancel_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.retry.handle.take() {
+            ctx.cancel_future(handle);
+        }
+        self.retry.due = None;
+    }
+
+    /// The stream is over: stop retrying, close (or remove) the file, tell
+    /// the manager.
+    fn end(&mut self, ctx: &mut Context<Self>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.cancel_timer(ctx);
+        if let Some(log) = self.log.take() {
+            if self.settings.remove_finished {
+                if let Err(err) = log.remove() {
+                    warn!(stream = %self.name(), cause = %err, "could not remove the finished stream's file");
+                }
+            }
+        }
+        let ended = StreamEnded {
+            stream: self.state.id().clone(),
+            generation: self.generation,
+        };
+        if self.manager.try_send(ended).is_err() {
+            debug!(stream = %self.name(), "manager gone before the stream ended");
+        }
+    }
+
+    /// Rebuilds the stream from its file after a storage fault.
+    fn reload(&mut self) -> Result<(), String> {
+        let Some(path) = self.path.clone() else {
+            self.fault = None;
+            return Ok(());
+        };
+        self.log = None;
+        let id = self.state.id().clone();
+        let framework = self.state.framework_id().map(str::to_string);
+        let now = Instant::now();
+        let result = recover_file::<K>(id.clone(), &path, false, self.settings.sync, now).and_then(|found| {
+            Ok(match found {
+                Some(recovered) => {
+                    if let Some(err) = recovered.error {
+                        warn!(stream = %id, cause = %err, "truncated a corrupt record while reloading");
+                    }
+                    (recovered.replayed.state, recovered.log)
+                }
+                None => (StreamState::new(id.clone(), true, framework), StreamLog::create(&path, self.settings.sync)?),
+            })
+        });
+        match result {
+            Ok((state, log)) => {
+                info!(stream = %id, pending = state.pending().len(), "stream reloaded from its file");
+                self.state = state;
+                self.log = Some(log);
+                self.fault = None;
+                Ok(())
+            }
+            Err(err) => {
+                let reason = format!("reloading from its file failed: {err}");
+                error!(stream = %id, cause = %err, "stream reload failed; requests get a retryable error");
+                self.fault = Some(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    /// `Err(reason)` while the stream cannot serve.
+    fn healthy(&mut self) -> Result<(), String> {
+        match self.fault {
+            Some(_) => self.reload(),
+            None => Ok(()),
+        }
+    }
+
+    fn stats(&self, with_pending: bool) -> StreamStats<K> {
+        let now = Instant::now();
+        StreamStats {
+            stream: self.state.id().clone(),
+            framework_id: self.state.framework_id().map(str::to_string),
+            checkpointed: self.state.checkpointed(),
+            pending: self.state.pending().len(),
+            received: self.state.received_count(),
+            acknowledged: self.state.acknowledged_count(),
+            terminated: self.state.terminated(),
+            attempt: self
+                .retry
+                .head
+                .map_or(0, |(_, sends)| sends.saturating_sub(1)),
+            next_retry_in: self.retry.due.map(|due| due.saturating_duration_since(now)),
+            oldest_pending_age: self
+                .state
+                .head()
+                .map(|h| now.saturating_duration_since(h.since)),
+            checkpoint_bytes: self.log.as_ref().map_or(0, StreamLog::len),
+            pending_updates: if with_pending {
+                self.state
+                    .pending()
+                    .iter()
+                    .map(|p| p.update.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+fn send<T>(tx: Option<OneshotSender<T>>, value: T) {
+    if let Some(tx) = tx {
+        // The caller may have stopped waiting; nothing to do then.
+        let _ = tx.send(value);
+    }
+}
+
+impl<K: UpdateKind> Actor for StreamActor<K> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.state.terminated() {
+            self.end(ctx);
+        } else if self.state.head().is_some() {
+            self.effect(Effect::ForwardHead, ctx);
+        }
+    }
+}
+
+impl<K: UpdateKind> Supervised for StreamActor<K> {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        self.retry.handle = None;
+        self.retry.due = None;
+        if !self.ended {
+            // On failure `fault` is set and the next request retries.
+            let _ = self.reload();
+        }
+    }
+}
+
+impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, msg: StreamUpdate<K>, ctx: &mut Context<Self>) {
+        let StreamUpdate {
+            update,
+            uuid,
+            checkpoint,
+            reply,
+        } = msg;
+        if let Err(reason) = self.healthy() {
+            return send(
+                reply,
+                Err(UpdateError::Unavailable {
+                    stream: self.name(),
+                    reason,
+                }),
+            );
+        }
+        let result = match self.state.check_update(&update, uuid, checkpoint) {
+            Err(err) => Err(err),
+            Ok(UpdateDecision::Duplicate(why)) => {
+                warn!(stream = %self.name(), %uuid, ?why, "ignoring duplicate {}", K::LABEL);
+                Ok(UpdateOutcome::Duplicate)
+            }
+            Ok(UpdateDecision::Accept)
+                if self.state.pending().len() >= self.settings.max_pending =>
+            {
+                Err(UpdateError::QueueFull {
+                    stream: self.name(),
+                    uuid: uuid.to_string(),
+                    limit: self.settings.max_pending,
+                })
+            }
+            Ok(UpdateDecision::Accept) => {
+                if let Err(err) = self.append(RecordRef::Update(&update), ctx) {
+                    error!(stream = %self.name(), %uuid, cause = %err, "checkpoint write failed; restarting the stream");
+                    let err = std::sync::Arc::new(err);
+                    send(
+                        reply,
+                        Err(UpdateError::Storage {
+                            stream: self.name(),
+                            uuid: uuid.to_string(),
+                            source: err.clone(),
+                        }),
+                    );
+                    self.fail_waiting(err);
+                    ctx.stop();
+                    return;
+                }
+                let effect = self.state.apply_update(update, uuid, Instant::now());
+                if effect.forward_head {
+                    self.effect(Effect::ForwardHead, ctx);
+                }
+                Ok(UpdateOutcome::Accepted)
+            }
+        };
+        self.effect(Effect::ReplyUpdate(reply, result, uuid), ctx);
+    }
+}
+
+impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, msg: StreamAck, ctx: &mut Context<Self>) {
+        let StreamAck { uuid, reply } = msg;
+        if let Err(reason) = self.healthy() {
+            return send(
+                reply,
+                Err(AckError::Unavailable {
+                    stream: self.name(),
+                    reason,
+                }),
+            );
+        }
+        let checked = match self.state.check_ack(uuid) {
+            Err(AckError::NothingPending { stream, uuid }) if self.state.terminated() => {
+                Err(AckError::UnknownStream { stream, uuid })
+            }
+            other => other,
+        };
+        let result = match checked {
+            Err(err) => Err(err),
+            Ok(()) => {
+                if let Err(err) = self.append(RecordRef::Ack(uuid), ctx) {
+                    error!(stream = %self.name(), %uuid, cause = %err, "checkpoint write failed; restarting the stream");
+                    let err = std::sync::Arc::new(err);
+                    send(
+                        reply,
+                        Err(AckError::Storage {
+                            stream: self.name(),
+                            uuid: uuid.to_string(),
+                            source: err.clone(),
+                        }),
+                    );
+                    self.fail_waiting(err);
+                    ctx.stop();
+                    return;
+                }
+                self.cancel_timer(ctx);
+                match self.state.apply_ack() {
+                    Some(effect) => {
+                        if effect.dropped > 0 {
+                            warn!(stream = %self.name(), dropped = effect.dropped,
+                                "acknowledged a terminal {} but updates are still pending; dropping them", K::LABEL);
+                        }
+                        if effect.terminated {
+                            self.effect(Effect::End, ctx);
+                        } else if effect.forward_head {
+                            self.effect(Effect::ForwardHead, ctx);
+                        }
+                        Ok(AckOutcome {
+                            stream_terminated: effect.terminated,
+                        })
+                    }
+                    // check_ack saw a head; this cannot be reached.
+                    None => Err(AckError::NothingPending {
+                        stream: self.name(),
+                        uuid: uuid.to_string(),
+                    }),
+                }
+            }
+        };
+        self.effect(Effect::ReplyAck(reply, result, uuid), ctx);
+    }
+}
+
+impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
+        self.paused = msg.paused;
+        if msg.paused {
+            self.cancel_timer(ctx);
+            return;
+        }
+        if self.ended || self.state.head().is_none() {
+            return;
+        }
+        let delay = self.settings.retry.resume_delay(fastrand::f64());
+        if delay.is_zero() {
+            self.effect(Effect::ForwardHead, ctx);
+        } else {
+            self.cancel_timer(ctx);
+            self.retry.due = Some(Instant::now() + delay);
+            self.retry.handle = Some(ctx.run_later(delay, |act, ctx| {
+                act.retry.handle = None;
+                act.effect(Effect::ForwardHead, ctx);
+            }));
+        }
+    }
+}
+
+impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
+        if self.ended {
+            return;
+        }
+        // Whatever waited for a sync is answered first.
+        if self.flush_scheduled || !self.waiting.is_empty() {
+            self.flush(ctx);
+        }
+        self.settings.remove_finished = msg.remove_file;
+        info!(stream = %self.name(), "closing stream (framework cleaned up)");
+        self.end(ctx);
+    }
+}
+
+impl<K: UpdateKind> Handler<GetStats<K>> for StreamActor<K> {
+    type Result = Option<StreamStats<K>>;
+
+    fn handle(&mut self, msg: GetStats<K>, _ctx: &mut Context<Self>) -> Self::Result {
+        (!self.ended).then(|| self.stats(msg.with_pending))
+    }
+}

@@ -1,0 +1,18 @@
+//! The actix messages of the crate, one file per receiving actor.
+//!
+//! - [`manager`]: what an agent sends to [`crate::StatusUpdateManager`]:
+//!   `Update`, `Acknowledge`, `Recover`, `Cleanup`, `Pause`, `Resume`,
+//!   `ListStreams`, `GetStream`.
+//! - [`forward`]: what the manager sends to the upstream's recipient.
+//! - [`stream`]: what the manager sends to a stream actor (crate-internal
+//!   shapes, public so the actor's handlers can name them).
+
+pub mod forward;
+pub mod manager;
+pub mod stream;
+
+pub use forward::Forward;
+pub use manager::{
+    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
+    RecoveryState, Resume, StreamStats, Update, UpdateOutcome,
+};

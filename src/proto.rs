@@ -1,0 +1,10 @@
+//! Generated protobuf code (prost), one module per proto package. Never
+//! edited by hand: the sources are in `proto/`.
+#![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![allow(clippy::all, clippy::pedantic)]
+
+include!(concat!(env!("OUT_DIR"), "/protos.rs"));
+
+/// The encoded `FileDescriptorSet` of every proto in `proto/` (for server
+/// reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

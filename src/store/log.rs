@@ -1,0 +1,467 @@
+//! One stream's append-only checkpoint file.
+//!
+//! A [`StreamLog`] is owned by exactly one stream actor, which is the only writer of the file,
+//! so the log keeps the file length itself and writes every frame at that explicit offset
+//! (`pwrite` on Unix): appends land at the end of the last good record also after a recovery
+//! truncation, and nothing depends on a shared file cursor.
+//!
+//! Durability follows the log's [`SyncPolicy`]: `always` syncs inside [`StreamLog::append`],
+//! `batch` only marks the log dirty and leaves the sync to the owner ([`StreamLog::sync`]),
+//! `none` never syncs. See the [`store`](super) module documentation for the guarantees.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use super::framing::{encode_frame, to_u64, LENGTH_PREFIX_BYTES};
+use super::{StoreError, SyncPolicy};
+
+/// `io_err!(Variant, path)`: a closure turning an `io::Error` into `StoreError::Variant` for
+/// `path` (anything with `to_path_buf`).
+macro_rules! io_err {
+    ($variant:ident, $path:expr) => {
+        |source: io::Error| StoreError::$variant {
+            path: $path.to_path_buf(),
+            source,
+        }
+    };
+}
+
+/// An open, append-only checkpoint file of one stream.
+#[derive(Debug)]
+pub struct StreamLog {
+    path: PathBuf,
+    file: File,
+    /// Length of the file as far as this log knows: the end of the last complete append.
+    len: u64,
+    policy: SyncPolicy,
+    /// Whether bytes were written since the last data sync.
+    dirty: bool,
+}
+
+/// The result of [`StreamLog::open`].
+#[derive(Debug)]
+pub enum Opened {
+    /// The directory exists but the file does not: nothing was ever checkpointed.
+    Missing,
+    /// The file exists; `contents` holds all of it, for replay.
+    Found {
+        /// The open log, positioned to append at the end of `contents`.
+        log: StreamLog,
+        /// Every byte of the file at the time it was opened.
+        contents: Vec<u8>,
+    },
+}
+
+impl StreamLog {
+    /// Creates a new, empty checkpoint file at `path`, creating missing parent directories.
+    ///
+    /// Fails with [`StoreError::AlreadyExists`] if the file is already there (Mesos's U1 rule:
+    /// a stream whose file survived must be recovered, not re-created). If `sync` syncs, the
+    /// file's directory is synced once, and so is the parent of every directory created here,
+    /// so the new entries survive power loss; if that fails, the new file is removed again.
+    pub fn create(path: &Path, sync: SyncPolicy) -> Result<StreamLog, StoreError> {
+        let dir = parent_dir(path);
+        let dirs = dirs_to_sync(dir);
+        fs::create_dir_all(dir).map_err(io_err!(CreateDir, dir))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::AlreadyExists => StoreError::AlreadyExists {
+                    path: path.to_path_buf(),
+                },
+                _ => io_err!(Create, path)(source),
+            })?;
+        if sync.syncs() {
+            if let Some((dir, source)) = dirs.into_iter().find_map(|d| match sync_dir(&d) {
+                Ok(()) => None,
+                Err(source) => Some((d, source)),
+            }) {
+                drop(file);
+                if let Err(err) = fs::remove_file(path) {
+                    tracing::warn!(path = %path.display(), error = %err,
+                        "could not remove a new checkpoint file after its directory failed to sync");
+                }
+                return Err(StoreError::SyncDir { path: dir, source });
+            }
+        }
+        Ok(StreamLog {
+            path: path.to_path_buf(),
+            file,
+            len: 0,
+            policy: sync,
+            dirty: false,
+        })
+    }
+
+    /// Opens an existing checkpoint file for recovery and reads all of it.
+    ///
+    /// Returns [`Opened::Missing`] if the parent directory exists but the file does not, and
+    /// [`StoreError::Open`] if the parent directory is missing too (Mesos: "Failed to open";
+    /// strict recovery fails on it). The file is opened read-write, neither created nor
+    /// truncated; the read buffer is sized from the file's length and reading stops there, so
+    /// memory use never exceeds the file size.
+    pub fn open(path: &Path, sync: SyncPolicy) -> Result<Opened, StoreError> {
+        let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(file) => file,
+            Err(source)
+                if source.kind() == io::ErrorKind::NotFound && parent_dir(path).is_dir() =>
+            {
+                return Ok(Opened::Missing);
+            }
+            Err(source) => return Err(io_err!(Open, path)(source)),
+        };
+        let read_err = io_err!(Read, path);
+        let file_len = file.metadata().map_err(read_err)?.len();
+        // A length beyond the address space fails the reservation below.
+        let capacity = usize::try_from(file_len).unwrap_or(usize::MAX);
+        let mut contents = Vec::new();
+        contents
+            .try_reserve_exact(capacity)
+            .map_err(|e| read_err(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
+        (&mut file)
+            .take(file_len)
+            .read_to_end(&mut contents)
+            .map_err(read_err)?;
+        let log = StreamLog {
+            path: path.to_path_buf(),
+            file,
+            len: to_u64(contents.len()),
+            policy: sync,
+            dirty: false,
+        };
+        Ok(Opened::Found { log, contents })
+    }
+
+    /// Appends one complete frame (length prefix and body) at the end of the log.
+    ///
+    /// Under `always` the data is synced before this returns; under `batch` the log is only
+    /// marked dirty and the caller must [`sync`](Self::sync) before relying on it. If the write
+    /// (or the `always` sync) fails, the file is cut back to its previous length (best effort,
+    /// so no torn record is left behind), the length stays unchanged, and the error is returned.
+    pub fn append(&mut self, frame: &[u8]) -> Result<(), StoreError> {
+        let Some(end) = self.len.checked_add(to_u64(frame.len())) else {
+            return Err(StoreError::RecordTooLarge {
+                path: self.path.clone(),
+                len: frame.len(),
+            });
+        };
+        if let Err(source) = write_at(&self.file, frame, self.len) {
+            self.cut_back();
+            return Err(io_err!(Write, self.path)(source));
+        }
+        match self.policy {
+            SyncPolicy::None => {}
+            SyncPolicy::Always => {
+                if let Err(source) = self.file.sync_data() {
+                    self.cut_back();
+                    return Err(io_err!(Sync, self.path)(source));
+                }
+            }
+            SyncPolicy::Batch => self.dirty = true,
+        }
+        self.len = end;
+        Ok(())
+    }
+
+    /// Frames `body` (see [`encode_frame`]) and [`append`](Self::append)s it.
+    pub fn append_record(&mut self, body: &[u8]) -> Result<(), StoreError> {
+        let mut frame = Vec::with_capacity(LENGTH_PREFIX_BYTES.saturating_add(body.len()));
+        encode_frame(body, &mut frame).map_err(|e| StoreError::RecordTooLarge {
+            path: self.path.clone(),
+            len: e.len,
+        })?;
+        self.append(&frame)
+    }
+
+    /// Syncs written data to stable storage if anything was written since the last sync.
+    ///
+    /// On failure the log stays dirty. (After a failed `fdatasync` the kernel may have dropped
+    /// the data, so the owner should treat the stream as failed and reload it from its file.)
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.dirty {
+            self.file.sync_data().map_err(io_err!(Sync, self.path))?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Whether bytes were written that no sync has covered yet (only ever true under `batch`,
+    /// or after a failed sync).
+    pub fn needs_sync(&self) -> bool {
+        self.dirty
+    }
+
+    /// Cuts the file to `len` bytes (recovery: the end of the last good record) and, under
+    /// `always` and `batch`, syncs it. Later appends land at `len`. Growing the file is refused
+    /// with [`StoreError::TruncateBeyondEnd`], since it would append zero bytes.
+    pub fn truncate(&mut self, len: u64) -> Result<(), StoreError> {
+        if len > self.len {
+            return Err(StoreError::TruncateBeyondEnd {
+                path: self.path.clone(),
+                len,
+                current: self.len,
+            });
+        }
+        self.file
+            .set_len(len)
+            .map_err(io_err!(Truncate, self.path))?;
+        self.len = len;
+        if self.policy.syncs() {
+            self.dirty = true;
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Length of the file in bytes: the end of the last complete append.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The log's sync policy.
+    pub fn policy(&self) -> SyncPolicy {
+        self.policy
+    }
+
+    /// Closes and deletes the file (a file that is already gone is fine). Directories are left
+    /// alone; removing them is the caller's decision.
+    pub fn remove(self) -> Result<(), StoreError> {
+        let StreamLog { path, file, .. } = self;
+        drop(file);
+        remove_file(&path)
+    }
+
+    /// Best effort: cuts the file back to the last complete append after a failed one.
+    fn cut_back(&self) {
+        if let Err(err) = self.file.set_len(self.len) {
+            tracing::warn!(path = %self.path.display(), len = self.len, error = %err,
+                "could not cut a checkpoint file back after a failed append");
+        }
+    }
+}
+
+/// Deletes the checkpoint file at `path`, for callers that hold no [`StreamLog`]; a missing
+/// file is not an error.
+pub fn remove_file(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(io_err!(Remove, path)(source)),
+    }
+}
+
+/// Directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Directories to sync after creating a file in `dir`: `dir` itself, then each ancestor up to
+/// and including the first one that already exists (each holds a new entry once missing
+/// directories are created).
+fn dirs_to_sync(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut current = dir;
+    while !current.is_dir() {
+        let parent = parent_dir(current);
+        if parent == current {
+            break;
+        }
+        dirs.push(parent.to_path_buf());
+        current = parent;
+    }
+    dirs
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    // Directories cannot be opened and synced portably; NTFS journals its metadata.
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(buf, offset)
+}
+
+#[cfg(not(unix))]
+fn write_at(mut file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    const POLICIES: [SyncPolicy; 3] = SyncPolicy::ALL;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        assert!(encode_frame(body, &mut out).is_ok());
+        out
+    }
+
+    fn found(path: &Path, policy: SyncPolicy) -> (StreamLog, Vec<u8>) {
+        match StreamLog::open(path, policy) {
+            Ok(Opened::Found { log, contents }) => (log, contents),
+            other => panic!("expected Found for {}: {other:?}", path.display()),
+        }
+    }
+
+    #[test]
+    fn create_makes_directories_and_refuses_an_existing_file() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        for policy in POLICIES {
+            let path = tmp.path().join(policy.as_str()).join("x/y/s.updates");
+            let log = StreamLog::create(&path, policy)?;
+            assert!(log.is_empty() && !log.needs_sync() && log.policy() == policy);
+            assert_eq!(log.path(), path.as_path());
+            let again = StreamLog::create(&path, policy);
+            assert!(
+                matches!(&again, Err(StoreError::AlreadyExists { path: p }) if *p == path),
+                "{again:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn append_then_open_returns_the_same_bytes_and_tracks_dirtiness() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let dirty_after_append = [false, false, true]; // none, always, batch
+        for (policy, dirty) in POLICIES.into_iter().zip(dirty_after_append) {
+            let path = tmp.path().join(format!("{policy}.updates"));
+            let mut log = StreamLog::create(&path, policy)?;
+            let mut expected = Vec::new();
+            for body in [&b"one"[..], b"two two", &[7u8; 1000]] {
+                log.append_record(body)?;
+                assert_eq!(log.needs_sync(), dirty, "{policy}");
+                expected.extend_from_slice(&frame(body));
+            }
+            log.sync()?;
+            assert!(!log.needs_sync(), "{policy}");
+            assert_eq!(log.len(), to_u64(expected.len()));
+            drop(log);
+            let (reopened, contents) = found(&path, policy);
+            assert_eq!(contents, expected, "{policy}");
+            assert_eq!(reopened.len(), to_u64(expected.len()));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn truncate_then_append_lands_at_the_truncation_point() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let path = tmp.path().join("t.updates");
+        let mut log = StreamLog::create(&path, SyncPolicy::Batch)?;
+        log.append_record(b"keep")?;
+        log.append(&[9, 0, 0, 0, 1, 2])?; // a torn tail, as a crash would leave
+        drop(log);
+        let (mut log, contents) = found(&path, SyncPolicy::Batch);
+        assert_eq!(contents.len(), 14);
+        log.truncate(8)?;
+        assert!(!log.needs_sync());
+        log.append_record(b"next")?;
+        let too_far = log.truncate(1000);
+        assert!(matches!(
+            too_far,
+            Err(StoreError::TruncateBeyondEnd {
+                len: 1000,
+                current: 16,
+                ..
+            })
+        ));
+        drop(log);
+        let (_, contents) = found(&path, SyncPolicy::Batch);
+        assert_eq!(contents, [frame(b"keep"), frame(b"next")].concat());
+        Ok(())
+    }
+
+    #[test]
+    fn open_distinguishes_missing_file_from_missing_directory() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let missing_file = tmp.path().join("absent.updates");
+        assert!(matches!(
+            StreamLog::open(&missing_file, SyncPolicy::None)?,
+            Opened::Missing
+        ));
+        let missing_dir = tmp.path().join("no-such-dir/absent.updates");
+        let err = StreamLog::open(&missing_dir, SyncPolicy::None);
+        assert!(matches!(&err, Err(StoreError::Open { path, .. }) if *path == missing_dir));
+        // A directory where the file should be is an open error, not Missing.
+        let err = StreamLog::open(tmp.path(), SyncPolicy::None);
+        assert!(matches!(err, Err(StoreError::Open { .. })), "{err:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn remove_deletes_the_file_and_tolerates_a_missing_one() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let path = tmp.path().join("d/r.updates");
+        let mut log = StreamLog::create(&path, SyncPolicy::Always)?;
+        log.append_record(b"x")?;
+        log.remove()?;
+        assert!(!path.exists() && tmp.path().join("d").is_dir());
+        remove_file(&path)?;
+        Ok(())
+    }
+
+    #[test]
+    fn dirs_to_sync_covers_every_new_directory_entry() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let root = tmp.path().to_path_buf();
+        let dir = root.join("a/b/c");
+        assert_eq!(
+            dirs_to_sync(&dir),
+            [dir.clone(), root.join("a/b"), root.join("a"), root.clone()]
+        );
+        assert_eq!(dirs_to_sync(&root), std::slice::from_ref(&root));
+        assert_eq!(parent_dir(Path::new("f.updates")), Path::new("."));
+        Ok(())
+    }
+
+    /// `/dev/full` reports a length of 0 (so nothing is read, although reading it never ends)
+    /// and fails every write with ENOSPC: the append error leaves the length unchanged.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn failed_write_is_reported_and_leaves_the_length_unchanged() {
+        let path = Path::new("/dev/full");
+        if !path.exists() {
+            return;
+        }
+        let (mut log, contents) = found(path, SyncPolicy::None);
+        assert!(contents.is_empty());
+        let err = log.append_record(b"lost");
+        assert!(
+            matches!(&err, Err(StoreError::Write { path: p, .. }) if p == path),
+            "{err:?}"
+        );
+        assert_eq!(log.len(), 0);
+    }
+}

@@ -1,0 +1,386 @@
+//! Checkpoint storage: one append-only file per stream, in the Mesos record format.
+//!
+//! # On-disk format
+//!
+//! A checkpoint file is a plain concatenation of records. There is no header, magic number,
+//! version or checksum, so files written by a Mesos agent and by this crate are interchangeable
+//! (for the operation and task kinds). Each record is, byte by byte:
+//!
+//! | bytes | content |
+//! |---|---|
+//! | 0..4 | `L`, the body length, as a little-endian `u32` (Mesos copies the host-order integer, which is little-endian on x86-64 and aarch64; this crate always writes little-endian) |
+//! | 4..4+L | the body: one protobuf (proto2 wire format) record, whose message depends on the kind |
+//!
+//! The next record starts right after the body; the file ends after the last body. For
+//! example, an operation-kind ACK record for status uuid `S` takes 26 bytes:
+//!
+//! ```text
+//! 16 00 00 00                  L = 22
+//! 08 01                        field 1 (type) = ACK (proto2: always written, also when 0)
+//! 1a 12 0a 10 <S: 16 bytes>    field 3 (uuid) = UUID { value: S }
+//! ```
+//!
+//! The body message is `mesos.internal.UpdateOperationStatusRecord` for the operation kind,
+//! `mesos.internal.StatusUpdateRecord` for the task kind, and the crate's own native record for
+//! the native (service) kind. This module only moves frames; the kinds encode and decode bodies
+//! (and check proto2 required fields, which prost does not).
+//!
+//! # Recovery rules
+//!
+//! A whole file is read into memory (the buffer is sized from the file length, so a corrupt
+//! length can never make us allocate more than the file holds) and walked with
+//! [`FrameReader`]. Reading stops at the first position that is not a complete, decodable
+//! record, and the file is truncated to the end of the last good record:
+//!
+//! * **End** — no bytes left: a clean end.
+//! * **Partial** — 1 to 3 bytes of a length prefix, or a declared length larger than the bytes
+//!   left (including absurd ones such as `0xFFFF_FFFF`). This is a torn tail, the normal trace of
+//!   a crash during an append: it is truncated **silently** and counts as a clean end.
+//! * **Corrupt** — a zero-length record ([`Next::ZeroLength`]) or a body the kind fails to
+//!   decode. The file is truncated at the corrupt record's start and the corruption is
+//!   **reported**: strict recovery fails, non-strict recovery counts one error and keeps the
+//!   records before it. Everything after a corrupt record is lost, as in Mesos.
+//!
+//! Which stream outcomes follow (missing file, missing directory, empty file, terminated
+//! stream, ...) is decided by the stream layer; see the recovery table in
+//! `spec/mesos-reference.md` §2.8.
+//!
+//! # Writing and durability
+//!
+//! Every append writes one complete frame, with one positioned `write_all` at the log's known
+//! end offset (never at a shared cursor), so a crash can only leave a torn tail, which recovery
+//! removes. A failed append is cut back to the previous length (best effort) so it leaves no
+//! torn record behind. When an update or an acknowledgement is answered depends on the
+//! [`SyncPolicy`]:
+//!
+//! | policy | answered after | a crash can lose |
+//! |---|---|---|
+//! | `none` | the `write` returned (page cache) | on power loss, whatever the OS had not flushed; nothing on a process crash |
+//! | `always` | `fdatasync` of that file returned | nothing |
+//! | `batch` | a sync of that file that covers the write returned; one sync is shared by many writes | nothing: the same guarantee as `always` |
+//!
+//! A new stream file syncs its directory once under `always` and `batch` (and the parents of
+//! any directories it had to create), so the file itself survives power loss, which Mesos does
+//! not guarantee. Removing a file does not sync its directory: a removed file that reappears
+//! after a power loss only holds records that were already answered.
+//!
+//! Under `batch`, [`StreamLog::append`] only marks the log dirty ([`StreamLog::needs_sync`]) and
+//! the owner calls [`StreamLog::sync`] before answering the writes it covers. The
+//! batch/group-commit mechanism (how writes are gathered into sync rounds, on which thread the
+//! syncs run) is chosen in the performance work and documented in this section.
+//!
+//! # Layout
+//!
+//! [`layout`] maps stream ids to file paths: operation streams use the Mesos layout
+//! (`<root>/<operation uuid>/operation.updates`); native stream ids are arbitrary strings,
+//! percent-encoded so that their path can never escape the data directory.
+
+pub mod framing;
+pub mod layout;
+pub mod log;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub use framing::{encode_frame, FrameReader, FrameTooLarge, Next, LENGTH_PREFIX_BYTES};
+pub use layout::{
+    discover_native_streams, native_stream_id, native_stream_path, operation_stream_path,
+    LayoutError, NameProblem,
+};
+pub use log::{remove_file, Opened, StreamLog};
+
+/// When an append counts as durable; see the module documentation for the guarantees.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// Never sync: an append is done when `write` returned.
+    None,
+    /// `fdatasync` the file after every append.
+    Always,
+    /// Group commit: appends mark the file dirty, one later sync covers many of them.
+    #[default]
+    Batch,
+}
+
+impl SyncPolicy {
+    /// Every policy, in the order they are listed in messages.
+    pub const ALL: [SyncPolicy; 3] = [SyncPolicy::None, SyncPolicy::Always, SyncPolicy::Batch];
+
+    /// Whether this policy syncs data (and new directory entries) at all: false only for `none`.
+    pub fn syncs(&self) -> bool {
+        !matches!(self, SyncPolicy::None)
+    }
+
+    /// The lowercase name used in configuration files and messages.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SyncPolicy::None => "none",
+            SyncPolicy::Always => "always",
+            SyncPolicy::Batch => "batch",
+        }
+    }
+}
+
+impl fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no [`SyncPolicy`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown sync policy '{value}' (expected one of: none, always, batch)")]
+pub struct ParseSyncPolicyError {
+    /// The rejected input.
+    pub value: String,
+}
+
+impl FromStr for SyncPolicy {
+    type Err = ParseSyncPolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SyncPolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| ParseSyncPolicyError {
+                value: s.to_owned(),
+            })
+    }
+}
+
+/// A checkpoint file operation that failed. Every variant names the file (or directory) and
+/// what was being done to it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Creating a new checkpoint file failed.
+    #[error("failed to create checkpoint file '{}': {source}", .path.display())]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A new stream's checkpoint file is already there (Mesos's U1 rule).
+    #[error("checkpoint file '{}' already exists", .path.display())]
+    AlreadyExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Opening an existing checkpoint file failed (also when its directory is missing).
+    #[error("failed to open checkpoint file '{}': {source}", .path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Writing a record failed; the file was cut back to its previous length if possible.
+    #[error("failed to write to checkpoint file '{}': {source}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Syncing a checkpoint file's data failed.
+    #[error("failed to sync checkpoint file '{}': {source}", .path.display())]
+    Sync {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Syncing a directory (after creating an entry in it) failed.
+    #[error("failed to sync checkpoint directory '{}': {source}", .path.display())]
+    SyncDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Reading a checkpoint file (or its length) failed.
+    #[error("failed to read checkpoint file '{}': {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Truncating a checkpoint file failed.
+    #[error("failed to truncate checkpoint file '{}': {source}", .path.display())]
+    Truncate {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A truncation was asked to grow the file, which would append zero bytes (corruption).
+    #[error(
+        "refusing to truncate checkpoint file '{}' to {len} bytes: it is only {current} bytes long",
+        .path.display()
+    )]
+    TruncateBeyondEnd {
+        /// The file.
+        path: PathBuf,
+        /// The requested length.
+        len: u64,
+        /// The current length.
+        current: u64,
+    },
+    /// Removing a checkpoint file failed.
+    #[error("failed to remove checkpoint file '{}': {source}", .path.display())]
+    Remove {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Creating the directories of a checkpoint file failed.
+    #[error("failed to create checkpoint directory '{}': {source}", .path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A record does not fit the format's 32-bit length prefix (or the file's 64-bit length).
+    #[error("record of {len} bytes is too large for checkpoint file '{}'", .path.display())]
+    RecordTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Length of the rejected record, in bytes.
+        len: usize,
+    },
+}
+
+impl StoreError {
+    /// The file or directory the failed operation was about.
+    pub fn path(&self) -> &Path {
+        match self {
+            StoreError::Create { path, .. }
+            | StoreError::AlreadyExists { path }
+            | StoreError::Open { path, .. }
+            | StoreError::Write { path, .. }
+            | StoreError::Sync { path, .. }
+            | StoreError::SyncDir { path, .. }
+            | StoreError::Read { path, .. }
+            | StoreError::Truncate { path, .. }
+            | StoreError::TruncateBeyondEnd { path, .. }
+            | StoreError::Remove { path, .. }
+            | StoreError::CreateDir { path, .. }
+            | StoreError::RecordTooLarge { path, .. } => path,
+        }
+    }
+
+    /// The underlying OS error, if the failure came from one.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            StoreError::Create { source, .. }
+            | StoreError::Open { source, .. }
+            | StoreError::Write { source, .. }
+            | StoreError::Sync { source, .. }
+            | StoreError::SyncDir { source, .. }
+            | StoreError::Read { source, .. }
+            | StoreError::Truncate { source, .. }
+            | StoreError::Remove { source, .. }
+            | StoreError::CreateDir { source, .. } => Some(source),
+            StoreError::AlreadyExists { .. }
+            | StoreError::TruncateBeyondEnd { .. }
+            | StoreError::RecordTooLarge { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_policy_parses_and_displays() {
+        let cases = [
+            ("none", SyncPolicy::None, false),
+            ("always", SyncPolicy::Always, true),
+            ("batch", SyncPolicy::Batch, true),
+        ];
+        for (text, policy, syncs) in cases {
+            assert_eq!(text.parse::<SyncPolicy>(), Ok(policy));
+            assert_eq!(policy.to_string(), text);
+            assert_eq!(policy.syncs(), syncs, "{text}");
+        }
+        assert_eq!(SyncPolicy::default(), SyncPolicy::Batch);
+    }
+
+    #[test]
+    fn sync_policy_rejects_unknown_names_listing_the_allowed_ones() {
+        for bad in ["", "Batch", "ALWAYS", "fsync", " none"] {
+            let err = bad.parse::<SyncPolicy>().err();
+            let msg = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                msg.contains("none, always, batch") && msg.contains(&format!("'{bad}'")),
+                "{bad:?}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn sync_policy_serde_is_lowercase() {
+        for policy in SyncPolicy::ALL {
+            let json = serde_json::to_string(&policy).unwrap_or_default();
+            assert_eq!(json, format!("\"{policy}\""));
+            let back: Result<SyncPolicy, _> = serde_json::from_str(&json);
+            assert_eq!(back.ok(), Some(policy));
+        }
+    }
+
+    #[test]
+    fn store_errors_name_path_and_operation() {
+        let path = PathBuf::from("/data/streams/a.updates");
+        let io = || io::Error::other("boom");
+        let cases = [
+            (
+                StoreError::Create {
+                    path: path.clone(),
+                    source: io(),
+                },
+                "failed to create",
+            ),
+            (
+                StoreError::AlreadyExists { path: path.clone() },
+                "already exists",
+            ),
+            (
+                StoreError::Write {
+                    path: path.clone(),
+                    source: io(),
+                },
+                "failed to write",
+            ),
+            (
+                StoreError::Sync {
+                    path: path.clone(),
+                    source: io(),
+                },
+                "failed to sync",
+            ),
+            (
+                StoreError::RecordTooLarge {
+                    path: path.clone(),
+                    len: 7,
+                },
+                "too large",
+            ),
+        ];
+        for (err, op) in cases {
+            let msg = err.to_string();
+            assert!(
+                msg.contains(op) && msg.contains("'/data/streams/a.updates'"),
+                "{msg}"
+            );
+            assert_eq!(err.path(), path.as_path());
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The retry schedule: bounded exponential backoff with optional jitter.
+//!
+//! With `jitter = 0` the gaps between sends of an unacknowledged update are
+//! exactly Mesos's: `min`, then doubling up to `max` (10, 20, 40, 80, 160,
+//! 320, 600, 600, ... s with the defaults). The backoff restarts at `min` on
+//! every fresh forward (a new head, resume, recovery). With `jitter = j > 0`
+//! each gap is drawn uniformly from `[gap × (1 − j), gap × (1 + j)]`, and a
+//! resume spreads the heads over `[0, j × min]` instead of sending them all
+//! at once.
+
+use std::time::Duration;
+
+/// Mesos's `STATUS_UPDATE_RETRY_INTERVAL_MIN`.
+pub const DEFAULT_RETRY_MIN: Duration = Duration::from_secs(10);
+/// Mesos's `STATUS_UPDATE_RETRY_INTERVAL_MAX`.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// How a stream re-sends its unacknowledged head.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// First gap after a fresh forward.
+    pub min: Duration,
+    /// Largest gap.
+    pub max: Duration,
+    /// Relative spread of each gap, in `[0, 1)`; 0 = exact schedule.
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            min: DEFAULT_RETRY_MIN,
+            max: DEFAULT_RETRY_MAX,
+            jitter: 0.0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The gap after `current`: doubled, at most `max`.
+    pub fn next_interval(&self, current: Duration) -> Duration {
+        current.saturating_mul(2).min(self.max)
+    }
+
+    /// The delay actually armed for a gap of `interval`, given a uniform
+    /// sample `u` in `[0, 1)`.
+    pub fn jittered(&self, interval: Duration, u: f64) -> Duration {
+        if self.jitter <= 0.0 {
+            return interval;
+        }
+        let factor = 1.0 - self.jitter + 2.0 * self.jitter * u;
+        interval.mul_f64(factor.max(0.0))
+    }
+
+    /// The delay before a resumed head is sent, given a uniform sample `u`.
+    pub fn resume_delay(&self, u: f64) -> Duration {
+        if self.jitter <= 0.0 {
+            return Duration::ZERO;
+        }
+        self.min.mul_f64(self.jitter * u)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesos_schedule_without_jitter() {
+        let policy = RetryPolicy::default();
+        let mut gap = policy.min;
+        let mut gaps = vec![gap.as_secs()];
+        for _ in 0..8 {
+            gap = policy.next_interval(gap);
+            gaps.push(gap.as_secs());
+        }
+        assert_eq!(gaps, [10, 20, 40, 80, 160, 320, 600, 600, 600]);
+        assert_eq!(policy.jittered(gap, 0.99), gap);
+        assert_eq!(policy.resume_delay(0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn jitter_stays_in_bounds() {
+        let policy = RetryPolicy {
+            jitter: 0.25,
+            ..RetryPolicy::default()
+        };
+        let gap = Duration::from_secs(40);
+        for (i, u) in [0.0, 0.1, 0.5, 0.9, 0.999_999].iter().enumerate() {
+            let d = policy.jittered(gap, *u);
+            assert!(
+                d >= Duration::from_secs(30) && d <= Duration::from_secs(50),
+                "case {i}: {d:?}"
+            );
+            let r = policy.resume_delay(*u);
+            assert!(r <= Duration::from_millis(2500), "case {i}: {r:?}");
+        }
+    }
+}

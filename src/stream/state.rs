@@ -1,0 +1,262 @@
+//! The decisions of one stream, with no I/O and no clock.
+//!
+//! A stream is a FIFO of pending updates plus the sets of status uuids ever
+//! received and acknowledged. Live traffic runs in two steps around the
+//! checkpoint write: `check_*` decides (and changes nothing), the caller
+//! appends the record, then `apply_*` changes the state and says what to do
+//! next. Replay of a file calls the same `apply_*` functions, so a recovered
+//! stream is exactly the stream that wrote the file.
+
+use std::collections::{HashSet, VecDeque};
+
+use tokio::time::Instant;
+
+use crate::error::{AckError, UpdateError};
+use crate::kind::{StatusUuid, UpdateKind};
+
+/// One queued, unacknowledged update.
+#[derive(Debug, Clone)]
+pub struct Pending<K: UpdateKind> {
+    /// The update as accepted (no `latest_status`).
+    pub update: K::Update,
+    /// Its status uuid.
+    pub uuid: StatusUuid,
+    /// When it was queued (for the oldest-pending age).
+    pub since: Instant,
+}
+
+/// Why an accepted-looking update is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duplicate {
+    /// The uuid was already acknowledged.
+    AlreadyAcknowledged,
+    /// The uuid was already received and is still pending (or was dropped).
+    AlreadyReceived,
+}
+
+/// What `check_update` concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateDecision {
+    /// Checkpoint it, then `apply_update`.
+    Accept,
+    /// Do nothing and report success.
+    Duplicate(Duplicate),
+}
+
+/// What the caller must do after `apply_update`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateEffect {
+    /// The new update is the head: forward it with a fresh backoff.
+    pub forward_head: bool,
+}
+
+/// What the caller must do after `apply_ack`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckEffect {
+    /// The acknowledged update was terminal: the stream ends.
+    pub terminated: bool,
+    /// Updates still queued behind a terminal one, dropped unsent.
+    pub dropped: usize,
+    /// A next head exists: forward it with a fresh backoff.
+    pub forward_head: bool,
+}
+
+/// The state of one stream.
+#[derive(Debug, Clone)]
+pub struct StreamState<K: UpdateKind> {
+    id: K::StreamId,
+    checkpointed: bool,
+    framework_id: Option<String>,
+    pending: VecDeque<Pending<K>>,
+    received: HashSet<StatusUuid>,
+    acknowledged: HashSet<StatusUuid>,
+    terminated: bool,
+}
+
+impl<K: UpdateKind> StreamState<K> {
+    /// An empty stream.
+    pub fn new(id: K::StreamId, checkpointed: bool, framework_id: Option<String>) -> Self {
+        StreamState {
+            id,
+            checkpointed,
+            framework_id,
+            pending: VecDeque::new(),
+            received: HashSet::new(),
+            acknowledged: HashSet::new(),
+            terminated: false,
+        }
+    }
+
+    /// The stream's key.
+    pub fn id(&self) -> &K::StreamId {
+        &self.id
+    }
+
+    /// Whether the stream has a checkpoint file.
+    pub fn checkpointed(&self) -> bool {
+        self.checkpointed
+    }
+
+    /// The stream's framework, if any.
+    pub fn framework_id(&self) -> Option<&str> {
+        self.framework_id.as_deref()
+    }
+
+    /// The queued updates, head first.
+    pub fn pending(&self) -> &VecDeque<Pending<K>> {
+        &self.pending
+    }
+
+    /// The head of the queue.
+    pub fn head(&self) -> Option<&Pending<K>> {
+        self.pending.front()
+    }
+
+    /// Distinct status uuids ever accepted.
+    pub fn received_count(&self) -> usize {
+        self.received.len()
+    }
+
+    /// Status uuids acknowledged.
+    pub fn acknowledged_count(&self) -> usize {
+        self.acknowledged.len()
+    }
+
+    /// Whether a terminal update was acknowledged.
+    pub fn terminated(&self) -> bool {
+        self.terminated
+    }
+
+    /// Decides what to do with a live update (validated by
+    /// [`crate::kind::validate_update`]). Changes nothing.
+    ///
+    /// Order as Mesos: stream ended, checkpoint flag, framework id, then the
+    /// duplicate checks (acknowledged before received).
+    pub fn check_update(
+        &self,
+        update: &K::Update,
+        uuid: StatusUuid,
+        checkpoint: bool,
+    ) -> Result<UpdateDecision, UpdateError> {
+        if self.terminated {
+            return Err(UpdateError::StreamClosing {
+                stream: self.id.to_string(),
+                uuid: uuid.to_string(),
+            });
+        }
+        if checkpoint != self.checkpointed {
+            return Err(UpdateError::CheckpointMismatch {
+                stream: self.id.to_string(),
+                uuid: uuid.to_string(),
+                expected: self.checkpointed,
+                actual: checkpoint,
+            });
+        }
+        let framework = K::framework_id(update);
+        if framework != self.framework_id.as_deref() {
+            return Err(UpdateError::FrameworkMismatch {
+                stream: self.id.to_string(),
+                uuid: uuid.to_string(),
+                expected: self.framework_id.clone(),
+                actual: framework.map(str::to_string),
+            });
+        }
+        if self.acknowledged.contains(&uuid) {
+            return Ok(UpdateDecision::Duplicate(Duplicate::AlreadyAcknowledged));
+        }
+        if self.received.contains(&uuid) {
+            return Ok(UpdateDecision::Duplicate(Duplicate::AlreadyReceived));
+        }
+        Ok(UpdateDecision::Accept)
+    }
+
+    /// Queues an update that was checkpointed (or replayed from a file).
+    pub fn apply_update(
+        &mut self,
+        update: K::Update,
+        uuid: StatusUuid,
+        now: Instant,
+    ) -> UpdateEffect {
+        if let Some(framework) = K::framework_id(&update) {
+            if self.framework_id.as_deref() != Some(framework) {
+                self.framework_id = Some(framework.to_string());
+            }
+        }
+        self.received.insert(uuid);
+        self.pending.push_back(Pending {
+            update,
+            uuid,
+            since: now,
+        });
+        UpdateEffect {
+            forward_head: self.pending.len() == 1,
+        }
+    }
+
+    /// Decides whether an acknowledgement of `uuid` is valid. Changes nothing.
+    ///
+    /// A uuid already acknowledged is always [`AckError::DuplicateAck`]
+    /// (checked first, so a client retrying an ack whose reply was lost can
+    /// tell it succeeded); then nothing pending; then a uuid other than the
+    /// head's.
+    pub fn check_ack(&self, uuid: StatusUuid) -> Result<(), AckError> {
+        if self.acknowledged.contains(&uuid) {
+            return Err(AckError::DuplicateAck {
+                stream: self.id.to_string(),
+                uuid: uuid.to_string(),
+            });
+        }
+        let Some(head) = self.pending.front() else {
+            return Err(AckError::NothingPending {
+                stream: self.id.to_string(),
+                uuid: uuid.to_string(),
+            });
+        };
+        if head.uuid != uuid {
+            return Err(AckError::UnexpectedAck {
+                stream: self.id.to_string(),
+                expected: head.uuid.to_string(),
+                got: uuid.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Pops the head after its ACK record was checkpointed (or replayed).
+    ///
+    /// Replay matches ACK records by position, as Mesos does: the head is
+    /// what the record acknowledges. Returns `None` if nothing is pending.
+    pub fn apply_ack(&mut self) -> Option<AckEffect> {
+        let head = self.pending.pop_front()?;
+        self.acknowledged.insert(head.uuid);
+        if !self.terminated {
+            self.terminated = K::is_terminal(&head.update);
+        }
+        let dropped = if self.terminated {
+            let dropped = self.pending.len();
+            self.pending.clear();
+            dropped
+        } else {
+            0
+        };
+        Some(AckEffect {
+            terminated: self.terminated,
+            dropped,
+            forward_head: !self.terminated && !self.pending.is_empty(),
+        })
+    }
+
+    /// The head as it is forwarded: a copy with `latest_status` set to the
+    /// status of the newest queued update.
+    pub fn forward_copy(&self) -> Option<(StatusUuid, K::Update)> {
+        let head = self.pending.front()?;
+        let newest = self.pending.back()?;
+        let mut update = head.update.clone();
+        K::set_latest_status(&mut update, &newest.update);
+        Some((head.uuid, update))
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

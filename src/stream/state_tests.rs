@@ -1,0 +1,157 @@
+//! Table-driven tests of the pure stream state machine (no runtime needed).
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::kind::Native;
+use crate::proto::status_update_manager::v1::{Status, StatusUpdate};
+
+fn update(n: u8, terminal: bool, framework: &str) -> (StatusUpdate, StatusUuid) {
+    let uuid = StatusUuid::from_bytes([n; 16]);
+    let update = StatusUpdate {
+        stream_id: "s".into(),
+        framework_id: framework.into(),
+        status: Some(Status {
+            uuid: uuid.as_bytes().to_vec(),
+            state: format!("S{n}"),
+            terminal,
+            ..Status::default()
+        }),
+        latest_status: None,
+    };
+    (update, uuid)
+}
+
+fn stream() -> StreamState<Native> {
+    StreamState::new("s".into(), true, Some("fw".into()))
+}
+
+#[test]
+fn update_decisions() {
+    let now = Instant::now();
+    let mut s = stream();
+    let (u1, id1) = update(1, false, "fw");
+    assert_eq!(
+        s.check_update(&u1, id1, true).unwrap(),
+        UpdateDecision::Accept
+    );
+    assert_eq!(
+        s.apply_update(u1.clone(), id1, now),
+        UpdateEffect { forward_head: true }
+    );
+    let (u2, id2) = update(2, false, "fw");
+    assert_eq!(
+        s.apply_update(u2, id2, now),
+        UpdateEffect {
+            forward_head: false
+        }
+    );
+
+    let cases: Vec<(&str, StatusUpdate, StatusUuid, bool, &str)> = vec![
+        ("received", u1.clone(), id1, true, "dup-received"),
+        (
+            "checkpoint flag",
+            update(3, false, "fw").0,
+            update(3, false, "fw").1,
+            false,
+            "checkpoint",
+        ),
+        (
+            "other framework",
+            update(3, false, "other").0,
+            update(3, false, "fw").1,
+            true,
+            "framework",
+        ),
+        (
+            "no framework",
+            update(3, false, "").0,
+            update(3, false, "fw").1,
+            true,
+            "framework",
+        ),
+        (
+            "new",
+            update(3, false, "fw").0,
+            update(3, false, "fw").1,
+            true,
+            "accept",
+        ),
+    ];
+    for (i, (name, u, id, checkpoint, want)) in cases.into_iter().enumerate() {
+        let got = match s.check_update(&u, id, checkpoint) {
+            Ok(UpdateDecision::Accept) => "accept",
+            Ok(UpdateDecision::Duplicate(Duplicate::AlreadyReceived)) => "dup-received",
+            Ok(UpdateDecision::Duplicate(Duplicate::AlreadyAcknowledged)) => "dup-acked",
+            Err(UpdateError::CheckpointMismatch { .. }) => "checkpoint",
+            Err(UpdateError::FrameworkMismatch { .. }) => "framework",
+            Err(other) => panic!("case {i} ({name}): unexpected {other}"),
+        };
+        assert_eq!(got, want, "case {i} ({name})");
+    }
+}
+
+#[test]
+fn ack_rules_and_latest_status() {
+    let now = Instant::now();
+    let mut s = stream();
+    let (u1, id1) = update(1, false, "fw");
+    let (u2, id2) = update(2, true, "fw");
+    let (u3, id3) = update(3, false, "fw");
+    s.apply_update(u1, id1, now);
+    s.apply_update(u2, id2, now);
+    s.apply_update(u3, id3, now);
+
+    // The forward carries the newest status as latest_status.
+    let (head, fwd) = s.forward_copy().unwrap();
+    assert_eq!(head, id1);
+    assert_eq!(fwd.latest_status.unwrap().state, "S3");
+    assert!(
+        s.head().unwrap().update.latest_status.is_none(),
+        "stored copy never carries it"
+    );
+
+    assert!(matches!(
+        s.check_ack(id2),
+        Err(AckError::UnexpectedAck { .. })
+    ));
+    assert!(s.check_ack(id1).is_ok());
+    let effect = s.apply_ack().unwrap();
+    assert_eq!(
+        effect,
+        AckEffect {
+            terminated: false,
+            dropped: 0,
+            forward_head: true
+        }
+    );
+    assert!(matches!(
+        s.check_ack(id1),
+        Err(AckError::DuplicateAck { .. })
+    ));
+
+    // Acking the terminal head drops what is queued behind it.
+    let effect = s.apply_ack().unwrap();
+    assert_eq!(
+        effect,
+        AckEffect {
+            terminated: true,
+            dropped: 1,
+            forward_head: false
+        }
+    );
+    assert!(s.terminated());
+    assert!(matches!(
+        s.check_ack(id3),
+        Err(AckError::NothingPending { .. })
+    ));
+    assert!(matches!(
+        s.check_ack(id2),
+        Err(AckError::DuplicateAck { .. })
+    ));
+    assert!(matches!(
+        s.check_update(&update(4, false, "fw").0, update(4, false, "fw").1, true),
+        Err(UpdateError::StreamClosing { .. })
+    ));
+    assert!(s.apply_ack().is_none());
+}

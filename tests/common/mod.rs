@@ -1,0 +1,170 @@
+//! Shared test harness: a probe actor as the forward target, paused-time
+//! helpers, and update builders for the three kinds.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use uuid::Uuid;
+
+use status_update_manager::kind::{Native, Operation, UpdateKind};
+use status_update_manager::messages::Forward;
+use status_update_manager::proto::mesos;
+use status_update_manager::proto::mesos::internal::UpdateOperationStatusMessage;
+use status_update_manager::proto::status_update_manager::v1 as native;
+use status_update_manager::{ManagerConfig, StatusUpdateManager, StreamPaths};
+
+/// The forward target: every `Forward` lands in a channel the test reads.
+pub struct Probe<K: UpdateKind> {
+    tx: UnboundedSender<Forward<K>>,
+}
+
+impl<K: UpdateKind> Actor for Probe<K> {
+    type Context = Context<Self>;
+}
+
+impl<K: UpdateKind> Handler<Forward<K>> for Probe<K> {
+    type Result = ();
+    fn handle(&mut self, msg: Forward<K>, _: &mut Context<Self>) {
+        let _ = self.tx.send(msg);
+    }
+}
+
+/// A probe recipient and the channel its forwards arrive on.
+pub fn probe<K: UpdateKind>() -> (Recipient<Forward<K>>, UnboundedReceiver<Forward<K>>) {
+    let (tx, rx) = unbounded_channel();
+    let addr = Probe::create(|ctx| {
+        ctx.set_mailbox_capacity(0);
+        Probe { tx }
+    });
+    (addr.recipient(), rx)
+}
+
+/// Lets every ready actor and task run without moving time.
+pub async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Moves paused time forward by `d` and lets due timers and messages run.
+pub async fn advance(d: Duration) {
+    tokio::time::advance(d).await;
+    settle().await;
+}
+
+/// The next forward, which must already be on its way (no time passes).
+pub async fn recv_or_fail<K: UpdateKind>(
+    rx: &mut UnboundedReceiver<Forward<K>>,
+    what: &str,
+) -> Forward<K> {
+    settle().await;
+    match rx.try_recv() {
+        Ok(forward) => forward,
+        Err(err) => panic!("expected a forward ({what}), got none: {err:?}"),
+    }
+}
+
+/// Fails if any forward is waiting.
+pub async fn assert_no_forward<K: UpdateKind>(rx: &mut UnboundedReceiver<Forward<K>>, what: &str) {
+    settle().await;
+    if let Ok(forward) = rx.try_recv() {
+        panic!("expected no forward ({what}), got {forward:?}");
+    }
+}
+
+/// Mesos's unit-test layout: `<dir>/streams/<operation uuid>`.
+pub fn operation_paths(dir: &Path) -> StreamPaths<Operation> {
+    let root = dir.join("streams");
+    Arc::new(move |id: &Uuid| root.join(id.to_string()))
+}
+
+/// The path `operation_paths` gives.
+pub fn operation_path(dir: &Path, id: &Uuid) -> PathBuf {
+    dir.join("streams").join(id.to_string())
+}
+
+/// The service's layout for native streams.
+pub fn native_paths(dir: &Path) -> StreamPaths<Native> {
+    let dir = dir.to_path_buf();
+    Arc::new(move |id: &String| status_update_manager::store::layout::native_stream_path(&dir, id))
+}
+
+/// A manager of `K` over `paths`, unpaused, with the defaults (10 s / 10 min retry).
+pub fn start<K: UpdateKind>(
+    config: ManagerConfig,
+    paths: StreamPaths<K>,
+) -> (Addr<StatusUpdateManager<K>>, UnboundedReceiver<Forward<K>>) {
+    let (recipient, rx) = probe::<K>();
+    (StatusUpdateManager::start(config, recipient, paths), rx)
+}
+
+/// Mesos's unit-test update: operation uuid, state, a random v4 status uuid,
+/// and an optional framework id, nothing else.
+pub fn op_update(
+    operation: Uuid,
+    state: mesos::OperationState,
+    framework: Option<&str>,
+) -> UpdateOperationStatusMessage {
+    UpdateOperationStatusMessage {
+        framework_id: framework.map(|f| mesos::FrameworkId {
+            value: f.to_string(),
+        }),
+        slave_id: None,
+        status: Some(mesos::OperationStatus {
+            state: state as i32,
+            uuid: Some(mesos::Uuid {
+                value: Uuid::new_v4().as_bytes().to_vec(),
+            }),
+            ..Default::default()
+        }),
+        latest_status: None,
+        operation_uuid: Some(mesos::Uuid {
+            value: operation.as_bytes().to_vec(),
+        }),
+    }
+}
+
+/// The status uuid of an operation update.
+pub fn op_status_uuid(update: &UpdateOperationStatusMessage) -> Uuid {
+    let bytes = &update.status.as_ref().unwrap().uuid.as_ref().unwrap().value;
+    Uuid::from_slice(bytes).unwrap()
+}
+
+/// What Mesos's tests expect to be forwarded: the update with
+/// `latest_status` = its own status.
+pub fn expected_forward(update: &UpdateOperationStatusMessage) -> UpdateOperationStatusMessage {
+    let mut forward = update.clone();
+    forward.latest_status = update.status.clone();
+    forward
+}
+
+/// A native update with a random status uuid.
+pub fn native_update(
+    stream: &str,
+    state: &str,
+    terminal: bool,
+    framework: &str,
+) -> native::StatusUpdate {
+    native::StatusUpdate {
+        stream_id: stream.to_string(),
+        framework_id: framework.to_string(),
+        status: Some(native::Status {
+            uuid: Uuid::new_v4().as_bytes().to_vec(),
+            state: state.to_string(),
+            terminal,
+            ..Default::default()
+        }),
+        latest_status: None,
+    }
+}
+
+/// The status uuid of a native update.
+pub fn native_uuid(update: &native::StatusUpdate) -> Uuid {
+    Uuid::from_slice(&update.status.as_ref().unwrap().uuid).unwrap()
+}
+
+pub const MIN: Duration = Duration::from_secs(10);
