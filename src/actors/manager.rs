@@ -37,7 +37,7 @@ use crate::messages::manager::{
     RecoveryState, Resume, StreamEnded, StreamStats, Update, UpdateOutcome,
 };
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate};
-use crate::store::{StoreError, StreamLog, SyncPolicy};
+use crate::store::{FaultPlan, StoreError, StreamLog, SyncPolicy};
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState};
 
@@ -45,7 +45,7 @@ use crate::stream::{RetryPolicy, StreamState};
 pub type StreamPaths<K> = Arc<dyn Fn(&<K as UpdateKind>::StreamId) -> PathBuf + Send + Sync>;
 
 /// How a manager runs; see `config/default.toml` for the service's values.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ManagerConfig {
     /// When an update or ack is answered (`store.sync`).
     pub sync: SyncPolicy,
@@ -61,6 +61,8 @@ pub struct ManagerConfig {
     pub remove_finished: bool,
     /// Start paused (forward nothing until `Resume`), as the Mesos agent does.
     pub start_paused: bool,
+    /// Storage faults to inject into every stream file (tests only).
+    pub faults: Option<FaultPlan>,
 }
 
 /// Default `limits.max_pending_per_stream`.
@@ -77,6 +79,7 @@ impl Default for ManagerConfig {
             max_streams: DEFAULT_MAX_STREAMS,
             remove_finished: false,
             start_paused: false,
+            faults: None,
         }
     }
 }
@@ -124,12 +127,12 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             // Unbounded, so that an agent's sends are enqueued in send order.
             ctx.set_mailbox_capacity(0);
             StatusUpdateManager {
+                paused: config.start_paused,
                 config,
                 forward,
                 paths,
                 streams: HashMap::new(),
                 frameworks: HashMap::new(),
-                paused: config.start_paused,
                 next_generation: 0,
             }
         })
@@ -141,6 +144,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             sync: self.config.sync,
             max_pending: self.config.max_pending_per_stream,
             remove_finished: self.config.remove_finished,
+            faults: self.config.faults.clone(),
         }
     }
 
@@ -214,7 +218,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
         }
         let (log, path) = if checkpoint {
             let path = (self.paths)(id);
-            let log = StreamLog::create(&path, self.config.sync).map_err(|err| match err {
+            let mut log = StreamLog::create(&path, self.config.sync).map_err(|err| match err {
                 StoreError::AlreadyExists { path } => UpdateError::FileExists {
                     stream: id.to_string(),
                     path,
@@ -225,6 +229,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
                     source: Arc::new(other),
                 },
             })?;
+            log.set_faults(self.config.faults.clone());
             (Some(log), Some(path))
         } else {
             (None, None)
@@ -577,7 +582,9 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
                             }
                         }
                     } else {
-                        keep.push((replayed.state, recovered.log, path));
+                        let mut log = recovered.log;
+                        log.set_faults(self.config.faults.clone());
+                        keep.push((replayed.state, log, path));
                     }
                 }
             }

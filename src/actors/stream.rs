@@ -40,12 +40,12 @@ use crate::kind::{encode_framed, RecordRef, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
 use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutcome};
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate};
-use crate::store::{StoreError, StreamLog, SyncPolicy};
+use crate::store::{FaultPlan, StoreError, StreamLog, SyncPolicy};
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState, UpdateDecision};
 
 /// What every stream of a manager shares.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StreamSettings {
     /// The retry schedule.
     pub retry: RetryPolicy,
@@ -55,6 +55,8 @@ pub struct StreamSettings {
     pub max_pending: usize,
     /// Delete the file once the stream ends.
     pub remove_finished: bool,
+    /// Storage faults to inject (tests only).
+    pub faults: Option<FaultPlan>,
 }
 
 /// An effect that waits for the file's unsynced bytes to be synced.
@@ -356,7 +358,8 @@ impl<K: UpdateKind> StreamActor<K> {
             })
         });
         match result {
-            Ok((state, log)) => {
+            Ok((state, mut log)) => {
+                log.set_faults(self.settings.faults.clone());
                 info!(stream = %id, pending = state.pending().len(), "stream reloaded from its file");
                 self.state = state;
                 self.log = Some(log);

@@ -13,6 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use super::faults::FaultPlan;
 use super::framing::{encode_frame, to_u64, LENGTH_PREFIX_BYTES};
 use super::{StoreError, SyncPolicy};
 
@@ -37,6 +38,8 @@ pub struct StreamLog {
     policy: SyncPolicy,
     /// Whether bytes were written since the last data sync.
     dirty: bool,
+    /// Injected faults (tests only).
+    faults: Option<FaultPlan>,
 }
 
 /// The result of [`StreamLog::open`].
@@ -94,6 +97,7 @@ impl StreamLog {
             len: 0,
             policy: sync,
             dirty: false,
+            faults: None,
         })
     }
 
@@ -132,6 +136,7 @@ impl StreamLog {
             len: to_u64(contents.len()),
             policy: sync,
             dirty: false,
+            faults: None,
         };
         Ok(Opened::Found { log, contents })
     }
@@ -149,14 +154,14 @@ impl StreamLog {
                 len: frame.len(),
             });
         };
-        if let Err(source) = write_at(&self.file, frame, self.len) {
+        if let Err(source) = self.write_frame(frame) {
             self.cut_back();
             return Err(io_err!(Write, self.path)(source));
         }
         match self.policy {
             SyncPolicy::None => {}
             SyncPolicy::Always => {
-                if let Err(source) = self.file.sync_data() {
+                if let Err(source) = self.sync_data() {
                     self.cut_back();
                     return Err(io_err!(Sync, self.path)(source));
                 }
@@ -183,7 +188,7 @@ impl StreamLog {
     /// the data, so the owner should treat the stream as failed and reload it from its file.)
     pub fn sync(&mut self) -> Result<(), StoreError> {
         if self.dirty {
-            self.file.sync_data().map_err(io_err!(Sync, self.path))?;
+            self.sync_data().map_err(io_err!(Sync, self.path))?;
             self.dirty = false;
         }
         Ok(())
@@ -243,6 +248,28 @@ impl StreamLog {
         let StreamLog { path, file, .. } = self;
         drop(file);
         remove_file(&path)
+    }
+
+    /// Makes this log fail writes and syncs as `faults` says (tests).
+    pub fn set_faults(&mut self, faults: Option<FaultPlan>) {
+        self.faults = faults;
+    }
+
+    /// Writes `frame` at the end; an injected fault writes half of it first.
+    fn write_frame(&self, frame: &[u8]) -> io::Result<()> {
+        if let Some(err) = self.faults.as_ref().and_then(FaultPlan::on_write) {
+            let half = frame.get(..frame.len() / 2).unwrap_or_default();
+            write_at(&self.file, half, self.len)?;
+            return Err(err);
+        }
+        write_at(&self.file, frame, self.len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        if let Some(err) = self.faults.as_ref().and_then(FaultPlan::on_sync) {
+            return Err(err);
+        }
+        self.file.sync_data()
     }
 
     /// Best effort: cuts the file back to the last complete append after a failed one.

@@ -75,6 +75,7 @@
 //! (`<root>/<operation uuid>/operation.updates`); native stream ids are arbitrary strings,
 //! percent-encoded so that their path can never escape the data directory.
 
+pub mod faults;
 pub mod framing;
 pub mod layout;
 pub mod log;
@@ -84,6 +85,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use faults::{Fault, FaultPlan};
 pub use framing::{encode_frame, FrameReader, FrameTooLarge, Next, LENGTH_PREFIX_BYTES};
 pub use layout::{
     discover_native_streams, native_stream_id, native_stream_path, operation_stream_path,

@@ -1,0 +1,126 @@
+//! Injected storage faults, so tests can show what a failing disk does.
+//!
+//! A [`FaultPlan`] is shared (cheap clones of one `Arc`) by every
+//! [`StreamLog`](super::StreamLog) a manager opens when it is set in
+//! [`ManagerConfig::faults`](crate::ManagerConfig). It counts the writes and
+//! syncs of those logs and fails the ones it was told to, with a real errno
+//! (`EIO`, `ENOSPC`), after writing half of the frame, as a disk that fills
+//! up mid-record would. A plan that was given no faults costs one atomic
+//! increment per write and per sync; without a plan there is no cost.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The error a fault produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `EIO`: an I/O error.
+    Eio,
+    /// `ENOSPC`: no space left on the device.
+    Enospc,
+}
+
+impl Fault {
+    fn error(self) -> io::Error {
+        match self {
+            Fault::Eio => io::Error::from_raw_os_error(5),
+            Fault::Enospc => io::Error::from_raw_os_error(28),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    writes: AtomicU64,
+    syncs: AtomicU64,
+    fail_writes: Mutex<BTreeMap<u64, Fault>>,
+    fail_syncs: Mutex<BTreeMap<u64, Fault>>,
+    disk_full: AtomicBool,
+}
+
+/// Which writes and syncs fail; see the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    inner: Arc<Inner>,
+}
+
+impl FaultPlan {
+    /// A plan that fails nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The `n`th write from now (1 = the next one) fails with `fault`.
+    pub fn fail_nth_write(&self, n: u64, fault: Fault) {
+        let at = self.inner.writes.load(Ordering::SeqCst) + n;
+        lock(&self.inner.fail_writes).insert(at, fault);
+    }
+
+    /// The `n`th sync from now (1 = the next one) fails with `fault`.
+    pub fn fail_nth_sync(&self, n: u64, fault: Fault) {
+        let at = self.inner.syncs.load(Ordering::SeqCst) + n;
+        lock(&self.inner.fail_syncs).insert(at, fault);
+    }
+
+    /// While `full`, every write fails with `ENOSPC` (and reloading a stream
+    /// still works: reads and truncation are not affected).
+    pub fn set_disk_full(&self, full: bool) {
+        self.inner.disk_full.store(full, Ordering::SeqCst);
+    }
+
+    /// Writes seen so far.
+    pub fn writes(&self) -> u64 {
+        self.inner.writes.load(Ordering::SeqCst)
+    }
+
+    /// Syncs seen so far.
+    pub fn syncs(&self) -> u64 {
+        self.inner.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Counts one write; `Some(error)` if it must fail.
+    pub(crate) fn on_write(&self) -> Option<io::Error> {
+        let n = self.inner.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.inner.disk_full.load(Ordering::SeqCst) {
+            return Some(Fault::Enospc.error());
+        }
+        lock(&self.inner.fail_writes).remove(&n).map(Fault::error)
+    }
+
+    /// Counts one sync; `Some(error)` if it must fail.
+    pub(crate) fn on_sync(&self) -> Option<io::Error> {
+        let n = self.inner.syncs.fetch_add(1, Ordering::SeqCst) + 1;
+        lock(&self.inner.fail_syncs).remove(&n).map(Fault::error)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map inconsistent.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_fails_the_planned_operations() {
+        let plan = FaultPlan::new();
+        plan.fail_nth_write(2, Fault::Enospc);
+        plan.fail_nth_sync(1, Fault::Eio);
+        assert!(plan.on_write().is_none());
+        assert_eq!(plan.on_write().and_then(|e| e.raw_os_error()), Some(28));
+        assert!(plan.on_write().is_none());
+        assert_eq!(plan.on_sync().and_then(|e| e.raw_os_error()), Some(5));
+        assert!(plan.on_sync().is_none());
+        plan.set_disk_full(true);
+        assert!(plan.on_write().is_some());
+        plan.set_disk_full(false);
+        assert!(plan.on_write().is_none());
+        assert_eq!((plan.writes(), plan.syncs()), (5, 2));
+    }
+}
