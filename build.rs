@@ -1,5 +1,6 @@
 //! Compiles the protos in `proto/` with `protox` (pure Rust, no system
-//! `protoc`) and hands the descriptors to `prost-build`.
+//! `protoc`) and hands the descriptors to `tonic-prost-build` (prost
+//! messages plus the gRPC client and server of `StatusUpdateManager`).
 
 use std::path::PathBuf;
 
@@ -29,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
 
-    prost_build::Config::new()
+    tonic_prost_build::configure()
         .include_file("protos.rs")
         .compile_fds(fds)?;
     Ok(())
