@@ -96,6 +96,15 @@ pub enum UpdateError {
         /// Why.
         reason: String,
     },
+    /// A new stream's checkpoint file could not be created; no stream was
+    /// created.
+    #[error("cannot create the checkpoint file of stream {stream}: {source}")]
+    CreateFailed {
+        /// The stream.
+        stream: String,
+        /// The storage error.
+        source: Arc<StoreError>,
+    },
     /// The checkpoint could not be written or synced; the update is not
     /// accepted and the stream reloads from its file.
     #[error("failed to checkpoint update {uuid} of stream {stream}: {source}")]

@@ -221,3 +221,13 @@ pub struct StreamEnded<K: UpdateKind> {
 impl<K: UpdateKind> Message for StreamEnded<K> {
     type Result = ();
 }
+
+/// Sync every stream file now, whatever the sync policy (used at shutdown,
+/// so that even `store.sync = none` leaves nothing in the page cache).
+/// Replies once every stream has synced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncAll;
+
+impl Message for SyncAll {
+    type Result = ();
+}

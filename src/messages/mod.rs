@@ -14,5 +14,5 @@ pub mod stream;
 pub use forward::Forward;
 pub use manager::{
     AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
-    RecoveryState, Resume, StreamStats, Update, UpdateOutcome,
+    RecoveryState, Resume, StreamStats, SyncAll, Update, UpdateOutcome,
 };

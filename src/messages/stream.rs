@@ -54,8 +54,9 @@ impl Message for SetPaused {
     type Result = ();
 }
 
-/// The stream's framework was cleaned up: stop retrying and close the file
-/// (removing it when `remove_file`), then tell the manager it ended.
+/// The stream's framework was cleaned up, or its manager stopped: stop
+/// retrying and close the file (removing it when `remove_file`), then tell
+/// the manager it ended.
 #[derive(Debug, Clone, Copy)]
 pub struct Close {
     /// Delete the checkpoint file.
@@ -77,4 +78,12 @@ pub struct GetStats<K: UpdateKind> {
 
 impl<K: UpdateKind> Message for GetStats<K> {
     type Result = Option<StreamStats<K>>;
+}
+
+/// Sync the file now (see [`crate::messages::manager::SyncAll`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SyncNow;
+
+impl Message for SyncNow {
+    type Result = ();
 }

@@ -194,6 +194,12 @@ impl StreamLog {
         Ok(())
     }
 
+    /// Syncs the file's data now, dirty or not (shutdown, `none` policy).
+    pub fn force_sync(&mut self) -> Result<(), StoreError> {
+        self.dirty = true;
+        self.sync()
+    }
+
     /// Whether bytes were written that no sync has covered yet (only ever true under `batch`,
     /// or after a failed sync).
     pub fn needs_sync(&self) -> bool {

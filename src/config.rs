@@ -1,0 +1,548 @@
+//! The service's configuration: layered loading and validation.
+//!
+//! Layers, later ones win: `config/default.toml` (compiled in), the file
+//! given with `--config`, environment variables `SUM__SECTION__KEY` (e.g.
+//! `SUM__STORE__SYNC=always`), then the `--data-dir` / `--listen` flags.
+//! [`Settings`] is the raw, deserialized form (durations as strings, as in
+//! the file); [`Settings::validate`] checks every key and turns it into a
+//! typed [`ServiceConfig`], reporting every bad key on its own line with the
+//! key, the value and what is allowed. Nothing starts before it passed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::actors::manager::ManagerConfig;
+use crate::store::SyncPolicy;
+use crate::stream::RetryPolicy;
+
+/// The compiled-in defaults (`config/default.toml`).
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "SUM";
+
+/// Largest `server.max_payload_bytes`: gRPC messages are capped at 4 MiB.
+pub const MAX_PAYLOAD_LIMIT: usize = 4 * 1024 * 1024 - 64 * 1024;
+
+/// Why the configuration could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A layer could not be read or parsed (unknown key, wrong type, bad file).
+    #[error("configuration: {0}")]
+    Load(String),
+    /// Keys with values that are not allowed, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<BadKey>),
+}
+
+/// One key with a value that is not allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadKey {
+    /// The key, e.g. `store.sync`.
+    pub key: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+}
+
+impl fmt::Display for BadKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid configuration: {} = {:?}: expected {}",
+            self.key, self.value, self.allowed
+        )
+    }
+}
+
+/// The settings as written in the layers (see the module docs).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub retry: RetrySettings,
+    pub recovery: RecoverySettings,
+    pub limits: LimitSettings,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// gRPC listen address.
+    pub listen: String,
+    /// Largest `Status.payload`, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Where stream files live.
+    pub data_dir: PathBuf,
+    /// `none`, `always` or `batch`.
+    pub sync: String,
+    /// Delete a stream's files once it ends.
+    pub remove_finished: bool,
+}
+
+/// `[retry]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// First gap, e.g. `"10s"`.
+    pub min: String,
+    /// Largest gap, e.g. `"10m"`.
+    pub max: String,
+    /// Relative spread in `[0, 1)`.
+    pub jitter: f64,
+}
+
+/// `[recovery]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverySettings {
+    /// Fail startup on a corrupt record.
+    pub strict: bool,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Most pending updates per stream.
+    pub max_pending_per_stream: usize,
+    /// Most streams in memory.
+    pub max_streams: usize,
+    /// Most stream files open at once.
+    pub max_open_files: usize,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Prometheus listen address; empty = off.
+    pub listen: String,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A `tracing` filter such as `info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+/// Flags that override every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// `--data-dir DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen ADDR`.
+    pub listen: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration the service runs with.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Largest `Status.payload`.
+    pub max_payload_bytes: usize,
+    /// Where stream files live.
+    pub data_dir: PathBuf,
+    /// When updates and acks are answered.
+    pub sync: SyncPolicy,
+    /// Delete finished streams' files.
+    pub remove_finished: bool,
+    /// The retry schedule.
+    pub retry: RetryPolicy,
+    /// Strict recovery at startup.
+    pub strict_recovery: bool,
+    /// Most pending updates per stream.
+    pub max_pending_per_stream: usize,
+    /// Most streams.
+    pub max_streams: usize,
+    /// Most stream files open at once.
+    pub max_open_files: usize,
+    /// Prometheus listen address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `tracing` filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Loads the layers with the process environment.
+    pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
+        Self::load_with_env(overrides, None)
+    }
+
+    /// Loads the layers; `env` replaces the process environment when given
+    /// (for tests).
+    pub fn load_with_env(
+        overrides: &Overrides,
+        env: Option<config::Map<String, String>>,
+    ) -> Result<Settings, ConfigError> {
+        use config::{Config, Environment, File, FileFormat};
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(path) = &overrides.config_file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file '{}' does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(env),
+        );
+        let load = |e: config::ConfigError| ConfigError::Load(e.to_string());
+        if let Some(dir) = &overrides.data_dir {
+            builder = builder
+                .set_override("store.data_dir", dir.to_string_lossy().into_owned())
+                .map_err(load)?;
+        }
+        if let Some(listen) = &overrides.listen {
+            builder = builder
+                .set_override("server.listen", listen.clone())
+                .map_err(load)?;
+        }
+        builder
+            .build()
+            .map_err(load)?
+            .try_deserialize()
+            .map_err(load)
+    }
+
+    /// Checks every key; all problems are reported at once.
+    pub fn validate(&self) -> Result<ServiceConfig, ConfigError> {
+        let mut bad = Vec::new();
+        let mut check = |key: &'static str, value: String, allowed: &str, ok: bool| {
+            if !ok {
+                bad.push(BadKey {
+                    key,
+                    value,
+                    allowed: allowed.to_string(),
+                });
+            }
+        };
+        let listen = self.server.listen.parse::<SocketAddr>();
+        check(
+            "server.listen",
+            self.server.listen.clone(),
+            "an address like 127.0.0.1:50051",
+            listen.is_ok(),
+        );
+        let payload = self.server.max_payload_bytes;
+        check(
+            "server.max_payload_bytes",
+            payload.to_string(),
+            &format!("a size from 1 to {MAX_PAYLOAD_LIMIT}"),
+            (1..=MAX_PAYLOAD_LIMIT).contains(&payload),
+        );
+        check(
+            "store.data_dir",
+            self.store.data_dir.display().to_string(),
+            "a directory path",
+            !self.store.data_dir.as_os_str().is_empty(),
+        );
+        let sync = self.store.sync.parse::<SyncPolicy>();
+        check(
+            "store.sync",
+            self.store.sync.clone(),
+            "one of none, always, batch",
+            sync.is_ok(),
+        );
+        let min = parse_duration(&self.retry.min);
+        let max = parse_duration(&self.retry.max);
+        check(
+            "retry.min",
+            self.retry.min.clone(),
+            "a duration above zero such as \"10s\" or \"250ms\"",
+            min.is_some(),
+        );
+        let max_ok = match (min, max) {
+            (Some(min), Some(max)) => max >= min,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        check(
+            "retry.max",
+            self.retry.max.clone(),
+            "a duration such as \"10m\", not below retry.min",
+            max_ok,
+        );
+        let jitter = self.retry.jitter;
+        check(
+            "retry.jitter",
+            jitter.to_string(),
+            "a number from 0.0 up to (not including) 1.0",
+            (0.0..1.0).contains(&jitter),
+        );
+        let limits = &self.limits;
+        check(
+            "limits.max_pending_per_stream",
+            limits.max_pending_per_stream.to_string(),
+            "at least 1",
+            limits.max_pending_per_stream >= 1,
+        );
+        check(
+            "limits.max_streams",
+            limits.max_streams.to_string(),
+            "at least 1",
+            limits.max_streams >= 1,
+        );
+        check(
+            "limits.max_open_files",
+            limits.max_open_files.to_string(),
+            "at least 1",
+            limits.max_open_files >= 1,
+        );
+        let metrics = if self.metrics.listen.is_empty() {
+            Ok(None)
+        } else {
+            self.metrics.listen.parse().map(Some)
+        };
+        check(
+            "metrics.listen",
+            self.metrics.listen.clone(),
+            "\"\" (off) or an address like 127.0.0.1:9898",
+            metrics.is_ok(),
+        );
+        let level_ok = tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok();
+        check(
+            "log.level",
+            self.log.level.clone(),
+            "a tracing filter such as \"info\" or \"status_update_manager=debug\"",
+            level_ok,
+        );
+        let format = match self.log.format.as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        };
+        check(
+            "log.format",
+            self.log.format.clone(),
+            "one of text, json",
+            format.is_some(),
+        );
+
+        match (listen, sync, min, max, metrics, format) {
+            (Ok(listen), Ok(sync), Some(min), Some(max), Ok(metrics_listen), Some(log_format))
+                if bad.is_empty() =>
+            {
+                Ok(ServiceConfig {
+                    listen,
+                    max_payload_bytes: payload,
+                    data_dir: self.store.data_dir.clone(),
+                    sync,
+                    remove_finished: self.store.remove_finished,
+                    retry: RetryPolicy { min, max, jitter },
+                    strict_recovery: self.recovery.strict,
+                    max_pending_per_stream: limits.max_pending_per_stream,
+                    max_streams: limits.max_streams,
+                    max_open_files: limits.max_open_files,
+                    metrics_listen,
+                    log_level: self.log.level.clone(),
+                    log_format,
+                })
+            }
+            _ => Err(ConfigError::Invalid(bad)),
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// Loads and validates in one step.
+    pub fn load(overrides: &Overrides) -> Result<ServiceConfig, ConfigError> {
+        Settings::load(overrides)?.validate()
+    }
+
+    /// The manager's part of the configuration.
+    pub fn manager_config(&self) -> ManagerConfig {
+        ManagerConfig {
+            sync: self.sync,
+            retry: self.retry,
+            max_pending_per_stream: self.max_pending_per_stream,
+            max_streams: self.max_streams,
+            remove_finished: self.remove_finished,
+            // The service forwards only while a subscriber is connected.
+            start_paused: true,
+            ..ManagerConfig::default()
+        }
+    }
+
+    /// Where stream files live.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// Parses `"10s"`, `"250ms"`, `"10m"`, `"1h 30m"`; zero is refused.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    humantime::parse_duration(text.trim())
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<config::Map<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid_and_match_the_contract() {
+        let config = Settings::load_with_env(&Overrides::default(), env(&[]))
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.sync, SyncPolicy::Batch);
+        assert_eq!(config.retry, RetryPolicy::default());
+        assert!(config.remove_finished && config.strict_recovery);
+        assert_eq!(
+            (
+                config.max_pending_per_stream,
+                config.max_streams,
+                config.max_open_files
+            ),
+            (10_000, 1_000_000, 4096)
+        );
+        assert_eq!(config.metrics_listen, None);
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sum.toml");
+        std::fs::write(
+            &file,
+            "[store]\nsync = \"none\"\ndata_dir = \"/from-file\"\n[retry]\nmin = \"1s\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config_file: Some(file),
+            data_dir: Some("/from-flag".into()),
+            listen: None,
+        };
+        let settings = Settings::load_with_env(
+            &overrides,
+            env(&[
+                ("SUM__STORE__SYNC", "always"),
+                ("SUM__RETRY__JITTER", "0.5"),
+                ("SUM__SERVER__LISTEN", "127.0.0.1:7000"),
+            ]),
+        )
+        .unwrap();
+        let config = settings.validate().unwrap();
+        assert_eq!(config.sync, SyncPolicy::Always, "env beats file");
+        assert_eq!(
+            config.data_dir,
+            PathBuf::from("/from-flag"),
+            "flag beats file"
+        );
+        assert_eq!(
+            config.retry.min,
+            Duration::from_secs(1),
+            "file beats defaults"
+        );
+        assert_eq!(config.retry.jitter, 0.5);
+        assert_eq!(config.listen.port(), 7000);
+    }
+
+    #[test]
+    fn every_bad_key_is_reported_on_its_own_line() {
+        let settings = Settings::load_with_env(
+            &Overrides::default(),
+            env(&[
+                ("SUM__STORE__SYNC", "sometimes"),
+                ("SUM__RETRY__MIN", "0s"),
+                ("SUM__RETRY__JITTER", "1.5"),
+                ("SUM__SERVER__LISTEN", "nowhere"),
+                ("SUM__LOG__FORMAT", "xml"),
+            ]),
+        )
+        .unwrap();
+        let err = settings.validate().unwrap_err().to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 5, "{err}");
+        for (i, key) in [
+            "server.listen",
+            "store.sync",
+            "retry.min",
+            "retry.jitter",
+            "log.format",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(
+                lines[i].contains(key),
+                "line {i} should name {key}: {}",
+                lines[i]
+            );
+        }
+        assert!(
+            err.contains("\"sometimes\": expected one of none, always, batch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_refused() {
+        let err =
+            Settings::load_with_env(&Overrides::default(), env(&[("SUM__STORE__SYNK", "none")]))
+                .unwrap_err();
+        assert!(err.to_string().contains("synk"), "{err}");
+        let overrides = Overrides {
+            config_file: Some("/no/such/file.toml".into()),
+            ..Overrides::default()
+        };
+        let err = Settings::load_with_env(&overrides, env(&[])).unwrap_err();
+        assert!(err.to_string().contains("/no/such/file.toml"), "{err}");
+    }
+}

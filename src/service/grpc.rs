@@ -1,0 +1,275 @@
+//! The gRPC front: API.md §1 mapped onto the manager's messages.
+//!
+//! Each RPC validates what the manager cannot (a missing `update`, the
+//! payload limit, the stream id and uuid of an ack), sends one message to
+//! the manager (or the hub), and maps the typed error to the status code of
+//! API.md's table; the message text is the error's, which names the stream,
+//! the uuid and what was expected.
+
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Code, Request, Response, Status};
+
+use super::hub::{AdminPause, AdminResume, Subscribe, SubscriberHub, SubscriberItem};
+use crate::error::{AckError, UpdateError};
+use crate::kind::native::validate_stream_id;
+use crate::kind::{parse_status_uuid, Native};
+use crate::messages::{
+    Acknowledge, Cleanup, GetStream, ListStreams, StreamStats, Update, UpdateOutcome,
+};
+use crate::proto::status_update_manager::v1 as pb;
+use crate::proto::status_update_manager::v1::status_update_manager_server::StatusUpdateManager as Api;
+use crate::StatusUpdateManager;
+
+/// The gRPC service; cheap to clone (two actor addresses).
+#[derive(Debug, Clone)]
+pub struct GrpcService {
+    manager: Addr<StatusUpdateManager<Native>>,
+    hub: Addr<SubscriberHub>,
+    max_payload_bytes: usize,
+}
+
+impl GrpcService {
+    /// The service over a running manager and hub.
+    pub fn new(
+        manager: Addr<StatusUpdateManager<Native>>,
+        hub: Addr<SubscriberHub>,
+        max_payload_bytes: usize,
+    ) -> Self {
+        GrpcService {
+            manager,
+            hub,
+            max_payload_bytes,
+        }
+    }
+}
+
+fn mailbox(err: MailboxError) -> Status {
+    Status::unavailable(format!(
+        "the manager is not running ({err}); the server is shutting down"
+    ))
+}
+
+/// The status code of an update rejection (API.md §1).
+pub fn update_status(err: &UpdateError) -> Status {
+    let code = match err {
+        UpdateError::Invalid { .. } => Code::InvalidArgument,
+        UpdateError::FileExists { .. }
+        | UpdateError::CheckpointMismatch { .. }
+        | UpdateError::FrameworkMismatch { .. }
+        | UpdateError::StreamClosing { .. } => Code::FailedPrecondition,
+        UpdateError::QueueFull { .. } | UpdateError::TooManyStreams { .. } => {
+            Code::ResourceExhausted
+        }
+        UpdateError::Unavailable { .. } | UpdateError::Storage { .. } => Code::Unavailable,
+        UpdateError::CreateFailed { .. } => Code::Internal,
+    };
+    Status::new(code, err.to_string())
+}
+
+/// The status code of an ack rejection (API.md §1).
+pub fn ack_status(err: &AckError) -> Status {
+    let code = match err {
+        AckError::UnknownStream { .. } => Code::NotFound,
+        AckError::Invalid { .. } => Code::InvalidArgument,
+        AckError::DuplicateAck { .. } => Code::AlreadyExists,
+        AckError::NothingPending { .. } | AckError::UnexpectedAck { .. } => {
+            Code::FailedPrecondition
+        }
+        AckError::Unavailable { .. } | AckError::Storage { .. } => Code::Unavailable,
+    };
+    Status::new(code, err.to_string())
+}
+
+fn checked_stream_id(id: &str) -> Result<(), Status> {
+    validate_stream_id(id).map_err(|reason| Status::invalid_argument(reason.to_string()))
+}
+
+fn millis(d: Option<Duration>, none: i64) -> i64 {
+    d.map_or(none, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A stream's figures as `StreamInfo`.
+pub fn stream_info(stats: StreamStats<Native>) -> pb::StreamInfo {
+    pb::StreamInfo {
+        stream_id: stats.stream,
+        framework_id: stats.framework_id.unwrap_or_default(),
+        checkpointed: stats.checkpointed,
+        pending: u32::try_from(stats.pending).unwrap_or(u32::MAX),
+        received: stats.received as u64,
+        acknowledged: stats.acknowledged as u64,
+        terminated: stats.terminated,
+        attempt: stats.attempt,
+        next_retry_in_millis: millis(stats.next_retry_in, -1),
+        oldest_pending_age_millis: millis(stats.oldest_pending_age, 0),
+        checkpoint_bytes: stats.checkpoint_bytes,
+        pending_statuses: stats
+            .pending_updates
+            .into_iter()
+            .filter_map(|u| u.status)
+            .collect(),
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+#[tonic::async_trait]
+impl Api for GrpcService {
+    async fn update(
+        &self,
+        request: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::UpdateResponse>, Status> {
+        let pb::UpdateRequest {
+            update,
+            memory_only,
+        } = request.into_inner();
+        let mut update =
+            update.ok_or_else(|| Status::invalid_argument("UpdateRequest.update is missing"))?;
+        if let Some(status) = update.status.as_mut() {
+            if status.payload.len() > self.max_payload_bytes {
+                return Err(Status::invalid_argument(format!(
+                    "payload of {} bytes for stream {} is over the limit of {} bytes (server.max_payload_bytes)",
+                    status.payload.len(),
+                    update.stream_id,
+                    self.max_payload_bytes
+                )));
+            }
+            if status.timestamp_unix_micros == 0 {
+                status.timestamp_unix_micros = now_micros();
+            }
+        }
+        let outcome = self
+            .manager
+            .send(Update::<Native> {
+                update,
+                checkpoint: !memory_only,
+            })
+            .await
+            .map_err(mailbox)?
+            .map_err(|e| update_status(&e))?;
+        Ok(Response::new(pb::UpdateResponse {
+            duplicate: outcome == UpdateOutcome::Duplicate,
+        }))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        let pb::AcknowledgeRequest {
+            stream_id,
+            status_uuid,
+        } = request.into_inner();
+        checked_stream_id(&stream_id)?;
+        let uuid = parse_status_uuid(&status_uuid).map_err(|reason| {
+            Status::invalid_argument(format!(
+                "rejected acknowledgement for stream {stream_id}: {reason}"
+            ))
+        })?;
+        let outcome = self
+            .manager
+            .send(Acknowledge::<Native> {
+                stream: stream_id,
+                uuid,
+            })
+            .await
+            .map_err(mailbox)?
+            .map_err(|e| ack_status(&e))?;
+        Ok(Response::new(pb::AcknowledgeResponse {
+            stream_terminated: outcome.stream_terminated,
+        }))
+    }
+
+    type SubscribeStream = Pin<Box<dyn Stream<Item = SubscriberItem> + Send + 'static>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let name = request.into_inner().subscriber;
+        let name = if name.is_empty() {
+            "(unnamed)".to_string()
+        } else {
+            name
+        };
+        let rx = self.hub.send(Subscribe { name }).await.map_err(mailbox)?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cleanup(
+        &self,
+        request: Request<pb::CleanupRequest>,
+    ) -> Result<Response<pb::CleanupResponse>, Status> {
+        let framework_id = request.into_inner().framework_id;
+        if framework_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "CleanupRequest.framework_id is empty; expected a framework id",
+            ));
+        }
+        let closed = self
+            .manager
+            .send(Cleanup { framework_id })
+            .await
+            .map_err(mailbox)?;
+        Ok(Response::new(pb::CleanupResponse {
+            streams_closed: u32::try_from(closed).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn pause(
+        &self,
+        _request: Request<pb::PauseRequest>,
+    ) -> Result<Response<pb::PauseResponse>, Status> {
+        self.hub.send(AdminPause).await.map_err(mailbox)?;
+        Ok(Response::new(pb::PauseResponse {}))
+    }
+
+    async fn resume(
+        &self,
+        _request: Request<pb::ResumeRequest>,
+    ) -> Result<Response<pb::ResumeResponse>, Status> {
+        self.hub.send(AdminResume).await.map_err(mailbox)?;
+        Ok(Response::new(pb::ResumeResponse {}))
+    }
+
+    async fn list_streams(
+        &self,
+        request: Request<pb::ListStreamsRequest>,
+    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        let framework_id = request.into_inner().framework_id;
+        let query = if framework_id.is_empty() {
+            ListStreams::<Native>::all()
+        } else {
+            ListStreams::of_framework(framework_id)
+        };
+        let stats = self.manager.send(query).await.map_err(mailbox)?;
+        Ok(Response::new(pb::ListStreamsResponse {
+            streams: stats.into_iter().map(stream_info).collect(),
+        }))
+    }
+
+    async fn get_stream(
+        &self,
+        request: Request<pb::GetStreamRequest>,
+    ) -> Result<Response<pb::StreamInfo>, Status> {
+        let stream_id = request.into_inner().stream_id;
+        checked_stream_id(&stream_id)?;
+        let stats = self
+            .manager
+            .send(GetStream::<Native> {
+                stream: stream_id.clone(),
+            })
+            .await
+            .map_err(mailbox)?
+            .ok_or_else(|| Status::not_found(format!("stream {stream_id} is not in memory")))?;
+        Ok(Response::new(stream_info(stats)))
+    }
+}

@@ -1,0 +1,231 @@
+//! The service: `status-update-manager serve`.
+//!
+//! [`start`] runs the whole lifecycle up to listening: create the data
+//! directory, start the [`SubscriberHub`](hub::SubscriberHub) and a paused
+//! native-kind manager whose forwards go to the hub, discover every stream
+//! under `store.data_dir` and recover them (strict per `recovery.strict`; a
+//! strict failure is an error and nothing listens), then serve gRPC — the
+//! `StatusUpdateManager` service of API.md, `grpc.health.v1.Health` and
+//! server reflection — on `server.listen`. [`RunningService::shutdown`]
+//! ends the subscriber's stream, stops accepting, lets in-flight requests
+//! finish, syncs every stream file and returns. [`serve`] does both around
+//! SIGINT/SIGTERM.
+//!
+//! Everything runs on the actix System of the calling thread: tonic's
+//! connection tasks and the actors share its runtime.
+
+pub mod grpc;
+pub mod hub;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use thiserror::Error;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+use crate::config::ServiceConfig;
+use crate::error::RecoverError;
+use crate::kind::Native;
+use crate::messages::{Recover, SyncAll};
+use crate::proto::status_update_manager::v1::status_update_manager_server::StatusUpdateManagerServer;
+use crate::store::layout::{discover_native_streams, native_stream_path, LayoutError};
+use crate::StatusUpdateManager;
+use grpc::GrpcService;
+use hub::{CloseSubscriber, SetManager, SubscriberHub};
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory '{path}': {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The streams under the data directory could not be listed.
+    #[error("cannot discover streams: {0}")]
+    Discover(#[from] LayoutError),
+    /// Strict recovery failed.
+    #[error("recovery failed (recovery.strict = true): {0}")]
+    Recovery(#[from] RecoverError),
+    /// An actor stopped unexpectedly.
+    #[error("the manager stopped during startup: {0}")]
+    Mailbox(#[from] MailboxError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Reflection could not be set up.
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A started service.
+#[derive(Debug)]
+pub struct RunningService {
+    /// The address the gRPC server listens on (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// The manager.
+    pub manager: Addr<StatusUpdateManager<Native>>,
+    /// The subscriber hub.
+    pub hub: Addr<SubscriberHub>,
+    /// Streams recovered at startup.
+    pub recovered: usize,
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    health: tonic_health::server::HealthReporter,
+}
+
+/// Starts the service on the current actix System; see the module docs.
+pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+
+    let hub = SubscriberHub::start();
+    let paths_dir = data_dir.clone();
+    let paths = Arc::new(move |id: &String| native_stream_path(&paths_dir, id));
+    let manager = StatusUpdateManager::<Native>::start(
+        config.manager_config(),
+        hub.clone().recipient(),
+        paths,
+    );
+    hub.send(SetManager(manager.clone())).await?;
+
+    let ids: Vec<String> = discover_native_streams(&data_dir)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    info!(streams = ids.len(), dir = %data_dir.display(), strict = config.strict_recovery, "recovering");
+    let state = manager
+        .send(Recover::<Native> {
+            ids,
+            strict: config.strict_recovery,
+        })
+        .await??;
+    let recovered = state
+        .streams
+        .values()
+        .filter(|s| s.as_ref().is_some_and(|s| !s.terminated))
+        .count();
+    for failure in &state.failures {
+        warn!(cause = %failure, "recovery error");
+    }
+    info!(recovered, errors = state.errors, "recovery done");
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<StatusUpdateManagerServer<GrpcService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let api = StatusUpdateManagerServer::new(GrpcService::new(
+        manager.clone(),
+        hub.clone(),
+        config.max_payload_bytes,
+    ))
+    .max_decoding_message_size(config.max_payload_bytes + 64 * 1024);
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stopped.await;
+        });
+    let server = tokio::spawn(server);
+    info!(%local_addr, "listening");
+    Ok(RunningService {
+        local_addr,
+        manager,
+        hub,
+        recovered,
+        stop,
+        server,
+        health,
+    })
+}
+
+impl RunningService {
+    /// Graceful stop: the subscriber's stream ends (UNAVAILABLE), the server
+    /// stops accepting and finishes in-flight requests, every stream file is
+    /// synced.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        info!("shutting down");
+        self.health
+            .set_not_serving::<StatusUpdateManagerServer<GrpcService>>()
+            .await;
+        let _ = self.hub.send(CloseSubscriber).await;
+        let _ = self.stop.send(());
+        let served = match self.server.await {
+            Ok(result) => result.map_err(ServeError::from),
+            Err(join) => {
+                warn!(cause = %join, "gRPC server task ended abnormally");
+                Ok(())
+            }
+        };
+        if let Err(err) = self.manager.send(SyncAll).await {
+            warn!(cause = %err, "could not sync the stream files");
+        }
+        info!("stopped");
+        served
+    }
+}
+
+/// Runs the service until SIGINT or SIGTERM, then shuts it down gracefully.
+pub async fn serve(config: ServiceConfig) -> Result<(), ServeError> {
+    let running = start(config).await?;
+    println!("listening on {}", running.local_addr);
+    wait_for_signal().await;
+    running.shutdown().await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                    _ = term.recv() => info!("SIGTERM received"),
+                }
+            }
+            Err(err) => {
+                warn!(cause = %err, "cannot watch SIGTERM; only SIGINT stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
