@@ -34,9 +34,9 @@ use crate::kind::{validate_update, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
 use crate::messages::manager::{
     AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
-    RecoveryState, Resume, StreamEnded, StreamStats, Update, UpdateOutcome,
+    RecoveryState, Resume, StreamEnded, StreamStats, SyncAll, Update, UpdateOutcome,
 };
-use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate};
+use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::store::{FaultPlan, StoreError, StreamLog, SyncPolicy};
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState};
@@ -165,7 +165,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             path,
             settings: self.settings(),
             forward: self.forward.clone(),
-            manager: ctx.address().recipient(),
+            manager: ctx.address().downgrade().recipient(),
             generation,
             paused: self.paused,
         });
@@ -175,6 +175,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
                 .or_default()
                 .insert(id.clone());
         }
+        metrics::gauge!(crate::metrics::STREAMS).increment(1.0);
         self.streams.insert(
             id,
             Entry {
@@ -189,6 +190,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
 
     fn forget(&mut self, id: &K::StreamId) {
         if let Some(entry) = self.streams.remove(id) {
+            metrics::gauge!(crate::metrics::STREAMS).decrement(1.0);
             if let Some(framework) = entry.framework {
                 if let Some(ids) = self.frameworks.get_mut(&framework) {
                     ids.remove(id);
@@ -206,7 +208,6 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
         &mut self,
         id: &K::StreamId,
         update: &K::Update,
-        uuid: &str,
         checkpoint: bool,
         ctx: &mut Context<Self>,
     ) -> Result<Addr<StreamActor<K>>, UpdateError> {
@@ -223,9 +224,8 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
                     stream: id.to_string(),
                     path,
                 },
-                other => UpdateError::Storage {
+                other => UpdateError::CreateFailed {
                     stream: id.to_string(),
-                    uuid: uuid.to_string(),
                     source: Arc::new(other),
                 },
             })?;
@@ -242,6 +242,18 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
 
 impl<K: UpdateKind> Actor for StatusUpdateManager<K> {
     type Context = Context<Self>;
+
+    /// The manager is gone (its callers dropped it, or the system stops):
+    /// its streams stop too, as Mesos's timers die with its actor. A stream
+    /// with an armed retry timer would otherwise outlive its last address and
+    /// keep forwarding. Files are kept: the streams did not finish.
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let close = Close { remove_file: false };
+        for entry in self.streams.values().filter(|e| !e.closing) {
+            // A stream that already stopped has nothing left to close.
+            let _ = entry.addr.try_send(close);
+        }
+    }
 }
 
 /// A reply that is either ready now or comes from a stream actor, which
@@ -400,7 +412,7 @@ impl<K: UpdateKind> Handler<Update<K>> for StatusUpdateManager<K> {
                 }));
             }
             Some(entry) => entry.addr.clone(),
-            None => match self.open_stream(&key.stream, &update, &uuid_text, checkpoint, ctx) {
+            None => match self.open_stream(&key.stream, &update, checkpoint, ctx) {
                 Ok(addr) => addr,
                 Err(err) => return Routed::Ready(Err(err)),
             },
@@ -484,7 +496,7 @@ impl<K: UpdateKind> Handler<Cleanup> for StatusUpdateManager<K> {
             entry.closing = true;
             if entry.addr.try_send(close).is_err() {
                 // The actor is gone already: nothing left to close.
-                self.streams.remove(&id);
+                self.forget(&id);
             }
         }
         closed
@@ -653,6 +665,20 @@ impl<K: UpdateKind> Handler<GetStream<K>> for StatusUpdateManager<K> {
                     .ok()
                     .flatten(),
                 None => None,
+            }
+        })
+    }
+}
+
+impl<K: UpdateKind> Handler<SyncAll> for StatusUpdateManager<K> {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: SyncAll, _ctx: &mut Context<Self>) -> Self::Result {
+        let addrs: Vec<_> = self.streams.values().map(|e| e.addr.clone()).collect();
+        Box::pin(async move {
+            for addr in addrs {
+                // A stream that stopped has nothing left to sync.
+                let _ = addr.send(SyncNow).await;
             }
         })
     }

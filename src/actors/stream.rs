@@ -32,14 +32,16 @@ use std::time::Duration;
 
 use actix::dev::OneshotSender;
 use actix::prelude::*;
+use actix::WeakRecipient;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::error::{AckError, UpdateError};
 use crate::kind::{encode_framed, RecordRef, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
+use crate::metrics as m;
 use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutcome};
-use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate};
+use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::store::{FaultPlan, StoreError, StreamLog, SyncPolicy};
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState, UpdateDecision};
@@ -94,7 +96,7 @@ pub struct StreamActor<K: UpdateKind> {
     path: Option<PathBuf>,
     settings: StreamSettings,
     forward: Recipient<Forward<K>>,
-    manager: Recipient<StreamEnded<K>>,
+    manager: WeakRecipient<StreamEnded<K>>,
     generation: u64,
     paused: bool,
     retry: Retry,
@@ -104,6 +106,8 @@ pub struct StreamActor<K: UpdateKind> {
     fault: Option<String>,
     ended: bool,
     scratch: Vec<u8>,
+    /// This stream's share of the pending gauge.
+    reported_pending: usize,
 }
 
 /// Everything a stream actor starts from.
@@ -119,8 +123,9 @@ pub struct StreamInit<K: UpdateKind> {
     pub settings: StreamSettings,
     /// Where forwards go.
     pub forward: Recipient<Forward<K>>,
-    /// Where the end of the stream is reported.
-    pub manager: Recipient<StreamEnded<K>>,
+    /// Where the end of the stream is reported. Weak, so that the manager
+    /// stops once its callers drop it (its streams must not keep it alive).
+    pub manager: WeakRecipient<StreamEnded<K>>,
     /// The manager's tag for this incarnation of the stream.
     pub generation: u64,
     /// Whether forwarding is paused.
@@ -148,6 +153,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 fault: None,
                 ended: false,
                 scratch: Vec::new(),
+                reported_pending: 0,
             }
         })
     }
@@ -176,7 +182,9 @@ impl<K: UpdateKind> StreamActor<K> {
                 },
             });
         }
+        let started = std::time::Instant::now();
         log.append(&self.scratch)?;
+        metrics::histogram!(m::APPEND_SECONDS).record(started.elapsed());
         if log.needs_sync() && !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| act.flush(ctx)));
@@ -210,7 +218,12 @@ impl<K: UpdateKind> StreamActor<K> {
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
         let synced = match self.log.as_mut() {
-            Some(log) => log.sync(),
+            Some(log) => {
+                let started = std::time::Instant::now();
+                let synced = log.sync();
+                metrics::histogram!(m::SYNC_SECONDS).record(started.elapsed());
+                synced
+            }
             None => Ok(()),
         };
         match synced {
@@ -222,6 +235,7 @@ impl<K: UpdateKind> StreamActor<K> {
             Err(err) => {
                 error!(stream = %self.name(), cause = %err, "checkpoint sync failed; restarting the stream");
                 self.fail_waiting(std::sync::Arc::new(err));
+                metrics::counter!(m::STORAGE_ERRORS).increment(1);
                 ctx.stop();
             }
         }
@@ -274,6 +288,7 @@ impl<K: UpdateKind> StreamActor<K> {
             }
         };
         debug!(stream = %self.name(), %uuid, attempt, "forwarding");
+        metrics::counter!(m::FORWARDS).increment(1);
         let msg = Forward {
             stream: self.state.id().clone(),
             update,
@@ -301,6 +316,7 @@ impl<K: UpdateKind> StreamActor<K> {
             return;
         }
         info!(stream = %self.name(), %uuid, "resending unacknowledged update");
+        metrics::counter!(m::RETRIES).increment(1);
         self.retry.interval = self.settings.retry.next_interval(self.retry.interval);
         self.send_head(ctx);
     }
@@ -320,6 +336,7 @@ impl<K: UpdateKind> StreamActor<K> {
         }
         self.ended = true;
         self.cancel_timer(ctx);
+        self.report_pending();
         if let Some(log) = self.log.take() {
             if self.settings.remove_finished {
                 if let Err(err) = log.remove() {
@@ -331,7 +348,11 @@ impl<K: UpdateKind> StreamActor<K> {
             stream: self.state.id().clone(),
             generation: self.generation,
         };
-        if self.manager.try_send(ended).is_err() {
+        let sent = self
+            .manager
+            .upgrade()
+            .is_some_and(|manager| manager.try_send(ended).is_ok());
+        if !sent {
             debug!(stream = %self.name(), "manager gone before the stream ended");
         }
     }
@@ -383,6 +404,16 @@ impl<K: UpdateKind> StreamActor<K> {
         }
     }
 
+    /// Moves the global pending gauge by this stream's change since the last report.
+    fn report_pending(&mut self) {
+        let now = if self.ended { 0 } else { self.state.pending().len() };
+        if now != self.reported_pending {
+            let delta = now as f64 - self.reported_pending as f64;
+            metrics::gauge!(m::PENDING).increment(delta);
+            self.reported_pending = now;
+        }
+    }
+
     fn stats(&self, with_pending: bool) -> StreamStats<K> {
         let now = Instant::now();
         StreamStats {
@@ -427,6 +458,7 @@ impl<K: UpdateKind> Actor for StreamActor<K> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.report_pending();
         if self.state.terminated() {
             self.end(ctx);
         } else if self.state.head().is_some() {
@@ -494,6 +526,7 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
                         }),
                     );
                     self.fail_waiting(err);
+                    metrics::counter!(m::STORAGE_ERRORS).increment(1);
                     ctx.stop();
                     return;
                 }
@@ -504,6 +537,13 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
                 Ok(UpdateOutcome::Accepted)
             }
         };
+        let outcome = match &result {
+            Ok(UpdateOutcome::Accepted) => "accepted",
+            Ok(UpdateOutcome::Duplicate) => "duplicate",
+            Err(_) => "rejected",
+        };
+        metrics::counter!(m::UPDATES, "outcome" => outcome).increment(1);
+        self.report_pending();
         self.effect(Effect::ReplyUpdate(reply, result, uuid), ctx);
     }
 }
@@ -543,6 +583,7 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
                         }),
                     );
                     self.fail_waiting(err);
+                    metrics::counter!(m::STORAGE_ERRORS).increment(1);
                     ctx.stop();
                     return;
                 }
@@ -570,6 +611,9 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
                 }
             }
         };
+        let outcome = if result.is_ok() { "accepted" } else { "rejected" };
+        metrics::counter!(m::ACKS, "outcome" => outcome).increment(1);
+        self.report_pending();
         self.effect(Effect::ReplyAck(reply, result, uuid), ctx);
     }
 }
@@ -612,7 +656,7 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
             self.flush(ctx);
         }
         self.settings.remove_finished = msg.remove_file;
-        info!(stream = %self.name(), "closing stream (framework cleaned up)");
+        info!(stream = %self.name(), "closing stream (framework cleaned up, or the manager stopped)");
         self.end(ctx);
     }
 }
@@ -622,5 +666,20 @@ impl<K: UpdateKind> Handler<GetStats<K>> for StreamActor<K> {
 
     fn handle(&mut self, msg: GetStats<K>, _ctx: &mut Context<Self>) -> Self::Result {
         (!self.ended).then(|| self.stats(msg.with_pending))
+    }
+}
+
+impl<K: UpdateKind> Handler<SyncNow> for StreamActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, _msg: SyncNow, ctx: &mut Context<Self>) {
+        if self.flush_scheduled || !self.waiting.is_empty() {
+            self.flush(ctx);
+        }
+        if let Some(log) = self.log.as_mut() {
+            if let Err(err) = log.force_sync() {
+                warn!(stream = %self.name(), cause = %err, "final sync failed");
+            }
+        }
     }
 }

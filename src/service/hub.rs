@@ -190,6 +190,7 @@ impl Handler<Detach> for SubscriberHub {
             if let Some(gone) = self.current.take() {
                 info!(subscriber = %gone.name, "subscriber disconnected; pausing");
             }
+            metrics::gauge!(crate::metrics::SUBSCRIBERS).set(0.0);
             if !self.admin_paused {
                 self.tell_manager(false);
             }

@@ -19,6 +19,7 @@ pub mod hub;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use thiserror::Error;
@@ -29,7 +30,7 @@ use tracing::{info, warn};
 use crate::config::ServiceConfig;
 use crate::error::RecoverError;
 use crate::kind::Native;
-use crate::messages::{Recover, SyncAll};
+use crate::messages::{ListStreams, Recover, SyncAll};
 use crate::proto::status_update_manager::v1::status_update_manager_server::StatusUpdateManagerServer;
 use crate::store::layout::{discover_native_streams, native_stream_path, LayoutError};
 use crate::StatusUpdateManager;
@@ -67,6 +68,14 @@ pub enum ServeError {
     /// Reflection could not be set up.
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The metrics exporter could not start.
+    #[error("metrics exporter on {addr}: {source}")]
+    Metrics {
+        /// `metrics.listen`.
+        addr: SocketAddr,
+        /// Why.
+        source: metrics_exporter_prometheus::BuildError,
+    },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -95,6 +104,11 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         path: data_dir.clone(),
         source,
     })?;
+
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install(addr).map_err(|source| ServeError::Metrics { addr, source })?;
+        info!(%addr, "serving Prometheus metrics at /metrics");
+    }
 
     let hub = SubscriberHub::start();
     let paths_dir = data_dir.clone();
@@ -152,6 +166,10 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     ))
     .max_decoding_message_size(config.max_payload_bytes + 64 * 1024);
 
+    if config.metrics_listen.is_some() {
+        actix_rt::spawn(report_oldest_pending(manager.downgrade()));
+    }
+
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -196,6 +214,22 @@ impl RunningService {
         }
         info!("stopped");
         served
+    }
+}
+
+/// How often the oldest-pending-age gauge is refreshed from the streams' stats.
+pub const OLDEST_PENDING_REFRESH: Duration = Duration::from_secs(5);
+
+/// Refreshes the oldest-pending-age gauge from the stream actors' own stats
+/// until the manager stops.
+async fn report_oldest_pending(manager: actix::WeakAddr<StatusUpdateManager<Native>>) {
+    let mut tick = tokio::time::interval(OLDEST_PENDING_REFRESH);
+    loop {
+        tick.tick().await;
+        let Some(manager) = manager.upgrade() else { return };
+        let Ok(streams) = manager.send(ListStreams::<Native>::all()).await else { return };
+        let oldest = streams.iter().filter_map(|s| s.oldest_pending_age).max().unwrap_or_default();
+        metrics::gauge!(crate::metrics::OLDEST_PENDING_AGE).set(oldest.as_secs_f64());
     }
 }
 

@@ -168,3 +168,68 @@ pub fn native_uuid(update: &native::StatusUpdate) -> Uuid {
 }
 
 pub const MIN: Duration = Duration::from_secs(10);
+
+/// The Mesos agent's layout for task streams, under `dir`:
+/// `<dir>/frameworks/<framework>/tasks/<task>/task.updates`.
+pub fn task_paths(dir: &Path) -> StreamPaths<status_update_manager::kind::Task> {
+    let dir = dir.to_path_buf();
+    Arc::new(move |id: &status_update_manager::kind::TaskStreamId| task_path(&dir, id))
+}
+
+/// The path `task_paths` gives.
+pub fn task_path(dir: &Path, id: &status_update_manager::kind::TaskStreamId) -> PathBuf {
+    dir.join("frameworks")
+        .join(&id.framework_id)
+        .join("tasks")
+        .join(&id.task_id)
+        .join("task.updates")
+}
+
+/// Every stream id of `K` maps to the one file `path` (recovering a copied fixture).
+pub fn single_file_paths<K: UpdateKind>(path: &Path) -> StreamPaths<K> {
+    let path = path.to_path_buf();
+    Arc::new(move |_: &K::StreamId| path.clone())
+}
+
+/// A task status update as a Mesos agent checkpoints it: framework, executor, agent, task
+/// id, state, timestamps, and a random status uuid both at the top level and in the status.
+pub fn task_update(
+    framework: &str,
+    task: &str,
+    state: mesos::TaskState,
+) -> mesos::internal::StatusUpdate {
+    let uuid = Uuid::new_v4().as_bytes().to_vec();
+    mesos::internal::StatusUpdate {
+        framework_id: Some(mesos::FrameworkId {
+            value: framework.to_string(),
+        }),
+        executor_id: Some(mesos::ExecutorId {
+            value: "executor-1".to_string(),
+        }),
+        slave_id: Some(mesos::SlaveId {
+            value: "agent-1".to_string(),
+        }),
+        status: Some(mesos::TaskStatus {
+            task_id: Some(mesos::TaskId {
+                value: task.to_string(),
+            }),
+            state: state as i32,
+            timestamp: Some(1_700_000_000.0),
+            uuid: Some(uuid.clone()),
+            ..Default::default()
+        }),
+        timestamp: 1_700_000_000.0,
+        uuid: Some(uuid),
+        latest_state: None,
+    }
+}
+
+/// The status uuid of a task update (its top-level `uuid`).
+pub fn task_uuid(update: &mesos::internal::StatusUpdate) -> Uuid {
+    Uuid::from_slice(update.uuid.as_deref().unwrap()).unwrap()
+}
+
+/// The Mesos-format fixtures shared with the other implementations.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+}

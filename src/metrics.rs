@@ -1,0 +1,63 @@
+//! Prometheus metrics: names, descriptions and the exporter.
+//!
+//! The actors record through the `metrics` facade; without an installed
+//! recorder (library use, tests) every call is a no-op. The service calls
+//! [`install`] when `metrics.listen` is set, which serves `/metrics` there.
+//! No metric carries a per-stream label: with up to a million streams that
+//! would be unbounded; per-stream figures come from `GetStream`.
+
+use std::net::SocketAddr;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Updates handed to the manager, by `outcome` (`accepted`, `duplicate`, `rejected`).
+pub const UPDATES: &str = "sum_updates_total";
+/// Acknowledgements, by `outcome` (`accepted`, `rejected`).
+pub const ACKS: &str = "sum_acks_total";
+/// Sends of a stream head upstream (first sends and re-sends).
+pub const FORWARDS: &str = "sum_forwards_total";
+/// Re-sends by the retry timer.
+pub const RETRIES: &str = "sum_retries_total";
+/// Failed checkpoint writes or syncs (each restarts its stream).
+pub const STORAGE_ERRORS: &str = "sum_storage_errors_total";
+/// Streams in memory.
+pub const STREAMS: &str = "sum_streams";
+/// Updates pending acknowledgement, over all streams.
+pub const PENDING: &str = "sum_pending_updates";
+/// Age of the oldest pending update, over all streams.
+pub const OLDEST_PENDING_AGE: &str = "sum_oldest_pending_age_seconds";
+/// Time to append one record.
+pub const APPEND_SECONDS: &str = "sum_checkpoint_append_seconds";
+/// Time of one data sync.
+pub const SYNC_SECONDS: &str = "sum_checkpoint_sync_seconds";
+/// 1 while a subscriber is connected (service only).
+pub const SUBSCRIBERS: &str = "sum_subscribers";
+
+/// Describes every metric (units and help text) to the installed recorder.
+pub fn describe() {
+    describe_counter!(UPDATES, "Updates handed to the manager, by outcome.");
+    describe_counter!(ACKS, "Acknowledgements, by outcome.");
+    describe_counter!(FORWARDS, "Sends of a stream head upstream, first sends and re-sends.");
+    describe_counter!(RETRIES, "Re-sends of an unacknowledged head by the retry timer.");
+    describe_counter!(STORAGE_ERRORS, "Failed checkpoint writes or syncs; each restarts its stream.");
+    describe_gauge!(STREAMS, "Streams in memory.");
+    describe_gauge!(PENDING, "Updates pending acknowledgement, over all streams.");
+    describe_gauge!(OLDEST_PENDING_AGE, Unit::Seconds, "Age of the oldest pending update.");
+    describe_histogram!(APPEND_SECONDS, Unit::Seconds, "Time to append one checkpoint record.");
+    describe_histogram!(SYNC_SECONDS, Unit::Seconds, "Time of one checkpoint data sync.");
+    describe_gauge!(SUBSCRIBERS, "1 while an upstream subscriber is connected.");
+}
+
+/// Installs the Prometheus recorder and serves `/metrics` on `addr`. Must
+/// run inside a tokio runtime.
+pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&[
+            0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+            0.1, 0.25, 0.5, 1.0,
+        ])?
+        .install()?;
+    describe();
+    Ok(())
+}
