@@ -47,28 +47,43 @@ impl Handler<Forward<Native>> for Upstream {
     type Result = ();
 
     fn handle(&mut self, forward: Forward<Native>, ctx: &mut Context<Self>) {
-        let Some(status) = forward.update.status.clone() else { return };
-        let latest = forward.update.latest_status.as_ref().map_or("-", |s| s.state.as_str());
+        let Some(status) = forward.update.status.clone() else {
+            return;
+        };
+        let latest = forward
+            .update
+            .latest_status
+            .as_ref()
+            .map_or("-", |s| s.state.as_str());
         println!(
             "upstream <- stream {} state {} (latest {latest}, attempt {})",
             forward.stream, status.state, forward.attempt
         );
-        let (Some(manager), Ok(uuid)) = (self.manager.clone(), uuid::Uuid::from_slice(&status.uuid))
+        let (Some(manager), Ok(uuid)) =
+            (self.manager.clone(), uuid::Uuid::from_slice(&status.uuid))
         else {
             return;
         };
-        let ack = Acknowledge::<Native> { stream: forward.stream, uuid };
-        ctx.spawn(manager.send(ack).into_actor(self).map(move |reply, act, _| match reply {
-            Ok(Ok(outcome)) if outcome.stream_terminated => {
-                println!("upstream -> ack {uuid}: stream ended");
-                if let Some(done) = act.done.take() {
-                    let _ = done.send(());
-                }
-            }
-            Ok(Ok(_)) => println!("upstream -> ack {uuid}"),
-            Ok(Err(err)) => eprintln!("ack failed: {err}"),
-            Err(err) => eprintln!("manager unreachable: {err}"),
-        }));
+        let ack = Acknowledge::<Native> {
+            stream: forward.stream,
+            uuid,
+        };
+        ctx.spawn(
+            manager
+                .send(ack)
+                .into_actor(self)
+                .map(move |reply, act, _| match reply {
+                    Ok(Ok(outcome)) if outcome.stream_terminated => {
+                        println!("upstream -> ack {uuid}: stream ended");
+                        if let Some(done) = act.done.take() {
+                            let _ = done.send(());
+                        }
+                    }
+                    Ok(Ok(_)) => println!("upstream -> ack {uuid}"),
+                    Ok(Err(err)) => eprintln!("ack failed: {err}"),
+                    Err(err) => eprintln!("manager unreachable: {err}"),
+                }),
+        );
     }
 }
 
@@ -90,17 +105,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("data dir: {}", data_dir.display());
 
     let (done_tx, done_rx) = oneshot::channel();
-    let upstream = Upstream { manager: None, done: Some(done_tx) }.start();
+    let upstream = Upstream {
+        manager: None,
+        done: Some(done_tx),
+    }
+    .start();
     let paths_dir = data_dir.clone();
     let paths = Arc::new(move |id: &String| native_stream_path(&paths_dir, id));
-    let config = ManagerConfig { remove_finished: true, ..ManagerConfig::default() };
+    let config = ManagerConfig {
+        remove_finished: true,
+        ..ManagerConfig::default()
+    };
     let manager = StatusUpdateManager::<Native>::start(config, upstream.clone().recipient(), paths);
     upstream.send(Connect(manager.clone())).await?;
 
     // Recover what an earlier run left behind: its pending heads are re-sent.
-    let ids = discover_native_streams(&data_dir)?.into_iter().map(|(id, _)| id).collect();
-    let recovered = manager.send(Recover::<Native> { ids, strict: true }).await??;
-    println!("recovered {} stream(s), {} error(s)", recovered.streams.len(), recovered.errors);
+    let ids = discover_native_streams(&data_dir)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let recovered = manager
+        .send(Recover::<Native> { ids, strict: true })
+        .await??;
+    println!(
+        "recovered {} stream(s), {} error(s)",
+        recovered.streams.len(),
+        recovered.errors
+    );
 
     for (state, terminal) in [("STARTING", false), ("RUNNING", false), ("FINISHED", true)] {
         let update = StatusUpdate {
@@ -109,7 +140,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             status: Some(status(state, terminal)),
             latest_status: None,
         };
-        let outcome = manager.send(Update { update, checkpoint: true }).await??;
+        let outcome = manager
+            .send(Update {
+                update,
+                checkpoint: true,
+            })
+            .await??;
         println!("agent -> {state}: {outcome:?} (checkpointed)");
     }
 

@@ -1,10 +1,80 @@
-//! WIP
+//! A reliable status update manager on actix.
+//!
+//! An agent hands the manager status updates; the manager checkpoints each
+//! one to an append-only file per stream, forwards it upstream in order,
+//! retries with bounded exponential backoff until the update is acknowledged
+//! by its status uuid, deduplicates, survives crashes by replaying its files,
+//! pauses and resumes forwarding, and cleans up all streams of a framework at
+//! once. It re-implements Apache Mesos's status update manager (same
+//! semantics, byte-compatible files for the Mesos kinds) and changes what
+//! Mesos gets wrong on purpose: typed errors instead of aborts, validation
+//! before any stream is created, supervised restart with reload after a
+//! storage fault, cancelled timers, bounded allocations on corrupt files.
+//!
+//! # Layout
+//!
+//! - [`kind`]: the [`UpdateKind`](kind::UpdateKind) trait (stream id, update
+//!   and record types and their rules) and the three kinds: `operation` and
+//!   `task` (Mesos's messages) and `native` (the service's own).
+//! - [`messages`]: the actix messages, one file per receiving actor:
+//!   `Update`, `Acknowledge`, `Recover`, `Cleanup`, `Pause`, `Resume`,
+//!   `ListStreams`, `GetStream` for the manager; `Forward` for the upstream.
+//! - [`actors::manager`]: [`StatusUpdateManager`], the actor an agent talks
+//!   to. It owns only the routing tables (stream → actor, framework →
+//!   streams), validates updates before creating streams, and supervises
+//!   one stream actor per stream.
+//! - [`actors::stream`]: `StreamActor`, one per stream. It owns the stream's
+//!   file, queue and retry timer, answers the caller once the record is
+//!   durable, and restarts from its file after a storage fault.
+//! - [`stream`]: what a stream decides, with no I/O and no clock: the state
+//!   machine, replay of a file through the same transitions, recovery of one
+//!   file, and the retry schedule.
+//! - [`store`]: the file format and files: framing (u32 LE length + record),
+//!   `StreamLog` (one stream's file: create, append, sync, truncate,
+//!   remove), the path layout of native streams, injected faults for tests.
+//! - [`error`]: the manager's errors, one variant per rejection.
+//! - [`inspect`]: offline decoding of checkpoint files (`inspect` command).
+//! - [`cli`]: the command line; `src/main.rs` only calls it.
+//! - [`proto`]: code generated from `proto/` by `build.rs` (protox + prost).
+//!
+//! # Using the library
+//!
+//! Start a manager with a forward target and a path function, send it
+//! messages, acknowledge what the upstream confirms. `examples/agent.rs` is
+//! a complete actix agent; in short:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use actix::prelude::*;
+//! use status_update_manager::kind::Native;
+//! use status_update_manager::messages::{Acknowledge, Forward, Update};
+//! use status_update_manager::{ManagerConfig, StatusUpdateManager};
+//! # struct Upstream;
+//! # impl Actor for Upstream { type Context = Context<Self>; }
+//! # impl Handler<Forward<Native>> for Upstream { type Result = (); fn handle(&mut self, _: Forward<Native>, _: &mut Context<Self>) {} }
+//! # async fn run(update: status_update_manager::proto::status_update_manager::v1::StatusUpdate) {
+//! let upstream = Upstream.start().recipient();
+//! let data_dir = std::path::PathBuf::from("./data");
+//! let paths = Arc::new(move |id: &String| {
+//!     status_update_manager::store::layout::native_stream_path(&data_dir, id)
+//! });
+//! let manager = StatusUpdateManager::<Native>::start(ManagerConfig::default(), upstream, paths);
+//! manager.send(Update { update, checkpoint: true }).await.expect("mailbox").expect("accepted");
+//! # }
+//! ```
+
 pub mod actors;
+pub mod cli;
+pub mod config;
 pub mod error;
+pub mod inspect;
 pub mod kind;
 pub mod messages;
+pub mod metrics;
 pub mod proto;
+pub mod service;
 pub mod store;
 pub mod stream;
 
 pub use actors::manager::{ManagerConfig, StatusUpdateManager, StreamPaths};
+pub use error::{AckError, RecoverError, ReplayError, UpdateError};

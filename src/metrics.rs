@@ -37,14 +37,38 @@ pub const SUBSCRIBERS: &str = "sum_subscribers";
 pub fn describe() {
     describe_counter!(UPDATES, "Updates handed to the manager, by outcome.");
     describe_counter!(ACKS, "Acknowledgements, by outcome.");
-    describe_counter!(FORWARDS, "Sends of a stream head upstream, first sends and re-sends.");
-    describe_counter!(RETRIES, "Re-sends of an unacknowledged head by the retry timer.");
-    describe_counter!(STORAGE_ERRORS, "Failed checkpoint writes or syncs; each restarts its stream.");
+    describe_counter!(
+        FORWARDS,
+        "Sends of a stream head upstream, first sends and re-sends."
+    );
+    describe_counter!(
+        RETRIES,
+        "Re-sends of an unacknowledged head by the retry timer."
+    );
+    describe_counter!(
+        STORAGE_ERRORS,
+        "Failed checkpoint writes or syncs; each restarts its stream."
+    );
     describe_gauge!(STREAMS, "Streams in memory.");
-    describe_gauge!(PENDING, "Updates pending acknowledgement, over all streams.");
-    describe_gauge!(OLDEST_PENDING_AGE, Unit::Seconds, "Age of the oldest pending update.");
-    describe_histogram!(APPEND_SECONDS, Unit::Seconds, "Time to append one checkpoint record.");
-    describe_histogram!(SYNC_SECONDS, Unit::Seconds, "Time of one checkpoint data sync.");
+    describe_gauge!(
+        PENDING,
+        "Updates pending acknowledgement, over all streams."
+    );
+    describe_gauge!(
+        OLDEST_PENDING_AGE,
+        Unit::Seconds,
+        "Age of the oldest pending update."
+    );
+    describe_histogram!(
+        APPEND_SECONDS,
+        Unit::Seconds,
+        "Time to append one checkpoint record."
+    );
+    describe_histogram!(
+        SYNC_SECONDS,
+        Unit::Seconds,
+        "Time of one checkpoint data sync."
+    );
     describe_gauge!(SUBSCRIBERS, "1 while an upstream subscriber is connected.");
 }
 
@@ -54,8 +78,8 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets(&[
-            0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-            0.1, 0.25, 0.5, 1.0,
+            0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+            0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
         ])?
         .install()?;
     describe();

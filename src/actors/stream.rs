@@ -39,9 +39,9 @@ use tracing::{debug, error, info, warn};
 use crate::error::{AckError, UpdateError};
 use crate::kind::{encode_framed, RecordRef, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
-use crate::metrics as m;
 use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutcome};
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
+use crate::metrics as m;
 use crate::store::{FaultPlan, StoreError, StreamLog, SyncPolicy};
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState, UpdateDecision};
@@ -406,7 +406,11 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// Moves the global pending gauge by this stream's change since the last report.
     fn report_pending(&mut self) {
-        let now = if self.ended { 0 } else { self.state.pending().len() };
+        let now = if self.ended {
+            0
+        } else {
+            self.state.pending().len()
+        };
         if now != self.reported_pending {
             let delta = now as f64 - self.reported_pending as f64;
             metrics::gauge!(m::PENDING).increment(delta);
@@ -611,7 +615,11 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
                 }
             }
         };
-        let outcome = if result.is_ok() { "accepted" } else { "rejected" };
+        let outcome = if result.is_ok() {
+            "accepted"
+        } else {
+            "rejected"
+        };
         metrics::counter!(m::ACKS, "outcome" => outcome).increment(1);
         self.report_pending();
         self.effect(Effect::ReplyAck(reply, result, uuid), ctx);

@@ -1,7 +1,7 @@
 //! The service: `status-update-manager serve`.
 //!
 //! [`start`] runs the whole lifecycle up to listening: create the data
-//! directory, start the [`SubscriberHub`](hub::SubscriberHub) and a paused
+//! directory, start the [`SubscriberHub`] and a paused
 //! native-kind manager whose forwards go to the hub, discover every stream
 //! under `store.data_dir` and recover them (strict per `recovery.strict`; a
 //! strict failure is an error and nothing listens), then serve gRPC — the
@@ -226,9 +226,17 @@ async fn report_oldest_pending(manager: actix::WeakAddr<StatusUpdateManager<Nati
     let mut tick = tokio::time::interval(OLDEST_PENDING_REFRESH);
     loop {
         tick.tick().await;
-        let Some(manager) = manager.upgrade() else { return };
-        let Ok(streams) = manager.send(ListStreams::<Native>::all()).await else { return };
-        let oldest = streams.iter().filter_map(|s| s.oldest_pending_age).max().unwrap_or_default();
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
+        let Ok(streams) = manager.send(ListStreams::<Native>::all()).await else {
+            return;
+        };
+        let oldest = streams
+            .iter()
+            .filter_map(|s| s.oldest_pending_age)
+            .max()
+            .unwrap_or_default();
         metrics::gauge!(crate::metrics::OLDEST_PENDING_AGE).set(oldest.as_secs_f64());
     }
 }

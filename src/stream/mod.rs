@@ -2,7 +2,7 @@
 //!
 //! - [`state`]: the pure state machine (accept/duplicate/reject an update,
 //!   match an ack, what to forward, when the stream ends).
-//! - [`replay`]: a file's bytes → state, through the same apply functions.
+//! - [`replay`](mod@replay): a file's bytes → state, through the same apply functions.
 //! - [`recover`]: recovery of one stream file (open, replay, truncate, remove).
 //! - [`backoff`]: the retry schedule.
 

@@ -122,6 +122,11 @@ impl<K: UpdateKind> StreamState<K> {
         self.acknowledged.len()
     }
 
+    /// Whether `uuid` was acknowledged on this stream.
+    pub fn is_acknowledged(&self, uuid: StatusUuid) -> bool {
+        self.acknowledged.contains(&uuid)
+    }
+
     /// Whether a terminal update was acknowledged.
     pub fn terminated(&self) -> bool {
         self.terminated

@@ -1,0 +1,178 @@
+//! `status-update-manager inspect PATH... [--kind native|operation|task] [--json]`: decodes
+//! checkpoint files offline and prints what recovery would find in each, as one JSON document
+//! (`--json`, API.md §2) or as a table. The work is [`crate::inspect`]'s; this file parses
+//! the arguments and renders the report. Files are never modified.
+//!
+//! A stream whose outcome is `error` is part of the report, not a failure of the command: the
+//! exit status is 0 unless a directory cannot be listed or the output cannot be written.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+
+use crate::inspect::{inspect_paths, InspectKind, Report, StreamReport};
+
+/// Arguments of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Checkpoint files, or data directories whose stream files are inspected.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Decode every file as this kind; by default a file's name or its first record decides.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Print one JSON document (`{"streams": [...]}`) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The values of `--kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// The service's own stream files.
+    Native,
+    /// Mesos operation status update files (`operation.updates`).
+    Operation,
+    /// Mesos task status update files (`task.updates`).
+    Task,
+}
+
+impl From<KindArg> for InspectKind {
+    fn from(kind: KindArg) -> Self {
+        match kind {
+            KindArg::Native => InspectKind::Native,
+            KindArg::Operation => InspectKind::Operation,
+            KindArg::Task => InspectKind::Task,
+        }
+    }
+}
+
+impl InspectArgs {
+    /// Inspects the paths and prints the report on stdout.
+    pub fn run(self) -> anyhow::Result<()> {
+        let report = inspect_paths(&self.paths, self.kind.map(InspectKind::from))?;
+        let mut out = io::stdout().lock();
+        let written = if self.json {
+            write_json(&report, &mut out)
+        } else {
+            write_table(&report, &mut out)
+        };
+        match written.and_then(|()| out.flush()) {
+            // The reader went away (`inspect … | head`): nothing left to tell it.
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            other => other.context("failed to write the report to stdout"),
+        }
+    }
+}
+
+/// Writes `report` as one JSON document and a newline.
+pub fn write_json(report: &Report, out: &mut impl Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, report)?;
+    writeln!(out)
+}
+
+/// Writes `report` as a table: one row per stream, its updates indented below it.
+pub fn write_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
+    let path_width = report
+        .streams
+        .iter()
+        .map(|s| s.path.chars().count())
+        .chain([4])
+        .max()
+        .unwrap_or(4);
+    writeln!(
+        out,
+        "{:<path_width$}  {:<9}  {:<7}  {:<7}  {:>15}  {:>7}  TERMINATED",
+        "PATH", "KIND", "OUTCOME", "TAIL", "VALID/FILE", "PENDING"
+    )?;
+    for stream in &report.streams {
+        write_row(stream, path_width, out)?;
+    }
+    if report.streams.is_empty() {
+        writeln!(out, "(no stream files found)")?;
+    }
+    Ok(())
+}
+
+fn write_row(stream: &StreamReport, path_width: usize, out: &mut impl Write) -> io::Result<()> {
+    let bytes = format!("{}/{}", stream.valid_bytes, stream.file_bytes);
+    writeln!(
+        out,
+        "{:<path_width$}  {:<9}  {:<7}  {:<7}  {:>15}  {:>7}  {}",
+        stream.path,
+        stream.kind.as_str(),
+        stream.outcome.as_str(),
+        stream.tail.as_str(),
+        bytes,
+        stream.pending,
+        stream.terminated
+    )?;
+    if let Some(framework) = &stream.framework_id {
+        writeln!(out, "    framework {framework}")?;
+    }
+    for update in &stream.updates {
+        let acked = if update.acknowledged {
+            "acknowledged"
+        } else {
+            "pending"
+        };
+        writeln!(out, "    {}  {:<12}  {}", update.uuid, acked, update.state)?;
+    }
+    if let Some(error) = &stream.error {
+        writeln!(out, "    error: {error}")?;
+    }
+    if let Some(corrupt) = &stream.corrupt {
+        writeln!(out, "    {corrupt}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::{Outcome, TailState, UpdateReport};
+
+    #[test]
+    fn table_lists_streams_and_their_updates() -> Result<(), Box<dyn std::error::Error>> {
+        let report = Report {
+            streams: vec![StreamReport {
+                path: "d/op".into(),
+                kind: InspectKind::Operation,
+                outcome: Outcome::Ok,
+                error: None,
+                valid_bytes: 52,
+                file_bytes: 60,
+                tail: TailState::Partial,
+                corrupt: None,
+                framework_id: Some("fw".into()),
+                terminated: false,
+                updates: vec![UpdateReport {
+                    uuid: "12345678-90ab-4def-8000-000000000001".into(),
+                    state: "OPERATION_PENDING".into(),
+                    acknowledged: false,
+                }],
+                pending: 1,
+            }],
+        };
+        let mut out = Vec::new();
+        write_table(&report, &mut out)?;
+        let text = String::from_utf8(out)?;
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("PATH"), "{text}");
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            row,
+            ["d/op", "operation", "ok", "partial", "52/60", "1", "false"]
+        );
+        assert_eq!(lines[2].trim(), "framework fw");
+        assert!(
+            lines[3].starts_with("    12345678-90ab-4def-8000-000000000001")
+                && lines[3].ends_with("OPERATION_PENDING"),
+            "{text}"
+        );
+        Ok(())
+    }
+}

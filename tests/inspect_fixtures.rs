@@ -1,0 +1,313 @@
+//! C4 (Mesos-written files): the fixtures in `../shared/fixtures/` are inspected by the built
+//! binary (`inspect --json`) exactly as `expected.json` says, without being modified, and
+//! recovering a copy of each with the manager (strict and non-strict) arrives at the same
+//! facts. Also the command line's other promises: `--kind` overrides detection, a data
+//! directory expands to its stream files, a missing file is reported, usage errors exit 2.
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use common::*;
+use status_update_manager::kind::{status_uuid, Operation, Record, Task, UpdateKind};
+use status_update_manager::messages::{GetStream, Recover};
+use status_update_manager::store::framing::{FrameReader, Next};
+use status_update_manager::ManagerConfig;
+
+const FIXTURES: [&str; 4] = [
+    "op_pending.updates",
+    "op_terminated.updates",
+    "op_torn_tail.updates",
+    "task_running.updates",
+];
+
+fn inspect(args: &[&str], paths: &[PathBuf]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_status-update-manager"))
+        .arg("inspect")
+        .args(args)
+        .args(paths)
+        .output()
+        .expect("run the status-update-manager binary")
+}
+
+/// Runs `inspect --json` and returns its `streams`, checking exit status 0.
+fn inspect_json(args: &[&str], paths: &[PathBuf]) -> Vec<Value> {
+    let output = inspect(&[&["--json"], args].concat(), paths);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "inspect failed: {stderr}");
+    let doc: Value = serde_json::from_slice(&output.stdout).expect("one JSON document on stdout");
+    let object = doc.as_object().expect("a JSON object");
+    assert_eq!(object.keys().collect::<Vec<_>>(), ["streams"], "{doc}");
+    doc["streams"]
+        .as_array()
+        .expect("streams is an array")
+        .clone()
+}
+
+fn expected() -> BTreeMap<String, Value> {
+    let text = fs::read_to_string(fixtures_dir().join("expected.json")).expect("expected.json");
+    serde_json::from_str(&text).expect("expected.json parses")
+}
+
+fn file_name(path: &Value) -> String {
+    let path = Path::new(path.as_str().expect("path is a string"));
+    path.file_name()
+        .expect("path has a file name")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn snapshot() -> Vec<Vec<u8>> {
+    FIXTURES
+        .iter()
+        .map(|name| fs::read(fixtures_dir().join(name)).expect("read a fixture"))
+        .collect()
+}
+
+#[test]
+fn inspect_json_matches_expected_and_leaves_files_alone() {
+    let before = snapshot();
+    let expected = expected();
+    assert_eq!(expected.len(), FIXTURES.len(), "one entry per fixture");
+    let paths: Vec<PathBuf> = FIXTURES.iter().map(|n| fixtures_dir().join(n)).collect();
+    let streams = inspect_json(&[], &paths);
+    assert_eq!(streams.len(), FIXTURES.len());
+    for (stream, name) in streams.iter().zip(FIXTURES) {
+        assert_eq!(
+            file_name(&stream["path"]),
+            name,
+            "streams in argument order"
+        );
+        let mut got = stream.as_object().expect("a stream is an object").clone();
+        got.remove("path");
+        assert_eq!(Value::Object(got), expected[name], "{name}");
+    }
+    // One file at a time, and with the kind given, reports the same.
+    for name in FIXTURES {
+        let kind = if name.starts_with("op_") {
+            "operation"
+        } else {
+            "task"
+        };
+        for args in [&[][..], &["--kind", kind][..]] {
+            let streams = inspect_json(args, &[fixtures_dir().join(name)]);
+            assert_eq!(streams.len(), 1, "{name} {args:?}");
+            let mut got = streams[0].as_object().expect("object").clone();
+            got.remove("path");
+            assert_eq!(Value::Object(got), expected[name], "{name} {args:?}");
+        }
+    }
+    assert_eq!(snapshot(), before, "inspect modified a fixture");
+}
+
+#[test]
+fn table_output_lists_every_stream() {
+    let before = snapshot();
+    let paths: Vec<PathBuf> = FIXTURES.iter().map(|n| fixtures_dir().join(n)).collect();
+    let output = inspect(&[], &paths);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).expect("UTF-8 table");
+    assert!(text.starts_with("PATH"), "{text}");
+    let expected = expected();
+    for name in FIXTURES {
+        let want = &expected[name];
+        let row = text
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {text}"));
+        let bytes = format!("{}/{}", want["valid_bytes"], want["file_bytes"]);
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[1..5],
+            [
+                want["kind"].as_str().unwrap(),
+                "ok",
+                want["tail"].as_str().unwrap(),
+                &bytes
+            ],
+            "{row}"
+        );
+        for update in want["updates"].as_array().unwrap() {
+            assert!(text.contains(update["uuid"].as_str().unwrap()), "{text}");
+        }
+    }
+    assert_eq!(snapshot(), before, "inspect modified a fixture");
+}
+
+#[test]
+fn kind_flag_overrides_detection() {
+    let streams = inspect_json(
+        &["--kind", "task"],
+        &[fixtures_dir().join("op_pending.updates")],
+    );
+    let s = &streams[0];
+    assert_eq!(
+        (&s["kind"], &s["outcome"], &s["tail"], &s["valid_bytes"]),
+        (
+            &Value::from("task"),
+            &Value::from("empty"),
+            &Value::from("corrupt"),
+            &Value::from(0)
+        ),
+        "{s}"
+    );
+}
+
+#[test]
+fn data_directory_expands_to_its_stream_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = dir.path().join(
+        "meta/slaves/agent-1/operations/12345678-90ab-4def-8000-0000000003e8/operation.updates",
+    );
+    let task = dir.path().join(
+        "meta/slaves/agent-1/frameworks/fw-1/executors/ex-1/runs/c1/tasks/task-1/task.updates",
+    );
+    for (path, name) in [(&op, "op_pending.updates"), (&task, "task_running.updates")] {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::copy(fixtures_dir().join(name), path).unwrap();
+    }
+    fs::write(dir.path().join("meta/unrelated.txt"), b"not a stream").unwrap();
+    let streams = inspect_json(&[], &[dir.path().to_path_buf()]);
+    let got: Vec<(String, String, u64)> = streams
+        .iter()
+        .map(|s| {
+            (
+                s["path"].as_str().unwrap().to_string(),
+                s["kind"].as_str().unwrap().to_string(),
+                s["pending"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = vec![
+        (op.display().to_string(), "operation".to_string(), 1),
+        (task.display().to_string(), "task".to_string(), 1),
+    ];
+    assert_eq!(got, want);
+    assert!(inspect_json(&["--kind", "native"], &[dir.path().to_path_buf()]).is_empty());
+}
+
+#[test]
+fn missing_file_is_reported_and_usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("task.updates");
+    let streams = inspect_json(&[], std::slice::from_ref(&missing));
+    assert_eq!(streams[0]["outcome"], "missing", "{}", streams[0]);
+    assert_eq!(streams[0]["kind"], "task", "{}", streams[0]);
+    assert!(streams[0].get("error").is_none());
+    for args in [&["--kind", "bogus"][..], &["--nope"][..]] {
+        let output = inspect(args, std::slice::from_ref(&missing));
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(!output.stderr.is_empty());
+    }
+    assert_eq!(inspect(&[], &[]).status.code(), Some(2), "no PATH");
+    assert!(!missing.exists(), "inspect created a file");
+}
+
+/// The stream id of the first UPDATE record of a file.
+fn first_stream_id<K: UpdateKind>(bytes: &[u8]) -> K::StreamId {
+    match FrameReader::new(bytes).next_frame() {
+        Next::Record { body, .. } => match K::decode_record(body) {
+            Ok(Record::Update(update)) => K::stream_id(&update).expect("a stream id"),
+            other => panic!("first record is not an update: {other:?}"),
+        },
+        other => panic!("no first record: {other:?}"),
+    }
+}
+
+fn uuids_of(updates: &[Value], pending_only: bool) -> Vec<String> {
+    updates
+        .iter()
+        .filter(|u| !(pending_only && u["acknowledged"] == Value::Bool(true)))
+        .map(|u| u["uuid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Recovers a copy of fixture `name` as kind `K` and checks it against `expected.json`.
+async fn recover_fixture<K: UpdateKind>(name: &str, strict: bool) {
+    let what = format!("{name} (strict={strict})");
+    let want = &expected()[name];
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join(name);
+    fs::copy(fixtures_dir().join(name), &copy).unwrap();
+    let id = first_stream_id::<K>(&fs::read(&copy).unwrap());
+    let (manager, mut rx) = start::<K>(ManagerConfig::default(), single_file_paths::<K>(&copy));
+    let mut state = manager
+        .send(Recover::<K> {
+            ids: vec![id.clone()],
+            strict,
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|err| panic!("{what}: recovery failed: {err}"));
+    assert_eq!(state.errors, 0, "{what}");
+    let recovered = state
+        .streams
+        .remove(&id)
+        .unwrap_or_else(|| panic!("{what}: no entry"))
+        .unwrap_or_else(|| panic!("{what}: recovered None"));
+    let want_updates = want["updates"].as_array().unwrap();
+    let uuids: Vec<String> = recovered
+        .updates
+        .iter()
+        .map(|u| status_uuid::<K>(u).unwrap().to_string())
+        .collect();
+    assert_eq!(uuids, uuids_of(want_updates, false), "{what}: updates");
+    let states: Vec<String> = recovered.updates.iter().map(K::state_name).collect();
+    let want_states: Vec<&str> = want_updates
+        .iter()
+        .map(|u| u["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, want_states, "{what}: states");
+    assert_eq!(
+        Value::Bool(recovered.terminated),
+        want["terminated"],
+        "{what}"
+    );
+    let pending = uuids_of(want_updates, true);
+    let stats = manager
+        .send(GetStream::<K> { stream: id.clone() })
+        .await
+        .unwrap();
+    if recovered.terminated {
+        assert!(stats.is_none(), "{what}: a terminated stream is not kept");
+        assert_no_forward(&mut rx, &what).await;
+    } else {
+        let stats = stats.unwrap_or_else(|| panic!("{what}: stream not kept"));
+        let got: Vec<String> = stats
+            .pending_updates
+            .iter()
+            .map(|u| status_uuid::<K>(u).unwrap().to_string())
+            .collect();
+        assert_eq!(got, pending, "{what}: pending updates");
+        assert_eq!(Value::from(stats.pending), want["pending"], "{what}");
+        assert_eq!(
+            stats.framework_id.map(Value::from).unwrap_or(Value::Null),
+            want["framework_id"],
+            "{what}"
+        );
+        let forward = recv_or_fail(&mut rx, &format!("{what}: head forwarded")).await;
+        assert_eq!(
+            status_uuid::<K>(&forward.update).unwrap().to_string(),
+            pending[0],
+            "{what}: the head is forwarded"
+        );
+        assert_no_forward(&mut rx, &what).await;
+    }
+    let len = fs::metadata(&copy).unwrap().len();
+    assert_eq!(Value::from(len), want["valid_bytes"], "{what}: file length");
+}
+
+#[actix::test]
+async fn recovering_the_fixtures_arrives_at_the_same_facts() {
+    tokio::time::pause();
+    for strict in [false, true] {
+        recover_fixture::<Operation>("op_pending.updates", strict).await;
+        recover_fixture::<Operation>("op_terminated.updates", strict).await;
+        recover_fixture::<Operation>("op_torn_tail.updates", strict).await;
+        recover_fixture::<Task>("task_running.updates", strict).await;
+    }
+}
