@@ -46,13 +46,21 @@ pub enum Record<U> {
 }
 
 /// A record to encode, borrowing the update.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub enum RecordRef<'a, U> {
     /// An UPDATE record holding this update.
     Update(&'a U),
     /// An ACK record for this status uuid.
     Ack(StatusUuid),
 }
+
+impl<U> Clone for RecordRef<'_, U> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<U> Copy for RecordRef<'_, U> {}
 
 /// Why an update (or the uuid of an ack) was rejected before anything
 /// happened. The manager wraps it with the stream and uuid it concerns.
@@ -108,6 +116,14 @@ pub enum RecordError {
     /// `required`; we do).
     #[error("record is missing required field '{0}'")]
     MissingField(&'static str),
+    /// The record's checksum does not match its bytes.
+    #[error("record checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// The CRC32C stored in the record.
+        stored: u32,
+        /// The CRC32C of the record's bytes.
+        computed: u32,
+    },
     /// The record type is not UPDATE or ACK.
     #[error("record has unknown type {0}")]
     UnknownType(i32),

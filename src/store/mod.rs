@@ -2,9 +2,9 @@
 //!
 //! # On-disk format
 //!
-//! A checkpoint file is a plain concatenation of records. There is no header, magic number,
-//! version or checksum, so files written by a Mesos agent and by this crate are interchangeable
-//! (for the operation and task kinds). Each record is, byte by byte:
+//! A checkpoint file is a plain concatenation of records. There is no header, magic number or
+//! version, so files written by a Mesos agent and by this crate are interchangeable (for the
+//! operation and task kinds). Each record is, byte by byte:
 //!
 //! | bytes | content |
 //! |---|---|
@@ -21,9 +21,10 @@
 //! ```
 //!
 //! The body message is `mesos.internal.UpdateOperationStatusRecord` for the operation kind,
-//! `mesos.internal.StatusUpdateRecord` for the task kind, and the crate's own native record for
-//! the native (service) kind. This module only moves frames; the kinds encode and decode bodies
-//! (and check proto2 required fields, which prost does not).
+//! `mesos.internal.StatusUpdateRecord` for the task kind, and for the native (service) kind the
+//! crate's own `NativeRecord` followed by a 4-byte little-endian CRC32C of it, so that a flipped
+//! bit in a native file is corruption, not data. This module only moves frames; the kinds encode
+//! and decode bodies (and check proto2 required fields, which prost does not).
 //!
 //! # Recovery rules
 //!
