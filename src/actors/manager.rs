@@ -37,7 +37,7 @@ use crate::messages::manager::{
     RecoveryState, Resume, StreamEnded, StreamStats, SyncAll, Update, UpdateOutcome,
 };
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
-use crate::store::{FaultPlan, StoreError, StreamLog, SyncPolicy};
+use crate::store::{Committer, FaultPlan, StoreError, StreamLog, SyncPolicy};
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState};
 
@@ -63,6 +63,10 @@ pub struct ManagerConfig {
     pub start_paused: bool,
     /// Storage faults to inject into every stream file (tests only).
     pub faults: Option<FaultPlan>,
+    /// Who runs the group-commit rounds of `sync = batch`: the arbiter
+    /// itself (default; deterministic under paused time) or a committer
+    /// thread ([`Committer::thread`], the service's choice).
+    pub committer: Committer,
 }
 
 /// Default `limits.max_pending_per_stream`.
@@ -80,6 +84,7 @@ impl Default for ManagerConfig {
             remove_finished: false,
             start_paused: false,
             faults: None,
+            committer: Committer::default(),
         }
     }
 }
@@ -145,6 +150,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             max_pending: self.config.max_pending_per_stream,
             remove_finished: self.config.remove_finished,
             faults: self.config.faults.clone(),
+            committer: self.config.committer.clone(),
         }
     }
 

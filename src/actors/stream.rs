@@ -27,7 +27,8 @@
 //! fails, requests get [`UpdateError::Unavailable`] (retryable) and each
 //! new request tries the reload again.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::dev::OneshotSender;
@@ -42,7 +43,7 @@ use crate::messages::forward::Forward;
 use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutcome};
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::metrics as m;
-use crate::store::{FaultPlan, StoreError, StreamLog, SyncPolicy};
+use crate::store::{CommitResult, Committer, FaultPlan, StoreError, StreamLog, SyncPolicy, Ticket};
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState, UpdateDecision};
 
@@ -59,6 +60,8 @@ pub struct StreamSettings {
     pub remove_finished: bool,
     /// Storage faults to inject (tests only).
     pub faults: Option<FaultPlan>,
+    /// Runs the group-commit rounds of `batch`.
+    pub committer: Committer,
 }
 
 /// An effect that waits for the file's unsynced bytes to be synced.
@@ -93,14 +96,21 @@ struct Retry {
 pub struct StreamActor<K: UpdateKind> {
     state: StreamState<K>,
     log: Option<StreamLog>,
-    path: Option<PathBuf>,
+    path: Option<Arc<Path>>,
     settings: StreamSettings,
     forward: Recipient<Forward<K>>,
     manager: WeakRecipient<StreamEnded<K>>,
     generation: u64,
     paused: bool,
     retry: Retry,
+    /// Effects waiting for bytes that no commit round covers yet.
     waiting: Vec<Effect>,
+    /// Effects covered by the commit round in flight (at most one).
+    committing: Vec<Effect>,
+    in_flight: Option<std::time::Instant>,
+    /// Bumped by each restart, so a late commit result of a failed
+    /// incarnation is ignored.
+    incarnation: u64,
     flush_scheduled: bool,
     /// Set while a reload after a storage fault keeps failing.
     fault: Option<String>,
@@ -141,7 +151,7 @@ impl<K: UpdateKind> StreamActor<K> {
             StreamActor {
                 state: init.state,
                 log: init.log,
-                path: init.path,
+                path: init.path.map(Arc::from),
                 settings: init.settings,
                 forward: init.forward,
                 manager: init.manager,
@@ -149,6 +159,9 @@ impl<K: UpdateKind> StreamActor<K> {
                 paused: init.paused,
                 retry: Retry::default(),
                 waiting: Vec::new(),
+                committing: Vec::new(),
+                in_flight: None,
+                incarnation: 0,
                 flush_scheduled: false,
                 fault: None,
                 ended: false,
@@ -195,7 +208,10 @@ impl<K: UpdateKind> StreamActor<K> {
     /// Runs `effect` now if the file holds nothing unsynced, else after the
     /// next flush.
     fn effect(&mut self, effect: Effect, ctx: &mut Context<Self>) {
-        if self.log.as_ref().is_some_and(StreamLog::needs_sync) || !self.waiting.is_empty() {
+        if self.log.as_ref().is_some_and(StreamLog::needs_sync)
+            || self.in_flight.is_some()
+            || !self.waiting.is_empty()
+        {
             self.waiting.push(effect);
         } else {
             self.run(effect, ctx);
@@ -214,37 +230,75 @@ impl<K: UpdateKind> StreamActor<K> {
         }
     }
 
-    /// Syncs the file, then runs what waited for it.
+    /// Hands the unsynced bytes to the committer; what waited for them runs
+    /// when its round is done ([`Durable`]). With a round already in flight,
+    /// the next one is submitted when that one returns.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
+        if self.in_flight.is_some() {
+            return;
+        }
+        let (Some(log), Some(path)) = (self.log.as_mut(), self.path.as_ref()) else {
+            return self.run_waiting(ctx);
+        };
+        if !log.take_unsynced() {
+            return self.run_waiting(ctx);
+        }
+        self.committing = std::mem::take(&mut self.waiting);
+        self.in_flight = Some(std::time::Instant::now());
+        let addr = ctx.address();
+        let incarnation = self.incarnation;
+        self.settings.committer.submit(Ticket {
+            path: path.clone(),
+            device: log.device(),
+            faults: log.faults().cloned(),
+            done: Box::new(move |result| {
+                // A stopped actor has nobody left to tell.
+                let _ = addr.try_send(Durable {
+                    result,
+                    incarnation,
+                });
+            }),
+        });
+    }
+
+    fn run_waiting(&mut self, ctx: &mut Context<Self>) {
+        for effect in std::mem::take(&mut self.waiting) {
+            self.run(effect, ctx);
+        }
+    }
+
+    /// Syncs this stream's file on the spot and runs every waiting effect
+    /// (cleanup and shutdown, where nothing may stay pending).
+    fn sync_here(&mut self, ctx: &mut Context<Self>) {
         let synced = match self.log.as_mut() {
-            Some(log) => {
-                let started = std::time::Instant::now();
-                let synced = log.sync();
-                metrics::histogram!(m::SYNC_SECONDS).record(started.elapsed());
-                synced
-            }
+            Some(log) => log.force_sync(),
             None => Ok(()),
         };
         match synced {
             Ok(()) => {
-                for effect in std::mem::take(&mut self.waiting) {
+                self.in_flight = None;
+                self.incarnation += 1;
+                for effect in std::mem::take(&mut self.committing) {
                     self.run(effect, ctx);
                 }
+                self.run_waiting(ctx);
             }
             Err(err) => {
-                error!(stream = %self.name(), cause = %err, "checkpoint sync failed; restarting the stream");
-                self.fail_waiting(std::sync::Arc::new(err));
-                metrics::counter!(m::STORAGE_ERRORS).increment(1);
-                ctx.stop();
+                error!(stream = %self.name(), cause = %err, "checkpoint sync failed");
+                self.fail_waiting(Arc::new(err));
             }
         }
     }
 
-    /// Answers everything that waited for a sync that failed.
+    /// Answers everything that waited for a sync that failed (or for a
+    /// round of a stream that is restarting).
     fn fail_waiting(&mut self, err: std::sync::Arc<StoreError>) {
         let stream = self.name();
-        for effect in std::mem::take(&mut self.waiting) {
+        let mut effects = std::mem::take(&mut self.committing);
+        effects.append(&mut self.waiting);
+        self.in_flight = None;
+        for effect in effects {
             match effect {
                 Effect::ReplyUpdate(tx, _, uuid) => send(
                     tx,
@@ -474,6 +528,8 @@ impl<K: UpdateKind> Actor for StreamActor<K> {
 impl<K: UpdateKind> Supervised for StreamActor<K> {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
+        self.in_flight = None;
+        self.incarnation += 1;
         self.retry.handle = None;
         self.retry.due = None;
         if !self.ended {
@@ -660,8 +716,8 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
             return;
         }
         // Whatever waited for a sync is answered first.
-        if self.flush_scheduled || !self.waiting.is_empty() {
-            self.flush(ctx);
+        if self.flush_scheduled || self.in_flight.is_some() || !self.waiting.is_empty() {
+            self.sync_here(ctx);
         }
         self.settings.remove_finished = msg.remove_file;
         info!(stream = %self.name(), "closing stream (framework cleaned up, or the manager stopped)");
@@ -681,12 +737,46 @@ impl<K: UpdateKind> Handler<SyncNow> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, _msg: SyncNow, ctx: &mut Context<Self>) {
-        if self.flush_scheduled || !self.waiting.is_empty() {
-            self.flush(ctx);
+        self.sync_here(ctx);
+    }
+}
+
+/// The commit round that covered this stream's writes is done (sent by the
+/// committer through the ticket's callback).
+#[derive(Debug)]
+pub struct Durable {
+    result: CommitResult,
+    incarnation: u64,
+}
+
+impl Message for Durable {
+    type Result = ();
+}
+
+impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
+        if msg.incarnation != self.incarnation {
+            return;
         }
-        if let Some(log) = self.log.as_mut() {
-            if let Err(err) = log.force_sync() {
-                warn!(stream = %self.name(), cause = %err, "final sync failed");
+        let Some(submitted) = self.in_flight.take() else {
+            return;
+        };
+        metrics::histogram!(m::SYNC_SECONDS).record(submitted.elapsed());
+        match msg.result {
+            Ok(()) => {
+                for effect in std::mem::take(&mut self.committing) {
+                    self.run(effect, ctx);
+                }
+                // Whatever was written meanwhile goes into the next round.
+                self.flush(ctx);
+            }
+            Err(err) => {
+                error!(stream = %self.name(), cause = %err, "checkpoint sync failed; restarting the stream");
+                self.fail_waiting(err);
+                metrics::counter!(m::STORAGE_ERRORS).increment(1);
+                ctx.stop();
             }
         }
     }

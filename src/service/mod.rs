@@ -33,9 +33,10 @@ use crate::kind::Native;
 use crate::messages::{ListStreams, Recover, SyncAll};
 use crate::proto::status_update_manager::v1::status_update_manager_server::StatusUpdateManagerServer;
 use crate::store::layout::{discover_native_streams, native_stream_path, LayoutError};
+use crate::store::Committer;
 use crate::StatusUpdateManager;
 use grpc::GrpcService;
-use hub::{CloseSubscriber, SetManager, SubscriberHub};
+use hub::{CloseSubscriber, SetManager, Stop, SubscriberHub};
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -76,6 +77,9 @@ pub enum ServeError {
         /// Why.
         source: metrics_exporter_prometheus::BuildError,
     },
+    /// The committer thread could not start.
+    #[error("cannot start the committer thread: {0}")]
+    Committer(std::io::Error),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -113,11 +117,11 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     let hub = SubscriberHub::start();
     let paths_dir = data_dir.clone();
     let paths = Arc::new(move |id: &String| native_stream_path(&paths_dir, id));
-    let manager = StatusUpdateManager::<Native>::start(
-        config.manager_config(),
-        hub.clone().recipient(),
-        paths,
-    );
+    let mut manager_config = config.manager_config();
+    // Group-commit rounds on their own thread: a sync never blocks the actors.
+    manager_config.committer = Committer::thread().map_err(ServeError::Committer)?;
+    let manager =
+        StatusUpdateManager::<Native>::start(manager_config, hub.clone().recipient(), paths);
     hub.send(SetManager(manager.clone())).await?;
 
     let ids: Vec<String> = discover_native_streams(&data_dir)?
@@ -164,7 +168,10 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         hub.clone(),
         config.max_payload_bytes,
     ))
-    .max_decoding_message_size(config.max_payload_bytes + 64 * 1024);
+    // Every message gRPC can carry (4 MiB) is decoded, so that a payload over
+    // `server.max_payload_bytes` gets API.md's INVALID_ARGUMENT naming the
+    // stream and uuid, not the transport's OUT_OF_RANGE.
+    .max_decoding_message_size(crate::config::MAX_PAYLOAD_LIMIT + 64 * 1024);
 
     if config.metrics_listen.is_some() {
         actix_rt::spawn(report_oldest_pending(manager.downgrade()));
@@ -194,7 +201,9 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
 impl RunningService {
     /// Graceful stop: the subscriber's stream ends (UNAVAILABLE), the server
     /// stops accepting and finishes in-flight requests, every stream file is
-    /// synced.
+    /// synced, then the hub and the manager stop (the streams close their
+    /// files, keeping them), so the same data directory can be served again
+    /// in this process.
     pub async fn shutdown(self) -> Result<(), ServeError> {
         info!("shutting down");
         self.health
@@ -212,6 +221,9 @@ impl RunningService {
         if let Err(err) = self.manager.send(SyncAll).await {
             warn!(cause = %err, "could not sync the stream files");
         }
+        // Breaks the hub ↔ manager cycle: the manager stops once `self` is
+        // dropped, and closes its streams.
+        let _ = self.hub.send(Stop).await;
         info!("stopped");
         served
     }

@@ -40,6 +40,8 @@ pub struct StreamLog {
     dirty: bool,
     /// Injected faults (tests only).
     faults: Option<FaultPlan>,
+    /// The filesystem the file is on (`st_dev`).
+    device: u64,
 }
 
 /// The result of [`StreamLog::open`].
@@ -98,7 +100,9 @@ impl StreamLog {
             policy: sync,
             dirty: false,
             faults: None,
-        })
+            device: 0,
+        }
+        .with_device())
     }
 
     /// Opens an existing checkpoint file for recovery and reads all of it.
@@ -137,7 +141,9 @@ impl StreamLog {
             policy: sync,
             dirty: false,
             faults: None,
-        };
+            device: 0,
+        }
+        .with_device();
         Ok(Opened::Found { log, contents })
     }
 
@@ -254,6 +260,28 @@ impl StreamLog {
         let StreamLog { path, file, .. } = self;
         drop(file);
         remove_file(&path)
+    }
+
+    fn with_device(mut self) -> Self {
+        self.device = super::commit::device_of(&self.file);
+        self
+    }
+
+    /// The filesystem the file is on (`st_dev`), for group commit.
+    pub fn device(&self) -> u64 {
+        self.device
+    }
+
+    /// The injected faults of this log, if any.
+    pub fn faults(&self) -> Option<&FaultPlan> {
+        self.faults.as_ref()
+    }
+
+    /// Hands the unsynced bytes to a group commit: returns whether there
+    /// were any, and marks the log clean (the caller's commit round covers
+    /// them; if that round fails, the caller reloads the stream).
+    pub fn take_unsynced(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
     }
 
     /// Makes this log fail writes and syncs as `faults` says (tests).

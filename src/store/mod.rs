@@ -76,6 +76,7 @@
 //! (`<root>/<operation uuid>/operation.updates`); native stream ids are arbitrary strings,
 //! percent-encoded so that their path can never escape the data directory.
 
+pub mod commit;
 pub mod faults;
 pub mod framing;
 pub mod layout;
@@ -86,6 +87,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use commit::{CommitResult, Committer, Ticket};
 pub use faults::{Fault, FaultPlan};
 pub use framing::{encode_frame, FrameReader, FrameTooLarge, Next, LENGTH_PREFIX_BYTES};
 pub use layout::{
