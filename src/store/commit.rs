@@ -71,18 +71,13 @@ impl std::fmt::Debug for Ticket {
 }
 
 /// Runs group-commit rounds; see the module docs. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum Committer {
     /// Rounds on a dedicated thread.
     Thread(mpsc::Sender<Ticket>),
     /// Rounds as a task on the submitting actix arbiter.
+    #[default]
     Inline,
-}
-
-impl Default for Committer {
-    fn default() -> Self {
-        Committer::Inline
-    }
 }
 
 impl Committer {
@@ -193,17 +188,17 @@ impl Syncer {
 
     fn sync_device(&mut self, device: u64, sample: &Path) -> CommitResult {
         let dir = parent(sample);
-        if !self.roots.contains_key(&device) {
-            let handle = File::open(&dir).map_err(|source| {
-                Arc::new(StoreError::Sync {
-                    path: dir.clone(),
-                    source,
-                })
-            })?;
-            self.roots.insert(device, handle);
-        }
-        let Some(root) = self.roots.get(&device) else {
-            return Ok(());
+        let root = match self.roots.entry(device) {
+            std::collections::hash_map::Entry::Occupied(root) => root.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let handle = File::open(&dir).map_err(|source| {
+                    Arc::new(StoreError::Sync {
+                        path: dir.clone(),
+                        source,
+                    })
+                })?;
+                slot.insert(handle)
+            }
         };
         syncfs(root).map_err(|source| {
             error!(dir = %dir.display(), cause = %source, "syncfs failed");
