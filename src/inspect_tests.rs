@@ -24,7 +24,7 @@ fn native(n: u8, terminal: bool) -> StatusUpdate {
 fn file(records: &[RecordRef<'_, StatusUpdate>]) -> Vec<u8> {
     let mut out = Vec::new();
     for record in records {
-        assert_eq!(encode_framed::<Native>(record.clone(), &mut out), Ok(()));
+        assert_eq!(encode_framed::<Native>(*record, &mut out), Ok(()));
     }
     out
 }
