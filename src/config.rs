@@ -399,6 +399,7 @@ impl ServiceConfig {
             retry: self.retry,
             max_pending_per_stream: self.max_pending_per_stream,
             max_streams: self.max_streams,
+            max_open_files: self.max_open_files,
             remove_finished: self.remove_finished,
             // The service forwards only while a subscriber is connected.
             start_paused: true,

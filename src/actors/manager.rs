@@ -37,7 +37,7 @@ use crate::messages::manager::{
     RecoveryState, Resume, StreamEnded, StreamStats, SyncAll, Update, UpdateOutcome,
 };
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
-use crate::store::{Committer, FaultPlan, StoreError, StreamLog, SyncPolicy};
+use crate::store::{Committer, FaultPlan, FileCache, StoreError, StreamLog, SyncPolicy};
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState};
 
@@ -61,6 +61,9 @@ pub struct ManagerConfig {
     pub remove_finished: bool,
     /// Start paused (forward nothing until `Resume`), as the Mesos agent does.
     pub start_paused: bool,
+    /// Most stream files open at once (`limits.max_open_files`); the
+    /// others are reopened on demand.
+    pub max_open_files: usize,
     /// Storage faults to inject into every stream file (tests only).
     pub faults: Option<FaultPlan>,
     /// Who runs the group-commit rounds of `sync = batch`: the arbiter
@@ -71,6 +74,8 @@ pub struct ManagerConfig {
 
 /// Default `limits.max_pending_per_stream`.
 pub const DEFAULT_MAX_PENDING_PER_STREAM: usize = 10_000;
+/// Default `limits.max_open_files`.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 4096;
 /// Default `limits.max_streams`.
 pub const DEFAULT_MAX_STREAMS: usize = 1_000_000;
 
@@ -83,6 +88,7 @@ impl Default for ManagerConfig {
             max_streams: DEFAULT_MAX_STREAMS,
             remove_finished: false,
             start_paused: false,
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
             faults: None,
             committer: Committer::default(),
         }
@@ -107,6 +113,8 @@ pub struct StatusUpdateManager<K: UpdateKind> {
     frameworks: HashMap<String, HashSet<K::StreamId>>,
     paused: bool,
     next_generation: u64,
+    /// Every stream file's handle, at most `max_open_files` open.
+    files: FileCache,
 }
 
 impl<K: UpdateKind> std::fmt::Debug for StatusUpdateManager<K> {
@@ -133,6 +141,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             ctx.set_mailbox_capacity(0);
             StatusUpdateManager {
                 paused: config.start_paused,
+                files: FileCache::new(config.max_open_files),
                 config,
                 forward,
                 paths,
@@ -151,7 +160,13 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             remove_finished: self.config.remove_finished,
             faults: self.config.faults.clone(),
             committer: self.config.committer.clone(),
+            files: self.files.clone(),
         }
+    }
+
+    /// The shared file cache (for figures such as the open-file peak).
+    pub fn file_cache(&self) -> &FileCache {
+        &self.files
     }
 
     fn spawn_stream(
@@ -235,7 +250,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
                     source: Arc::new(other),
                 },
             })?;
-            log.set_faults(self.config.faults.clone());
+            self.settings().attach(&mut log);
             (Some(log), Some(path))
         } else {
             (None, None)
@@ -601,7 +616,7 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
                         }
                     } else {
                         let mut log = recovered.log;
-                        log.set_faults(self.config.faults.clone());
+                        self.settings().attach(&mut log);
                         keep.push((replayed.state, log, path));
                     }
                 }

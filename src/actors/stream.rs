@@ -43,7 +43,9 @@ use crate::messages::forward::Forward;
 use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutcome};
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::metrics as m;
-use crate::store::{CommitResult, Committer, FaultPlan, StoreError, StreamLog, SyncPolicy, Ticket};
+use crate::store::{
+    CommitResult, Committer, FaultPlan, FileCache, StoreError, StreamLog, SyncPolicy, Ticket,
+};
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState, UpdateDecision};
 
@@ -62,6 +64,16 @@ pub struct StreamSettings {
     pub faults: Option<FaultPlan>,
     /// Runs the group-commit rounds of `batch`.
     pub committer: Committer,
+    /// The bounded cache of open stream files.
+    pub files: FileCache,
+}
+
+impl StreamSettings {
+    /// Puts a stream's log under the shared file bound (and injected faults).
+    pub fn attach(&self, log: &mut StreamLog) {
+        log.set_faults(self.faults.clone());
+        log.set_cache(&self.files);
+    }
 }
 
 /// An effect that waits for the file's unsynced bytes to be synced.
@@ -434,7 +446,7 @@ impl<K: UpdateKind> StreamActor<K> {
         });
         match result {
             Ok((state, mut log)) => {
-                log.set_faults(self.settings.faults.clone());
+                self.settings.attach(&mut log);
                 info!(stream = %id, pending = state.pending().len(), "stream reloaded from its file");
                 self.state = state;
                 self.log = Some(log);

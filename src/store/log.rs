@@ -14,6 +14,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::faults::FaultPlan;
+use super::files::FileCache;
 use super::framing::{encode_frame, to_u64, LENGTH_PREFIX_BYTES};
 use super::{StoreError, SyncPolicy};
 
@@ -32,7 +33,7 @@ macro_rules! io_err {
 #[derive(Debug)]
 pub struct StreamLog {
     path: PathBuf,
-    file: File,
+    handle: Handle,
     /// Length of the file as far as this log knows: the end of the last complete append.
     len: u64,
     policy: SyncPolicy,
@@ -95,7 +96,7 @@ impl StreamLog {
         }
         Ok(StreamLog {
             path: path.to_path_buf(),
-            file,
+            handle: Handle::Owned(file),
             len: 0,
             policy: sync,
             dirty: false,
@@ -136,7 +137,7 @@ impl StreamLog {
             .map_err(read_err)?;
         let log = StreamLog {
             path: path.to_path_buf(),
-            file,
+            handle: Handle::Owned(file),
             len: to_u64(contents.len()),
             policy: sync,
             dirty: false,
@@ -223,8 +224,7 @@ impl StreamLog {
                 current: self.len,
             });
         }
-        self.file
-            .set_len(len)
+        self.with_file(|file| file.set_len(len))
             .map_err(io_err!(Truncate, self.path))?;
         self.len = len;
         if self.policy.syncs() {
@@ -257,14 +257,38 @@ impl StreamLog {
     /// Closes and deletes the file (a file that is already gone is fine). Directories are left
     /// alone; removing them is the caller's decision.
     pub fn remove(self) -> Result<(), StoreError> {
-        let StreamLog { path, file, .. } = self;
-        drop(file);
+        let path = self.path.clone();
+        drop(self);
         remove_file(&path)
     }
 
     fn with_device(mut self) -> Self {
-        self.device = super::commit::device_of(&self.file);
+        if let Handle::Owned(file) = &self.handle {
+            self.device = super::commit::device_of(file);
+        }
         self
+    }
+
+    /// Moves this log's file handle into `cache`, which bounds how many stream files are open
+    /// at once; the file is reopened on demand after an eviction.
+    pub fn set_cache(&mut self, cache: &FileCache) {
+        let old = std::mem::replace(&mut self.handle, Handle::Closed);
+        self.handle = match old {
+            Handle::Owned(file) => Handle::Cached {
+                cache: cache.clone(),
+                id: cache.adopt(file),
+            },
+            other => other,
+        };
+    }
+
+    /// Runs `op` on the open file (reopening it if the cache evicted it).
+    fn with_file<R>(&self, op: impl FnOnce(&File) -> io::Result<R>) -> io::Result<R> {
+        match &self.handle {
+            Handle::Owned(file) => op(file),
+            Handle::Cached { cache, id } => cache.with(*id, &self.path, op),
+            Handle::Closed => Err(io::Error::other("checkpoint file handle already released")),
+        }
     }
 
     /// The filesystem the file is on (`st_dev`), for group commit.
@@ -293,24 +317,43 @@ impl StreamLog {
     fn write_frame(&self, frame: &[u8]) -> io::Result<()> {
         if let Some(err) = self.faults.as_ref().and_then(FaultPlan::on_write) {
             let half = frame.get(..frame.len() / 2).unwrap_or_default();
-            write_at(&self.file, half, self.len)?;
+            self.with_file(|file| write_at(file, half, self.len))?;
             return Err(err);
         }
-        write_at(&self.file, frame, self.len)
+        self.with_file(|file| write_at(file, frame, self.len))
     }
 
     fn sync_data(&self) -> io::Result<()> {
         if let Some(err) = self.faults.as_ref().and_then(FaultPlan::on_sync) {
             return Err(err);
         }
-        self.file.sync_data()
+        self.with_file(File::sync_data)
     }
 
     /// Best effort: cuts the file back to the last complete append after a failed one.
     fn cut_back(&self) {
-        if let Err(err) = self.file.set_len(self.len) {
+        if let Err(err) = self.with_file(|file| file.set_len(self.len)) {
             tracing::warn!(path = %self.path.display(), len = self.len, error = %err,
                 "could not cut a checkpoint file back after a failed append");
+        }
+    }
+}
+
+/// Where a log's file handle lives.
+#[derive(Debug)]
+enum Handle {
+    /// Held by the log itself.
+    Owned(File),
+    /// In a shared, bounded cache.
+    Cached { cache: FileCache, id: u64 },
+    /// Released (only while the log is being taken apart).
+    Closed,
+}
+
+impl Drop for StreamLog {
+    fn drop(&mut self) {
+        if let Handle::Cached { cache, id } = &self.handle {
+            cache.forget(*id);
         }
     }
 }

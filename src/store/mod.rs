@@ -78,6 +78,7 @@
 
 pub mod commit;
 pub mod faults;
+pub mod files;
 pub mod framing;
 pub mod layout;
 pub mod log;
@@ -89,6 +90,7 @@ use std::str::FromStr;
 
 pub use commit::{CommitResult, Committer, Ticket};
 pub use faults::{Fault, FaultPlan};
+pub use files::FileCache;
 pub use framing::{encode_frame, FrameReader, FrameTooLarge, Next, LENGTH_PREFIX_BYTES};
 pub use layout::{
     discover_native_streams, native_stream_id, native_stream_path, operation_stream_path,

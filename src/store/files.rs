@@ -1,0 +1,146 @@
+//! A bound on open stream files: an LRU of file handles.
+//!
+//! Mesos keeps one descriptor open per live stream, so a few tens of
+//! thousands of streams exhaust `ulimit -n`. Here every [`StreamLog`] of a
+//! manager shares one [`FileCache`] of at most `limits.max_open_files`
+//! handles: a log whose handle was evicted reopens its file (read-write, no
+//! create) the next time it writes. Evicting never loses data — written bytes
+//! are in the page cache, and group commit syncs by path or filesystem, not
+//! through these handles — so the bound is strict: at most `capacity`
+//! stream files are open at once (plus one while a round of the committer
+//! syncs a single file).
+//!
+//! [`StreamLog`]: super::StreamLog
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+
+#[derive(Debug)]
+struct Inner {
+    files: Mutex<LruCache<u64, File>>,
+    next_id: AtomicU64,
+    peak: AtomicU64,
+    reopens: AtomicU64,
+}
+
+/// Shared LRU of open stream files; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FileCache {
+    inner: Arc<Inner>,
+}
+
+impl FileCache {
+    /// A cache of at most `capacity` open files (at least one).
+    pub fn new(capacity: usize) -> FileCache {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        FileCache {
+            inner: Arc::new(Inner {
+                files: Mutex::new(LruCache::new(capacity)),
+                next_id: AtomicU64::new(0),
+                peak: AtomicU64::new(0),
+                reopens: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Takes ownership of an open file; returns its slot id.
+    pub(crate) fn adopt(&self, file: File) -> u64 {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.insert(id, file);
+        id
+    }
+
+    fn insert(&self, id: u64, file: File) {
+        let mut files = self.lock();
+        // `push` evicts (and so closes) the least recently used file when full.
+        drop(files.push(id, file));
+        self.inner
+            .peak
+            .fetch_max(files.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Runs `op` on slot `id`'s file, reopening `path` if it was evicted.
+    pub(crate) fn with<R>(
+        &self,
+        id: u64,
+        path: &Path,
+        op: impl FnOnce(&File) -> io::Result<R>,
+    ) -> io::Result<R> {
+        {
+            let mut files = self.lock();
+            if let Some(file) = files.get(&id) {
+                return op(file);
+            }
+        }
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        self.inner.reopens.fetch_add(1, Ordering::Relaxed);
+        let result = op(&file);
+        self.insert(id, file);
+        result
+    }
+
+    /// Closes slot `id`'s file if it is open.
+    pub(crate) fn forget(&self, id: u64) {
+        drop(self.lock().pop(&id));
+    }
+
+    /// Files open now.
+    pub fn open_files(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Most files open at once so far.
+    pub fn peak_open_files(&self) -> u64 {
+        self.inner.peak.load(Ordering::Relaxed)
+    }
+
+    /// Files reopened after an eviction so far.
+    pub fn reopens(&self) -> u64 {
+        self.inner.reopens.load(Ordering::Relaxed)
+    }
+
+    /// The bound.
+    pub fn capacity(&self) -> usize {
+        self.lock().cap().get()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<u64, File>> {
+        // The cache holds no invariant a panicking holder could break.
+        self.inner
+            .files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_least_recently_used_and_reopens_on_demand() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cache = FileCache::new(2);
+        let paths: Vec<_> = (0..3).map(|i| dir.path().join(format!("f{i}"))).collect();
+        let ids: Vec<u64> = paths
+            .iter()
+            .map(|p| File::create(p).map(|f| cache.adopt(f)))
+            .collect::<io::Result<_>>()?;
+        assert_eq!(cache.open_files(), 2, "the first file was evicted");
+        assert_eq!(cache.peak_open_files(), 2);
+        // Using the evicted file reopens it (and evicts another).
+        cache.with(ids[0], &paths[0], |f| f.set_len(7))?;
+        assert_eq!(cache.reopens(), 1);
+        assert_eq!(std::fs::metadata(&paths[0])?.len(), 7);
+        assert_eq!(cache.open_files(), 2);
+        cache.forget(ids[0]);
+        assert_eq!(cache.open_files(), 1);
+        Ok(())
+    }
+}
