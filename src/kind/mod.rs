@@ -212,8 +212,8 @@ pub fn validate_update<K: UpdateKind>(update: &K::Update) -> Result<UpdateKey<K>
     if K::has_latest_status(update) {
         return Err(InvalidUpdate::LatestStatusSet);
     }
-    let uuid = status_uuid::<K>(update)?;
     K::validate(update)?;
+    let uuid = status_uuid::<K>(update)?;
     Ok(UpdateKey { stream, uuid })
 }
 

@@ -17,7 +17,7 @@ use tonic::{Code, Request, Response, Status};
 use super::hub::{AdminPause, AdminResume, Subscribe, SubscriberHub, SubscriberItem};
 use crate::error::{AckError, UpdateError};
 use crate::kind::native::validate_stream_id;
-use crate::kind::{parse_status_uuid, Native};
+use crate::kind::{parse_status_uuid, InvalidUpdate, Native};
 use crate::messages::{
     Acknowledge, Cleanup, GetStream, ListStreams, StreamStats, Update, UpdateOutcome,
 };
@@ -89,6 +89,14 @@ fn checked_stream_id(id: &str) -> Result<(), Status> {
     validate_stream_id(id).map_err(|reason| Status::invalid_argument(reason.to_string()))
 }
 
+/// A status uuid for messages, as far as it can be read.
+fn uuid_text(raw: &[u8]) -> String {
+    match <[u8; 16]>::try_from(raw) {
+        Ok(bytes) => uuid::Uuid::from_bytes(bytes).to_string(),
+        Err(_) => format!("<{} bytes>", raw.len()),
+    }
+}
+
 fn millis(d: Option<Duration>, none: i64) -> i64 {
     d.map_or(none, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
@@ -133,18 +141,29 @@ impl Api for GrpcService {
         } = request.into_inner();
         let mut update =
             update.ok_or_else(|| Status::invalid_argument("UpdateRequest.update is missing"))?;
-        if let Some(status) = update.status.as_mut() {
-            if status.payload.len() > self.max_payload_bytes {
-                return Err(Status::invalid_argument(format!(
-                    "payload of {} bytes for stream {} is over the limit of {} bytes (server.max_payload_bytes)",
-                    status.payload.len(),
-                    update.stream_id,
-                    self.max_payload_bytes
-                )));
-            }
-            if status.timestamp_unix_micros == 0 {
-                status.timestamp_unix_micros = now_micros();
-            }
+        let stream = match validate_stream_id(&update.stream_id) {
+            Ok(()) => update.stream_id.clone(),
+            Err(_) => "<invalid stream id>".to_string(),
+        };
+        // Checked here so that the message says the status is missing (the
+        // shared checks would report its missing uuid).
+        let Some(status) = update.status.as_mut() else {
+            return Err(update_status(&UpdateError::Invalid {
+                stream,
+                uuid: "<missing>".into(),
+                reason: InvalidUpdate::MissingStatus,
+            }));
+        };
+        if status.payload.len() > self.max_payload_bytes {
+            return Err(Status::invalid_argument(format!(
+                "rejected update for stream {stream} (status uuid {}): payload of {} bytes is over the limit of {} bytes (server.max_payload_bytes)",
+                uuid_text(&status.uuid),
+                status.payload.len(),
+                self.max_payload_bytes
+            )));
+        }
+        if status.timestamp_unix_micros == 0 {
+            status.timestamp_unix_micros = now_micros();
         }
         let outcome = self
             .manager
@@ -168,7 +187,12 @@ impl Api for GrpcService {
             stream_id,
             status_uuid,
         } = request.into_inner();
-        checked_stream_id(&stream_id)?;
+        validate_stream_id(&stream_id).map_err(|reason| {
+            Status::invalid_argument(format!(
+                "rejected acknowledgement of {}: {reason}",
+                uuid_text(&status_uuid)
+            ))
+        })?;
         let uuid = parse_status_uuid(&status_uuid).map_err(|reason| {
             Status::invalid_argument(format!(
                 "rejected acknowledgement for stream {stream_id}: {reason}"

@@ -6,7 +6,8 @@
 //! **Handles** [`Forward`] from the manager (passed to the subscriber),
 //! [`Subscribe`] (a new subscriber replaces the previous one, whose stream
 //! ends with `ABORTED`), [`Detach`] (a subscriber's transport closed),
-//! [`AdminPause`] / [`AdminResume`] and [`CloseSubscriber`] (shutdown).
+//! [`AdminPause`] / [`AdminResume`], [`CloseSubscriber`] and [`Stop`]
+//! (shutdown).
 //!
 //! **Sends** `Pause` / `Resume` to the manager so that it forwards exactly
 //! while a subscriber is connected and no admin pause is in effect: a new
@@ -156,6 +157,7 @@ impl Handler<Subscribe> for SubscriberHub {
         } else {
             info!(subscriber = %msg.name, "subscriber connected");
         }
+        metrics::gauge!(crate::metrics::SUBSCRIBERS).set(1.0);
         // Notice the transport closing: the receiver is dropped with the stream.
         let watch = tx.clone();
         ctx.spawn(
@@ -239,7 +241,25 @@ impl Handler<CloseSubscriber> for SubscriberHub {
             let _ = current
                 .tx
                 .try_send(Err(Status::unavailable("the server is shutting down")));
+            metrics::gauge!(crate::metrics::SUBSCRIBERS).set(0.0);
         }
         self.tell_manager(false);
+    }
+}
+
+/// Shutdown, last step: the hub lets go of the manager and stops. The hub
+/// and the manager hold each other's address (the manager's streams forward
+/// to the hub); without this neither would ever stop, and the streams would
+/// keep their files open after the service is gone.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+impl Handler<Stop> for SubscriberHub {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.current = None;
+        self.manager = None;
+        ctx.stop();
     }
 }
