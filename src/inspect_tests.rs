@@ -132,7 +132,7 @@ fn json_shape_is_the_api_one() -> TestResult {
     );
     let json = serde_json::to_value(&report)?;
     let want = serde_json::json!({
-        "path": "d/f", "kind": "native", "outcome": "ok", "valid_bytes": 41, "file_bytes": 41,
+        "path": "d/f", "kind": "native", "outcome": "ok", "valid_bytes": 43, "file_bytes": 43,
         "tail": "clean", "framework_id": "fw", "terminated": false, "pending": 1,
         "updates": [{ "uuid": "01010101-0101-0101-0101-010101010101", "state": "S1",
                       "acknowledged": false }],

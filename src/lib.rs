@@ -64,6 +64,7 @@
 //! ```
 
 pub mod actors;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -1,28 +1,23 @@
 //! `status-update-manager`: the command-line entry point.
 //!
-//! Parses the arguments ([`status_update_manager::cli::Cli`]), sets up tracing to stderr
-//! (`RUST_LOG` overrides the command's default filter) and runs the command. Exit status: 0
-//! ok, 1 the command failed (the message on stderr), 2 usage error (clap).
+//! Parses the arguments ([`status_update_manager::cli::Cli`]) and runs the command, which
+//! sets up its own tracing (to stderr). Exit status: 0 ok, 1 the command failed (`error: …`
+//! on stderr), 2 usage error (clap's, or a configuration that does not validate).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use status_update_manager::cli::{Cli, EXIT_FAILURE};
-use tracing_subscriber::EnvFilter;
+use status_update_manager::cli::{error_text, exit_status, Cli};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(cli.command.default_log_filter()));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    match cli.run() {
+    match Cli::parse().run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::from(EXIT_FAILURE)
+            // A configuration error has one line per bad key.
+            for line in error_text(&err).lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::from(exit_status(&err))
         }
     }
 }

@@ -28,7 +28,7 @@ use actix::prelude::*;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::actors::stream::{StreamActor, StreamInit, StreamSettings};
+use crate::actors::stream::{StreamActor, StreamInit, StreamSettings, StreamShared};
 use crate::error::{AckError, RecoverError, UpdateError};
 use crate::kind::{validate_update, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
@@ -64,6 +64,9 @@ pub struct ManagerConfig {
     /// Most stream files open at once (`limits.max_open_files`); the
     /// others are reopened on demand.
     pub max_open_files: usize,
+    /// Use this file cache instead of a new one of `max_open_files` (to
+    /// share it, or to read its figures such as the open-file peak).
+    pub files: Option<FileCache>,
     /// Storage faults to inject into every stream file (tests only).
     pub faults: Option<FaultPlan>,
     /// Who runs the group-commit rounds of `sync = batch`: the arbiter
@@ -89,6 +92,7 @@ impl Default for ManagerConfig {
             remove_finished: false,
             start_paused: false,
             max_open_files: DEFAULT_MAX_OPEN_FILES,
+            files: None,
             faults: None,
             committer: Committer::default(),
         }
@@ -115,6 +119,7 @@ pub struct StatusUpdateManager<K: UpdateKind> {
     next_generation: u64,
     /// Every stream file's handle, at most `max_open_files` open.
     files: FileCache,
+    shared: Option<Arc<StreamShared<K>>>,
 }
 
 impl<K: UpdateKind> std::fmt::Debug for StatusUpdateManager<K> {
@@ -141,7 +146,11 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             ctx.set_mailbox_capacity(0);
             StatusUpdateManager {
                 paused: config.start_paused,
-                files: FileCache::new(config.max_open_files),
+                files: config
+                    .files
+                    .clone()
+                    .unwrap_or_else(|| FileCache::new(config.max_open_files)),
+                shared: None,
                 config,
                 forward,
                 paths,
@@ -169,6 +178,21 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
         &self.files
     }
 
+    /// The `Arc` every stream actor shares (built once).
+    fn shared(&mut self, ctx: &mut Context<Self>) -> Arc<StreamShared<K>> {
+        if self.shared.is_none() {
+            self.shared = Some(Arc::new(StreamShared {
+                settings: self.settings(),
+                forward: self.forward.clone(),
+                manager: ctx.address().downgrade().recipient(),
+            }));
+        }
+        match &self.shared {
+            Some(shared) => shared.clone(),
+            None => unreachable!("set just above"),
+        }
+    }
+
     fn spawn_stream(
         &mut self,
         state: StreamState<K>,
@@ -184,9 +208,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             state,
             log,
             path,
-            settings: self.settings(),
-            forward: self.forward.clone(),
-            manager: ctx.address().downgrade().recipient(),
+            shared: self.shared(ctx),
             generation,
             paused: self.paused,
         });
@@ -283,14 +305,15 @@ impl<K: UpdateKind> Actor for StatusUpdateManager<K> {
 pub enum Routed<K: UpdateKind, Req, Res> {
     /// Answered by the manager.
     Ready(Res),
-    /// Hand `request` to the stream; `unavailable` answers if its mailbox closed.
+    /// Hand `request` to the stream (an `Unavailable` error answers if its
+    /// mailbox closed).
     Stream {
         /// The stream actor.
         addr: Addr<StreamActor<K>>,
         /// The request, missing only its reply channel.
         request: Req,
-        /// The answer if the stream actor is gone.
-        unavailable: Res,
+        /// The stream, to name it if the actor is gone.
+        stream: K::StreamId,
     },
 }
 
@@ -308,12 +331,15 @@ type UpdateRequest<K> = (<K as UpdateKind>::Update, StatusUuid, bool);
 type UpdateReply = Result<UpdateOutcome, UpdateError>;
 type AckReply = Result<AckOutcome, AckError>;
 
+/// Why a request could not reach its stream actor.
+const STREAM_STOPPED: &str = "the stream actor stopped";
+
 /// Enqueues `msg` on the stream's mailbox; if the actor is gone, answers
-/// the reply channel `msg` carries with `unavailable`.
+/// the reply channel `msg` carries with `unavailable()`.
 fn deliver<K, S, Res>(
     addr: &Addr<StreamActor<K>>,
     msg: S,
-    unavailable: Res,
+    unavailable: impl FnOnce() -> Res,
     take_reply: fn(S) -> Option<OneshotSender<Res>>,
 ) where
     K: UpdateKind,
@@ -327,7 +353,7 @@ fn deliver<K, S, Res>(
         Err(SendError::Full(msg)) => addr.do_send(msg),
         Err(SendError::Closed(msg)) => {
             if let Some(tx) = take_reply(msg) {
-                let _ = tx.send(unavailable);
+                let _ = tx.send(unavailable());
             }
         }
     }
@@ -350,13 +376,19 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Update<K>>
             Routed::Stream {
                 addr,
                 request: (update, uuid, checkpoint),
-                unavailable,
+                stream,
             } => {
                 let msg = StreamUpdate {
                     update,
                     uuid,
                     checkpoint,
                     reply: tx,
+                };
+                let unavailable = || {
+                    Err(UpdateError::Unavailable {
+                        stream: stream.to_string(),
+                        reason: STREAM_STOPPED.into(),
+                    })
                 };
                 deliver(&addr, msg, unavailable, |m: StreamUpdate<K>| m.reply);
             }
@@ -381,8 +413,14 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Acknowledge<K>>
             Routed::Stream {
                 addr,
                 request: uuid,
-                unavailable,
+                stream,
             } => {
+                let unavailable = || {
+                    Err(AckError::Unavailable {
+                        stream: stream.to_string(),
+                        reason: STREAM_STOPPED.into(),
+                    })
+                };
                 deliver(
                     &addr,
                     StreamAck { uuid, reply: tx },
@@ -424,12 +462,11 @@ impl<K: UpdateKind> Handler<Update<K>> for StatusUpdateManager<K> {
                 }));
             }
         };
-        let uuid_text = key.uuid.to_string();
         let addr = match self.streams.get(&key.stream) {
             Some(entry) if entry.closing => {
                 return Routed::Ready(Err(UpdateError::StreamClosing {
                     stream: key.stream.to_string(),
-                    uuid: uuid_text,
+                    uuid: key.uuid.to_string(),
                 }));
             }
             Some(entry) => entry.addr.clone(),
@@ -438,14 +475,10 @@ impl<K: UpdateKind> Handler<Update<K>> for StatusUpdateManager<K> {
                 Err(err) => return Routed::Ready(Err(err)),
             },
         };
-        let unavailable = Err(UpdateError::Unavailable {
-            stream: key.stream.to_string(),
-            reason: "the stream actor stopped".into(),
-        });
         Routed::Stream {
             addr,
             request: (update, key.uuid, checkpoint),
-            unavailable,
+            stream: key.stream,
         }
     }
 }
@@ -465,10 +498,7 @@ impl<K: UpdateKind> Handler<Acknowledge<K>> for StatusUpdateManager<K> {
             Some(entry) if !entry.closing => Routed::Stream {
                 addr: entry.addr.clone(),
                 request: uuid,
-                unavailable: Err(AckError::Unavailable {
-                    stream: stream.to_string(),
-                    reason: "the stream actor stopped".into(),
-                }),
+                stream,
             },
             _ => Routed::Ready(Err(AckError::UnknownStream {
                 stream: stream.to_string(),

@@ -49,6 +49,24 @@ use crate::store::{
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState, UpdateDecision};
 
+thread_local! {
+    /// The encode buffer of every stream on this thread (records are encoded
+    /// and written one at a time), so idle streams hold no buffer.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What every stream of a manager shares, behind one `Arc`.
+#[derive(Debug)]
+pub struct StreamShared<K: UpdateKind> {
+    /// Settings.
+    pub settings: StreamSettings,
+    /// Where forwards go.
+    pub forward: Recipient<Forward<K>>,
+    /// Where the end of a stream is reported (weak: streams must not keep a
+    /// dropped manager alive).
+    pub manager: WeakRecipient<StreamEnded<K>>,
+}
+
 /// What every stream of a manager shares.
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
@@ -109,9 +127,10 @@ pub struct StreamActor<K: UpdateKind> {
     state: StreamState<K>,
     log: Option<StreamLog>,
     path: Option<Arc<Path>>,
-    settings: StreamSettings,
-    forward: Recipient<Forward<K>>,
-    manager: WeakRecipient<StreamEnded<K>>,
+    /// What every stream of the manager shares (one allocation for all).
+    shared: Arc<StreamShared<K>>,
+    /// `Close` decides whether the file is removed, over the setting.
+    remove_on_end: Option<bool>,
     generation: u64,
     paused: bool,
     retry: Retry,
@@ -127,7 +146,6 @@ pub struct StreamActor<K: UpdateKind> {
     /// Set while a reload after a storage fault keeps failing.
     fault: Option<String>,
     ended: bool,
-    scratch: Vec<u8>,
     /// This stream's share of the pending gauge.
     reported_pending: usize,
 }
@@ -141,13 +159,8 @@ pub struct StreamInit<K: UpdateKind> {
     pub log: Option<StreamLog>,
     /// The file's path, for a checkpointed stream.
     pub path: Option<PathBuf>,
-    /// Shared settings.
-    pub settings: StreamSettings,
-    /// Where forwards go.
-    pub forward: Recipient<Forward<K>>,
-    /// Where the end of the stream is reported. Weak, so that the manager
-    /// stops once its callers drop it (its streams must not keep it alive).
-    pub manager: WeakRecipient<StreamEnded<K>>,
+    /// What every stream of the manager shares.
+    pub shared: Arc<StreamShared<K>>,
     /// The manager's tag for this incarnation of the stream.
     pub generation: u64,
     /// Whether forwarding is paused.
@@ -160,13 +173,18 @@ impl<K: UpdateKind> StreamActor<K> {
     pub fn start(init: StreamInit<K>) -> Addr<Self> {
         actix::Supervisor::start(move |ctx: &mut Context<Self>| {
             ctx.set_mailbox_capacity(0);
+            // One allocation for the path, shared with the log.
+            let path = init
+                .log
+                .as_ref()
+                .map(StreamLog::path_arc)
+                .or(init.path.map(Arc::from));
             StreamActor {
                 state: init.state,
                 log: init.log,
-                path: init.path.map(Arc::from),
-                settings: init.settings,
-                forward: init.forward,
-                manager: init.manager,
+                path,
+                shared: init.shared,
+                remove_on_end: None,
                 generation: init.generation,
                 paused: init.paused,
                 retry: Retry::default(),
@@ -177,7 +195,6 @@ impl<K: UpdateKind> StreamActor<K> {
                 flush_scheduled: false,
                 fault: None,
                 ended: false,
-                scratch: Vec::new(),
                 reported_pending: 0,
             }
         })
@@ -197,8 +214,9 @@ impl<K: UpdateKind> StreamActor<K> {
         let Some(log) = self.log.as_mut() else {
             return Ok(());
         };
-        self.scratch.clear();
-        if let Err(err) = encode_framed::<K>(record, &mut self.scratch) {
+        let mut frame = SCRATCH.with(|scratch| std::mem::take(&mut *scratch.borrow_mut()));
+        frame.clear();
+        if let Err(err) = encode_framed::<K>(record, &mut frame) {
             return Err(StoreError::RecordTooLarge {
                 path: log.path().to_path_buf(),
                 len: match err {
@@ -208,7 +226,9 @@ impl<K: UpdateKind> StreamActor<K> {
             });
         }
         let started = std::time::Instant::now();
-        log.append(&self.scratch)?;
+        let appended = log.append(&frame);
+        SCRATCH.with(|scratch| *scratch.borrow_mut() = frame);
+        appended?;
         metrics::histogram!(m::APPEND_SECONDS).record(started.elapsed());
         if log.needs_sync() && !self.flush_scheduled {
             self.flush_scheduled = true;
@@ -235,7 +255,7 @@ impl<K: UpdateKind> StreamActor<K> {
             Effect::ReplyUpdate(tx, result, _) => send(tx, result),
             Effect::ReplyAck(tx, result, _) => send(tx, result),
             Effect::ForwardHead => {
-                self.retry.interval = self.settings.retry.min;
+                self.retry.interval = self.shared.settings.retry.min;
                 self.send_head(ctx);
             }
             Effect::End => self.end(ctx),
@@ -260,7 +280,7 @@ impl<K: UpdateKind> StreamActor<K> {
         self.in_flight = Some(std::time::Instant::now());
         let addr = ctx.address();
         let incarnation = self.incarnation;
-        self.settings.committer.submit(Ticket {
+        self.shared.settings.committer.submit(Ticket {
             path: path.clone(),
             device: log.device(),
             faults: log.faults().cloned(),
@@ -360,14 +380,15 @@ impl<K: UpdateKind> StreamActor<K> {
             update,
             attempt,
         };
-        match self.forward.try_send(msg) {
+        match self.shared.forward.try_send(msg) {
             Ok(()) => {}
-            Err(SendError::Full(msg)) => self.forward.do_send(msg),
+            Err(SendError::Full(msg)) => self.shared.forward.do_send(msg),
             Err(SendError::Closed(_)) => {
                 warn!(stream = %self.name(), %uuid, "upstream recipient is closed; will retry");
             }
         }
         let delay = self
+            .shared
             .settings
             .retry
             .jittered(self.retry.interval, fastrand::f64());
@@ -383,7 +404,11 @@ impl<K: UpdateKind> StreamActor<K> {
         }
         info!(stream = %self.name(), %uuid, "resending unacknowledged update");
         metrics::counter!(m::RETRIES).increment(1);
-        self.retry.interval = self.settings.retry.next_interval(self.retry.interval);
+        self.retry.interval = self
+            .shared
+            .settings
+            .retry
+            .next_interval(self.retry.interval);
         self.send_head(ctx);
     }
 
@@ -404,7 +429,10 @@ impl<K: UpdateKind> StreamActor<K> {
         self.cancel_timer(ctx);
         self.report_pending();
         if let Some(log) = self.log.take() {
-            if self.settings.remove_finished {
+            if self
+                .remove_on_end
+                .unwrap_or(self.shared.settings.remove_finished)
+            {
                 if let Err(err) = log.remove() {
                     warn!(stream = %self.name(), cause = %err, "could not remove the finished stream's file");
                 }
@@ -415,6 +443,7 @@ impl<K: UpdateKind> StreamActor<K> {
             generation: self.generation,
         };
         let sent = self
+            .shared
             .manager
             .upgrade()
             .is_some_and(|manager| manager.try_send(ended).is_ok());
@@ -433,7 +462,7 @@ impl<K: UpdateKind> StreamActor<K> {
         let id = self.state.id().clone();
         let framework = self.state.framework_id().map(str::to_string);
         let now = Instant::now();
-        let result = recover_file::<K>(id.clone(), &path, false, self.settings.sync, now).and_then(|found| {
+        let result = recover_file::<K>(id.clone(), &path, false, self.shared.settings.sync, now).and_then(|found| {
             Ok(match found {
                 Some(recovered) => {
                     if let Some(err) = recovered.error {
@@ -441,12 +470,12 @@ impl<K: UpdateKind> StreamActor<K> {
                     }
                     (recovered.replayed.state, recovered.log)
                 }
-                None => (StreamState::new(id.clone(), true, framework), StreamLog::create(&path, self.settings.sync)?),
+                None => (StreamState::new(id.clone(), true, framework), StreamLog::create(&path, self.shared.settings.sync)?),
             })
         });
         match result {
             Ok((state, mut log)) => {
-                self.settings.attach(&mut log);
+                self.shared.settings.attach(&mut log);
                 info!(stream = %id, pending = state.pending().len(), "stream reloaded from its file");
                 self.state = state;
                 self.log = Some(log);
@@ -577,12 +606,12 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
                 Ok(UpdateOutcome::Duplicate)
             }
             Ok(UpdateDecision::Accept)
-                if self.state.pending().len() >= self.settings.max_pending =>
+                if self.state.pending().len() >= self.shared.settings.max_pending =>
             {
                 Err(UpdateError::QueueFull {
                     stream: self.name(),
                     uuid: uuid.to_string(),
-                    limit: self.settings.max_pending,
+                    limit: self.shared.settings.max_pending,
                 })
             }
             Ok(UpdateDecision::Accept) => {
@@ -706,7 +735,7 @@ impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
         if self.ended || self.state.head().is_none() {
             return;
         }
-        let delay = self.settings.retry.resume_delay(fastrand::f64());
+        let delay = self.shared.settings.retry.resume_delay(fastrand::f64());
         if delay.is_zero() {
             self.effect(Effect::ForwardHead, ctx);
         } else {
@@ -731,7 +760,7 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
         if self.flush_scheduled || self.in_flight.is_some() || !self.waiting.is_empty() {
             self.sync_here(ctx);
         }
-        self.settings.remove_finished = msg.remove_file;
+        self.remove_on_end = Some(msg.remove_file);
         info!(stream = %self.name(), "closing stream (framework cleaned up, or the manager stopped)");
         self.end(ctx);
     }

@@ -178,6 +178,35 @@ pub trait UpdateKind: fmt::Debug + Sized + Unpin + Send + Sync + 'static {
     fn decode_record(bytes: &[u8]) -> Result<Record<Self::Update>, RecordError>;
 }
 
+/// Field numbers shared by every kind's record message: `type` (1, varint:
+/// 0 = UPDATE, 1 = ACK), `update` (2, message), `uuid` (3).
+const TYPE_FIELD: u32 = 1;
+const UPDATE_FIELD: u32 = 2;
+const UUID_FIELD: u32 = 3;
+
+/// Appends an UPDATE record (`type` = 0 always written, as proto2 `required`
+/// does, then the update as field 2) without copying the update.
+pub(crate) fn encode_update_record<M: prost::Message>(update: &M, out: &mut Vec<u8>) {
+    prost::encoding::int32::encode(TYPE_FIELD, &0, out);
+    prost::encoding::message::encode(UPDATE_FIELD, update, out);
+}
+
+/// Appends an ACK record (`type` = 1, then the uuid as field 3: a `UUID`
+/// message for the operation kind, raw bytes for the others).
+pub(crate) fn encode_ack_record(uuid: StatusUuid, as_message: bool, out: &mut Vec<u8>) {
+    prost::encoding::int32::encode(TYPE_FIELD, &1, out);
+    let bytes = uuid.as_bytes().to_vec();
+    if as_message {
+        prost::encoding::message::encode(
+            UUID_FIELD,
+            &crate::proto::mesos::Uuid { value: bytes },
+            out,
+        );
+    } else {
+        prost::encoding::bytes::encode(UUID_FIELD, &bytes, out);
+    }
+}
+
 /// Parses a status uuid from raw bytes: exactly 16 bytes, not all zero.
 pub fn parse_status_uuid(bytes: &[u8]) -> Result<StatusUuid, InvalidUpdate> {
     let array: [u8; 16] = bytes

@@ -99,20 +99,11 @@ impl UpdateKind for Native {
     }
 
     fn encode_record(record: RecordRef<'_, Self::Update>, out: &mut Vec<u8>) {
-        let record = match record {
-            RecordRef::Update(update) => NativeRecord {
-                r#type: RecordType::Update as i32,
-                update: Some(update.clone()),
-                uuid: Vec::new(),
-            },
-            RecordRef::Ack(uuid) => NativeRecord {
-                r#type: RecordType::Ack as i32,
-                update: None,
-                uuid: uuid.as_bytes().to_vec(),
-            },
-        };
         let start = out.len();
-        record.encode_raw(out);
+        match record {
+            RecordRef::Update(update) => super::encode_update_record(update, out),
+            RecordRef::Ack(uuid) => super::encode_ack_record(uuid, false, out),
+        }
         let crc = crc32c::crc32c(out.get(start..).unwrap_or_default());
         out.extend_from_slice(&crc.to_le_bytes());
     }

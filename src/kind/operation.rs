@@ -90,21 +90,10 @@ impl UpdateKind for Operation {
     }
 
     fn encode_record(record: RecordRef<'_, Self::Update>, out: &mut Vec<u8>) {
-        let record = match record {
-            RecordRef::Update(update) => UpdateOperationStatusRecord {
-                r#type: RecordType::Update as i32,
-                update: Some(update.clone()),
-                uuid: None,
-            },
-            RecordRef::Ack(uuid) => UpdateOperationStatusRecord {
-                r#type: RecordType::Ack as i32,
-                update: None,
-                uuid: Some(mesos::Uuid {
-                    value: uuid.as_bytes().to_vec(),
-                }),
-            },
-        };
-        record.encode_raw(out);
+        match record {
+            RecordRef::Update(update) => super::encode_update_record(update, out),
+            RecordRef::Ack(uuid) => super::encode_ack_record(uuid, true, out),
+        }
     }
 
     fn decode_record(bytes: &[u8]) -> Result<Record<Self::Update>, RecordError> {

@@ -126,19 +126,10 @@ impl UpdateKind for Task {
     }
 
     fn encode_record(record: RecordRef<'_, Self::Update>, out: &mut Vec<u8>) {
-        let record = match record {
-            RecordRef::Update(update) => StatusUpdateRecord {
-                r#type: RecordType::Update as i32,
-                update: Some(update.clone()),
-                uuid: None,
-            },
-            RecordRef::Ack(uuid) => StatusUpdateRecord {
-                r#type: RecordType::Ack as i32,
-                update: None,
-                uuid: Some(uuid.as_bytes().to_vec()),
-            },
-        };
-        record.encode_raw(out);
+        match record {
+            RecordRef::Update(update) => super::encode_update_record(update, out),
+            RecordRef::Ack(uuid) => super::encode_ack_record(uuid, false, out),
+        }
     }
 
     fn decode_record(bytes: &[u8]) -> Result<Record<Self::Update>, RecordError> {

@@ -12,6 +12,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::faults::FaultPlan;
 use super::files::FileCache;
@@ -32,7 +33,7 @@ macro_rules! io_err {
 /// An open, append-only checkpoint file of one stream.
 #[derive(Debug)]
 pub struct StreamLog {
-    path: PathBuf,
+    path: Arc<Path>,
     handle: Handle,
     /// Length of the file as far as this log knows: the end of the last complete append.
     len: u64,
@@ -95,7 +96,7 @@ impl StreamLog {
             }
         }
         Ok(StreamLog {
-            path: path.to_path_buf(),
+            path: Arc::from(path),
             handle: Handle::Owned(file),
             len: 0,
             policy: sync,
@@ -136,7 +137,7 @@ impl StreamLog {
             .read_to_end(&mut contents)
             .map_err(read_err)?;
         let log = StreamLog {
-            path: path.to_path_buf(),
+            path: Arc::from(path),
             handle: Handle::Owned(file),
             len: to_u64(contents.len()),
             policy: sync,
@@ -157,7 +158,7 @@ impl StreamLog {
     pub fn append(&mut self, frame: &[u8]) -> Result<(), StoreError> {
         let Some(end) = self.len.checked_add(to_u64(frame.len())) else {
             return Err(StoreError::RecordTooLarge {
-                path: self.path.clone(),
+                path: self.path.to_path_buf(),
                 len: frame.len(),
             });
         };
@@ -183,7 +184,7 @@ impl StreamLog {
     pub fn append_record(&mut self, body: &[u8]) -> Result<(), StoreError> {
         let mut frame = Vec::with_capacity(LENGTH_PREFIX_BYTES.saturating_add(body.len()));
         encode_frame(body, &mut frame).map_err(|e| StoreError::RecordTooLarge {
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
             len: e.len,
         })?;
         self.append(&frame)
@@ -219,7 +220,7 @@ impl StreamLog {
     pub fn truncate(&mut self, len: u64) -> Result<(), StoreError> {
         if len > self.len {
             return Err(StoreError::TruncateBeyondEnd {
-                path: self.path.clone(),
+                path: self.path.to_path_buf(),
                 len,
                 current: self.len,
             });
@@ -249,6 +250,11 @@ impl StreamLog {
         &self.path
     }
 
+    /// The file's path, shared (one allocation for the log and its owner).
+    pub fn path_arc(&self) -> Arc<Path> {
+        self.path.clone()
+    }
+
     /// The log's sync policy.
     pub fn policy(&self) -> SyncPolicy {
         self.policy
@@ -257,7 +263,7 @@ impl StreamLog {
     /// Closes and deletes the file (a file that is already gone is fine). Directories are left
     /// alone; removing them is the caller's decision.
     pub fn remove(self) -> Result<(), StoreError> {
-        let path = self.path.clone();
+        let path = self.path.to_path_buf();
         drop(self);
         remove_file(&path)
     }

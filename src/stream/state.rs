@@ -8,11 +8,39 @@
 //! stream is exactly the stream that wrote the file.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use tokio::time::Instant;
 
 use crate::error::{AckError, UpdateError};
 use crate::kind::{StatusUuid, UpdateKind};
+
+/// A set of status uuids. A uuid is already uniformly random (a v4's
+/// bits, or a v7's random tail mixed in below), so hashing it again is
+/// wasted work: the hasher folds its 16 bytes into 8. No per-set seed, so
+/// an empty set costs no space for one.
+pub type UuidSet = HashSet<StatusUuid, BuildHasherDefault<UuidHasher>>;
+
+/// See [`UuidSet`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UuidHasher(u64);
+
+impl Hasher for UuidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            // Mix so that structured uuids (v7's timestamp prefix) spread too.
+            self.0 = (self.0 ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// One queued, unacknowledged update.
 #[derive(Debug, Clone)]
@@ -68,8 +96,8 @@ pub struct StreamState<K: UpdateKind> {
     checkpointed: bool,
     framework_id: Option<String>,
     pending: VecDeque<Pending<K>>,
-    received: HashSet<StatusUuid>,
-    acknowledged: HashSet<StatusUuid>,
+    received: UuidSet,
+    acknowledged: UuidSet,
     terminated: bool,
 }
 
@@ -81,8 +109,8 @@ impl<K: UpdateKind> StreamState<K> {
             checkpointed,
             framework_id,
             pending: VecDeque::new(),
-            received: HashSet::new(),
-            acknowledged: HashSet::new(),
+            received: UuidSet::default(),
+            acknowledged: UuidSet::default(),
             terminated: false,
         }
     }
@@ -188,6 +216,10 @@ impl<K: UpdateKind> StreamState<K> {
             }
         }
         self.received.insert(uuid);
+        if self.pending.capacity() == 0 {
+            // Most streams hold one pending update at a time: no spare slots.
+            self.pending.reserve_exact(1);
+        }
         self.pending.push_back(Pending {
             update,
             uuid,

@@ -1,0 +1,197 @@
+//! The same load through the gRPC service: the service runs on this actix
+//! thread, the agents (producers) and the upstream (a subscriber that
+//! acknowledges each forward) are tonic clients on a runtime of their own.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use tonic::transport::Channel;
+
+use super::baseline::{new_histogram, record_micros};
+use super::load::{bench_update, LoadFigures, WINDOW};
+use super::BenchError;
+use crate::config::{Overrides, Settings};
+use crate::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
+use crate::proto::status_update_manager::v1::{
+    AcknowledgeRequest, SubscribeRequest, UpdateRequest,
+};
+use crate::store::SyncPolicy;
+
+/// HTTP/2 connections the producers share.
+const CONNECTIONS: usize = 4;
+
+/// Runs the load through a service started on this actix System.
+pub async fn through_grpc(
+    dir: &Path,
+    streams: usize,
+    updates: usize,
+    sync: SyncPolicy,
+    ack: bool,
+    progress: &ProgressBar,
+) -> Result<LoadFigures, BenchError> {
+    let overrides = Overrides {
+        data_dir: Some(dir.to_path_buf()),
+        listen: Some("127.0.0.1:0".into()),
+        config_file: None,
+    };
+    let mut settings = Settings::load_with_env(&overrides, Some(Default::default()))?;
+    settings.store.sync = sync.to_string();
+    settings.store.remove_finished = false;
+    settings.limits.max_pending_per_stream = updates.max(1);
+    settings.limits.max_streams = streams.max(1);
+    let config = settings.validate()?;
+    let running = crate::service::start(config).await?;
+    let url = format!("http://{}", running.local_addr);
+    let rss_before = super::rss_bytes();
+
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let client_progress = progress.clone();
+    std::thread::Builder::new()
+        .name("bench-clients".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(BenchError::from)
+                .and_then(|rt| rt.block_on(clients(url, streams, updates, ack, client_progress)));
+            let _ = tx.send(result);
+        })?;
+    let outcome = rx
+        .await
+        .map_err(|_| BenchError::Load("the client thread stopped".into()))?;
+    let rss_growth = super::rss_bytes().saturating_sub(rss_before);
+    let peak = running_files_peak(dir);
+    running.shutdown().await?;
+    let (updates_elapsed, acks_elapsed, latency) = outcome?;
+    Ok(LoadFigures {
+        updates_elapsed,
+        acks_elapsed,
+        latency,
+        rss_growth,
+        open_files_peak: peak,
+    })
+}
+
+/// Stream files open now under `dir` (the service's cache is internal).
+fn running_files_peak(dir: &Path) -> u64 {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    std::fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| t.starts_with(&dir))
+                .count()
+        })
+        .unwrap_or(0) as u64
+}
+
+type ClientOutcome = (Duration, Option<Duration>, Histogram<u64>);
+
+async fn clients(
+    url: String,
+    streams: usize,
+    updates: usize,
+    ack: bool,
+    progress: ProgressBar,
+) -> Result<ClientOutcome, BenchError> {
+    let total = streams * updates;
+    let mut channels = Vec::new();
+    for _ in 0..CONNECTIONS {
+        channels.push(
+            Channel::from_shared(url.clone())
+                .map_err(|e| BenchError::Load(e.to_string()))?
+                .connect()
+                .await?,
+        );
+    }
+    let started = Instant::now();
+
+    // The upstream: acknowledge every forward.
+    let mut upstream = StatusUpdateManagerClient::new(channels[0].clone());
+    let mut forwards = upstream
+        .subscribe(SubscribeRequest {
+            subscriber: "bench".into(),
+        })
+        .await?
+        .into_inner();
+    let acker_channel = channels[0].clone();
+    let acks = tokio::spawn(async move {
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+        let mut acked = 0usize;
+        let mut inflight = 0usize;
+        if !ack || total == 0 {
+            return Ok::<_, BenchError>(None);
+        }
+        loop {
+            tokio::select! {
+                forward = forwards.message() => {
+                    let Some(forward) = forward? else { return Err(BenchError::Load("subscription ended".into())) };
+                    let Some(update) = forward.update else { continue };
+                    let status_uuid = update.status.map(|s| s.uuid).unwrap_or_default();
+                    let mut client = StatusUpdateManagerClient::new(acker_channel.clone());
+                    let done_tx = done_tx.clone();
+                    inflight += 1;
+                    tokio::spawn(async move {
+                        let ok = client.acknowledge(AcknowledgeRequest { stream_id: update.stream_id, status_uuid }).await.is_ok();
+                        let _ = done_tx.send(ok);
+                    });
+                }
+                Some(ok) = done_rx.recv(), if inflight > 0 => {
+                    inflight -= 1;
+                    if ok {
+                        acked += 1;
+                        if acked == total {
+                            return Ok(Some(started.elapsed()));
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    // The agents.
+    let latency = Arc::new(Mutex::new(new_histogram()?));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut producers = Vec::new();
+    for w in 0..WINDOW.min(total.max(1)) {
+        let mut client = StatusUpdateManagerClient::new(channels[w % CONNECTIONS].clone());
+        let (latency, next, progress) = (latency.clone(), next.clone(), progress.clone());
+        producers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, BenchError>(());
+                }
+                let update = bench_update(i % streams, i / streams);
+                let sent = Instant::now();
+                client
+                    .update(UpdateRequest {
+                        update: Some(update),
+                        memory_only: false,
+                    })
+                    .await?;
+                if let Ok(mut latency) = latency.lock() {
+                    record_micros(&mut latency, sent.elapsed());
+                }
+                if i % 1024 == 0 {
+                    progress.set_position(i as u64);
+                }
+            }
+        }));
+    }
+    for producer in producers {
+        producer
+            .await
+            .map_err(|e| BenchError::Load(e.to_string()))??;
+    }
+    let updates_elapsed = started.elapsed();
+    let acks_elapsed = acks.await.map_err(|e| BenchError::Load(e.to_string()))??;
+    let latency = latency
+        .lock()
+        .map(|h| h.clone())
+        .map_err(|_| BenchError::Load("latency lock poisoned".into()))?;
+    Ok((updates_elapsed, acks_elapsed, latency))
+}

@@ -1,0 +1,247 @@
+//! The load: N streams × M updates, each acknowledged by an upstream as
+//! soon as it is forwarded, driven in-process (actix messages) or through
+//! the gRPC service (tonic clients on their own runtime thread).
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use tokio::sync::oneshot;
+
+use super::baseline::{new_histogram, record_micros};
+use super::BenchError;
+use crate::kind::Native;
+use crate::messages::{Acknowledge, Forward, Update};
+use crate::proto::status_update_manager::v1::{Status, StatusUpdate};
+use crate::store::layout::native_stream_path;
+use crate::store::{Committer, FileCache, SyncPolicy};
+use crate::{ManagerConfig, StatusUpdateManager};
+
+/// Requests in flight at once from the producer.
+pub const WINDOW: usize = 2048;
+/// Opaque payload per update, so a record is about 200 bytes like an agent's.
+pub const PAYLOAD_BYTES: usize = 96;
+
+/// What one load run measured.
+#[derive(Debug)]
+pub struct LoadFigures {
+    /// Until every update was answered.
+    pub updates_elapsed: Duration,
+    /// Until every update was acknowledged (`None` with `--no-ack`).
+    pub acks_elapsed: Option<Duration>,
+    /// Update latency, µs.
+    pub latency: Histogram<u64>,
+    /// RSS growth while the streams were live, bytes.
+    pub rss_growth: u64,
+    /// Most stream files open at once.
+    pub open_files_peak: u64,
+}
+
+/// The update of stream `stream`, number `n`.
+pub fn bench_update(stream: usize, n: usize) -> StatusUpdate {
+    StatusUpdate {
+        stream_id: format!("bench-{stream}"),
+        framework_id: String::new(),
+        status: Some(Status {
+            uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
+            state: if n == 0 {
+                "STARTING".into()
+            } else {
+                "RUNNING".into()
+            },
+            terminal: false,
+            message: String::new(),
+            payload: vec![0x42; PAYLOAD_BYTES],
+            timestamp_unix_micros: 1,
+        }),
+        latest_status: None,
+    }
+}
+
+/// The in-process upstream: acknowledges every forward at once.
+///
+/// Each acknowledgement is its own task: futures spawned into an actor's
+/// context are all polled whenever the actor runs, which would make the
+/// harness, not the manager, the bottleneck.
+struct Acker {
+    manager: Option<Addr<StatusUpdateManager<Native>>>,
+    /// Acknowledge forwards (`false` with `--no-ack`: every update stays pending).
+    ack: bool,
+    remaining: Rc<RefCell<usize>>,
+    done: Rc<RefCell<Option<oneshot::Sender<()>>>>,
+}
+
+impl Actor for Acker {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Connect(Addr<StatusUpdateManager<Native>>);
+
+impl Handler<Connect> for Acker {
+    type Result = ();
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
+        self.manager = Some(msg.0);
+    }
+}
+
+impl Handler<Forward<Native>> for Acker {
+    type Result = ();
+
+    fn handle(&mut self, forward: Forward<Native>, _: &mut Context<Self>) {
+        let (Some(manager), Some(status), true) = (&self.manager, &forward.update.status, self.ack)
+        else {
+            return;
+        };
+        let Ok(uuid) = uuid::Uuid::from_slice(&status.uuid) else {
+            return;
+        };
+        let ack = manager.send(Acknowledge::<Native> {
+            stream: forward.stream,
+            uuid,
+        });
+        let (remaining, done) = (self.remaining.clone(), self.done.clone());
+        actix_rt::spawn(async move {
+            if matches!(ack.await, Ok(Ok(_))) {
+                let mut remaining = remaining.borrow_mut();
+                *remaining = remaining.saturating_sub(1);
+                if *remaining == 0 {
+                    if let Some(done) = done.borrow_mut().take() {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Runs the load against a manager on this thread.
+pub async fn in_process(
+    dir: &Path,
+    streams: usize,
+    updates: usize,
+    sync: SyncPolicy,
+    ack: bool,
+    max_open_files: usize,
+    progress: &ProgressBar,
+) -> Result<LoadFigures, BenchError> {
+    let total = streams * updates;
+    let (done_tx, done_rx) = oneshot::channel();
+    let acker = Acker::create(|ctx| {
+        ctx.set_mailbox_capacity(0);
+        Acker {
+            manager: None,
+            ack,
+            remaining: Rc::new(RefCell::new(total)),
+            done: Rc::new(RefCell::new(Some(done_tx))),
+        }
+    });
+    let files = FileCache::new(max_open_files);
+    let committer = if sync == SyncPolicy::Batch {
+        Committer::thread()?
+    } else {
+        Committer::inline()
+    };
+    let config = ManagerConfig {
+        sync,
+        committer,
+        files: Some(files.clone()),
+        max_pending_per_stream: updates.max(1),
+        max_streams: streams.max(1),
+        ..ManagerConfig::default()
+    };
+    let root = dir.to_path_buf();
+    let paths = Arc::new(move |id: &String| native_stream_path(&root, id));
+    let manager = StatusUpdateManager::<Native>::start(config, acker.clone().recipient(), paths);
+    acker.send(Connect(manager.clone())).await?;
+
+    let rss_before = super::rss_bytes();
+    let started = Instant::now();
+    let latency = Rc::new(RefCell::new(new_histogram()?));
+    let next = Rc::new(RefCell::new(0usize));
+    let failure: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
+    let mut workers = Vec::new();
+    for _ in 0..WINDOW.min(total.max(1)) {
+        let (manager, latency, next, failure, progress) = (
+            manager.clone(),
+            latency.clone(),
+            next.clone(),
+            failure.clone(),
+            progress.clone(),
+        );
+        workers.push(actix_rt::spawn(async move {
+            loop {
+                let i = {
+                    let mut next = next.borrow_mut();
+                    let i = *next;
+                    *next += 1;
+                    i
+                };
+                if i >= total || failure.borrow().is_some() {
+                    return;
+                }
+                let update = bench_update(i % streams, i / streams);
+                let sent = Instant::now();
+                match manager
+                    .send(Update::<Native> {
+                        update,
+                        checkpoint: true,
+                    })
+                    .await
+                {
+                    Ok(Ok(_)) => {
+                        record_micros(&mut latency.borrow_mut(), sent.elapsed());
+                        if i % 1024 == 0 {
+                            progress.set_position(i as u64);
+                        }
+                    }
+                    Ok(Err(err)) => *failure.borrow_mut() = Some(err.to_string()),
+                    Err(err) => *failure.borrow_mut() = Some(err.to_string()),
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    if let Some(err) = failure.borrow_mut().take() {
+        return Err(BenchError::Load(err));
+    }
+    let updates_elapsed = started.elapsed();
+    let acks_elapsed = if ack && total > 0 {
+        done_rx
+            .await
+            .map_err(|_| BenchError::Load("the acker stopped before every ack".into()))?;
+        Some(started.elapsed())
+    } else {
+        None
+    };
+    progress.set_position(total as u64);
+    let rss_growth = super::rss_bytes().saturating_sub(rss_before);
+    drop(manager);
+    drop(acker);
+    settle_actors().await;
+    let latency = Rc::try_unwrap(latency)
+        .map(RefCell::into_inner)
+        .unwrap_or_else(|rc| rc.borrow().clone());
+    Ok(LoadFigures {
+        updates_elapsed,
+        acks_elapsed,
+        latency,
+        rss_growth,
+        open_files_peak: files.peak_open_files(),
+    })
+}
+
+/// Lets stopped actors finish (their files close) before the next phase.
+pub async fn settle_actors() {
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
+}

@@ -1,0 +1,348 @@
+//! `status-update-manager bench`: the built-in load benchmark (API.md §4).
+//!
+//! One run measures, on this machine and in this process:
+//! 1. the load ([`load`], [`grpc_load`]): `streams × updates` updates, each
+//!    acknowledged by an upstream as soon as it is forwarded (unless
+//!    `--no-ack`), with the configured sync policy; throughput, update
+//!    latency percentiles, the peak of open stream files and RSS growth;
+//! 2. the raw baseline ([`baseline`]): the same records appended to the same
+//!    number of files with the same sync policy by a plain loop, and the p99
+//!    of a raw `fdatasync`, so `ratio_to_baseline` is measured, not assumed;
+//! 3. recovery: a fresh manager recovers every file the load left, against
+//!    a raw read + decode of the same files.
+//!
+//! With `--via grpc` the load goes through the service (and the in-process
+//! load runs too, for `ratio_to_in_process`).
+
+pub mod baseline;
+pub mod grpc_load;
+pub mod load;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::kind::Native;
+use crate::messages::Recover;
+use crate::store::layout::{discover_native_streams, native_stream_path};
+use crate::store::{FileCache, SyncPolicy};
+use crate::{ManagerConfig, StatusUpdateManager};
+use load::LoadFigures;
+
+/// How the load reaches the manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// Actix messages in this process.
+    InProcess,
+    /// The gRPC service.
+    Grpc,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Streams.
+    pub streams: usize,
+    /// Updates per stream.
+    pub updates: usize,
+    /// Sync policy.
+    pub sync: SyncPolicy,
+    /// In-process or through gRPC.
+    pub via: Via,
+    /// Acknowledge every forward (`false`: every update stays pending).
+    pub ack: bool,
+    /// Where the stream files go (a fresh directory inside it is used and removed).
+    pub data_dir: PathBuf,
+    /// Most stream files open at once (`limits.max_open_files`).
+    pub max_open_files: usize,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Why the benchmark could not run.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    /// File or thread I/O failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The load failed.
+    #[error("load: {0}")]
+    Load(String),
+    /// An actor went away.
+    #[error("actor mailbox: {0}")]
+    Mailbox(#[from] actix::MailboxError),
+    /// Recovery failed.
+    #[error("recovery: {0}")]
+    Recover(#[from] crate::error::RecoverError),
+    /// Stream discovery failed.
+    #[error("discovery: {0}")]
+    Layout(#[from] crate::store::LayoutError),
+    /// The service could not be configured or started.
+    #[error("service: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The service failed.
+    #[error("service: {0}")]
+    Serve(#[from] crate::service::ServeError),
+    /// A gRPC call failed.
+    #[error("gRPC: {0}")]
+    Grpc(#[from] tonic::Status),
+    /// A gRPC connection failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Update latency percentiles, µs.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+/// The recovery phase's figures.
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct RecoveryFigures {
+    pub streams: usize,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub mb_per_sec: f64,
+    pub baseline_mb_per_sec: f64,
+}
+
+/// `bench --json`, API.md §4 (plus the in-process comparison for `--via grpc`).
+#[derive(Debug, Clone, Serialize)]
+#[allow(missing_docs)]
+pub struct BenchReport {
+    pub streams: usize,
+    pub updates: usize,
+    pub sync: SyncPolicy,
+    pub via: Via,
+    pub updates_per_sec: f64,
+    pub acks_per_sec: Option<f64>,
+    pub update_latency_micros: Latency,
+    pub baseline_appends_per_sec: f64,
+    pub ratio_to_baseline: f64,
+    pub baseline_sync_p99_micros: u64,
+    pub open_files_peak: u64,
+    pub recovery: RecoveryFigures,
+    pub peak_rss_bytes: u64,
+    pub rss_bytes_per_stream: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_process_updates_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_in_process: Option<f64>,
+}
+
+/// Runs the benchmark on a new actix System on this thread.
+pub fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
+    actix_rt::System::new().block_on(run_async(options))
+}
+
+async fn run_async(o: BenchOptions) -> Result<BenchReport, BenchError> {
+    let root = o.data_dir.join(format!("sum-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root)?;
+    let total = o.streams * o.updates;
+    let progress = progress_bar(o.progress, total as u64);
+
+    let in_process_dir = root.join("in-process");
+    progress.set_message("in-process load");
+    let in_process = load::in_process(
+        &in_process_dir,
+        o.streams,
+        o.updates,
+        o.sync,
+        o.ack,
+        o.max_open_files,
+        &progress,
+    )
+    .await?;
+    let (figures, dir, in_process_rate) = match o.via {
+        Via::InProcess => (in_process, in_process_dir, None),
+        Via::Grpc => {
+            progress.set_position(0);
+            progress.set_message("gRPC load");
+            let rate = rate(total, in_process.updates_elapsed);
+            let dir = root.join("grpc");
+            let figures =
+                grpc_load::through_grpc(&dir, o.streams, o.updates, o.sync, o.ack, &progress)
+                    .await?;
+            (figures, dir, Some(rate))
+        }
+    };
+
+    progress.set_message("recovery");
+    let recovery = recover_all(&dir, o.max_open_files).await?;
+    progress.set_message("baselines");
+    let records = if o.ack { 2 * total } else { total };
+    let sample = load::bench_update(0, 1);
+    let baseline_appends_per_sec = baseline::appends_per_sec(
+        &root.join("baseline"),
+        o.streams,
+        records.max(1),
+        o.sync,
+        o.max_open_files,
+        &sample,
+    )?;
+    let baseline_sync_p99_micros = baseline::fdatasync_p99_micros(&root.join("fsync"), 200, 1000)?;
+    progress.finish_and_clear();
+    std::fs::remove_dir_all(&root)?;
+
+    Ok(report(
+        &o,
+        &figures,
+        records,
+        baseline_appends_per_sec,
+        baseline_sync_p99_micros,
+        recovery,
+        in_process_rate,
+    ))
+}
+
+fn report(
+    o: &BenchOptions,
+    f: &LoadFigures,
+    records: usize,
+    baseline_appends_per_sec: f64,
+    baseline_sync_p99_micros: u64,
+    recovery: RecoveryFigures,
+    in_process_rate: Option<f64>,
+) -> BenchReport {
+    let total = o.streams * o.updates;
+    let updates_per_sec = rate(total, f.updates_elapsed);
+    // Records written per second: update and ack records, over the whole load.
+    let written_per_sec = rate(records, f.acks_elapsed.unwrap_or(f.updates_elapsed));
+    BenchReport {
+        streams: o.streams,
+        updates: o.updates,
+        sync: o.sync,
+        via: o.via,
+        updates_per_sec,
+        acks_per_sec: f.acks_elapsed.map(|d| rate(total, d)),
+        update_latency_micros: Latency {
+            p50: f.latency.value_at_quantile(0.5),
+            p99: f.latency.value_at_quantile(0.99),
+            max: f.latency.max(),
+        },
+        baseline_appends_per_sec,
+        ratio_to_baseline: written_per_sec / baseline_appends_per_sec.max(f64::MIN_POSITIVE),
+        baseline_sync_p99_micros,
+        open_files_peak: f.open_files_peak,
+        recovery,
+        peak_rss_bytes: peak_rss_bytes(),
+        rss_bytes_per_stream: f.rss_growth / o.streams.max(1) as u64,
+        in_process_updates_per_sec: in_process_rate,
+        ratio_to_in_process: in_process_rate.map(|r| updates_per_sec / r.max(f64::MIN_POSITIVE)),
+    }
+}
+
+/// Recovers every stream file under `dir` with a fresh (paused) manager.
+async fn recover_all(
+    dir: &std::path::Path,
+    max_open_files: usize,
+) -> Result<RecoveryFigures, BenchError> {
+    let found = discover_native_streams(dir)?;
+    let paths: Vec<PathBuf> = found.iter().map(|(_, p)| p.clone()).collect();
+    let bytes: u64 = paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let ids: Vec<String> = found.into_iter().map(|(id, _)| id).collect();
+    let streams = ids.len();
+
+    let (sink, _forwards) = sink();
+    let root = dir.to_path_buf();
+    let paths_fn = Arc::new(move |id: &String| native_stream_path(&root, id));
+    let config = ManagerConfig {
+        sync: SyncPolicy::None,
+        start_paused: true,
+        files: Some(FileCache::new(max_open_files)),
+        ..ManagerConfig::default()
+    };
+    let manager = StatusUpdateManager::<Native>::start(config, sink, paths_fn);
+    let started = Instant::now();
+    manager
+        .send(Recover::<Native> { ids, strict: true })
+        .await??;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(manager);
+    load::settle_actors().await;
+
+    let (raw_bytes, raw_seconds) = baseline::read_and_decode(&paths)?;
+    let mb = |b: u64, s: f64| b as f64 / 1e6 / s.max(1e-9);
+    Ok(RecoveryFigures {
+        streams,
+        bytes,
+        seconds,
+        mb_per_sec: mb(bytes, seconds),
+        baseline_mb_per_sec: mb(raw_bytes, raw_seconds),
+    })
+}
+
+/// A forward target that drops everything (recovery starts paused anyway).
+fn sink() -> (actix::Recipient<crate::messages::Forward<Native>>, ()) {
+    use actix::prelude::*;
+    struct Sink;
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+    impl Handler<crate::messages::Forward<Native>> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: crate::messages::Forward<Native>, _: &mut Context<Self>) {}
+    }
+    (Sink.start().recipient(), ())
+}
+
+fn rate(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn progress_bar(show: bool, total: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {msg:18} [{bar:40}] {pos}/{len} {per_sec}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Resident set size of this process now, bytes (0 where unknown), after
+/// handing freed heap pages back to the system, so that it counts live
+/// memory rather than what the allocator keeps cached.
+pub fn rss_bytes() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only releases free heap memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    proc_status_kib("VmRSS:") * 1024
+}
+
+/// Peak resident set size of this process, bytes (0 where unknown).
+pub fn peak_rss_bytes() -> u64 {
+    proc_status_kib("VmHWM:") * 1024
+}
+
+fn proc_status_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,516 @@
+//! The command line as a user drives it: the built binary runs `serve` as a child process
+//! (data in a temporary directory, port 0), and every other command runs against it as its
+//! own process. Checks what each command prints and its exit status (API.md §2): 0 ok, 1 an
+//! operation failed (`error: CODE: message` on stderr), 2 a usage error (a bad configuration
+//! value included).
+//!
+//! Every wait is bounded ([`WAIT`]) and waits for a condition (a line, an exit); children are
+//! killed when a test fails ([`Proc`]'s `Drop`).
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_status-update-manager");
+
+/// The longest any one wait may take (a debug build on a busy machine).
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A child process of the binary, killed when dropped. Its stdout arrives line by line on
+/// a channel; its stderr is collected for failure messages and assertions.
+struct Proc {
+    what: String,
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// What a finished process printed.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Proc {
+    fn start(what: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Only this test's settings: none inherited from the environment running the tests.
+        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("SUM__")) {
+            command.env_remove(key);
+        }
+        command.envs(env.iter().copied());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: cannot start {BIN}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let collected = Arc::clone(&stderr);
+        let readers = vec![
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }),
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = stderr_pipe.read(&mut chunk) {
+                    let text = String::from_utf8_lossy(&chunk[..n]);
+                    collected.lock().unwrap().push_str(&text);
+                }
+            }),
+        ];
+        Proc {
+            what: what.to_string(),
+            child,
+            lines,
+            stderr,
+            readers,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The next stdout line that satisfies `wanted`, skipping others; fails after [`WAIT`].
+    fn line_where(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut skipped = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(line) => skipped.push(line),
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: no line with {what} within {WAIT:?}; skipped {skipped:#?}\nstderr:\n{}",
+                    self.what,
+                    self.stderr()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{}: stdout closed before a line with {what}; skipped {skipped:#?}\nstderr:\n{}",
+                    self.what,
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to exit (at most [`WAIT`]), then collects what it printed.
+    fn finish(mut self) -> Finished {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) => panic!(
+                    "{}: still running after {WAIT:?}\nstderr:\n{}",
+                    self.what,
+                    self.stderr()
+                ),
+                Err(e) => panic!("{}: cannot wait: {e}", self.what),
+            }
+        };
+        // The pipes close with the process, so the readers end.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        let stdout: Vec<String> = self.lines.try_iter().collect();
+        Finished {
+            status,
+            stdout: stdout.iter().map(|l| format!("{l}\n")).collect(),
+            stderr: self.stderr(),
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([signal, pid.as_str()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `serve` and the URL clients use.
+struct Server {
+    proc: Proc,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+fn start_server(env: &[(&str, &str)]) -> Server {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().to_str().expect("utf-8 temp path").to_string();
+    let proc = Proc::start(
+        "serve",
+        &["serve", "--data-dir", &dir, "--listen", "127.0.0.1:0"],
+        env,
+    );
+    let line = proc.line_where("`listening on ADDR`", |l| l.starts_with("listening on "));
+    let addr = line.trim_start_matches("listening on ").trim();
+    Server {
+        url: format!("http://{addr}"),
+        proc,
+        _data: data,
+    }
+}
+
+/// Runs one client command against `server` and waits for it to finish.
+fn cli(server: &Server, args: &[&str]) -> Finished {
+    let mut all = args.to_vec();
+    all.extend(["--server", &server.url]);
+    Proc::start(&args.join(" "), &all, &[]).finish()
+}
+
+/// Like [`cli`], and asserts exit status 0.
+fn cli_ok(server: &Server, args: &[&str]) -> String {
+    let out = cli(server, args);
+    assert!(
+        out.status.success(),
+        "{args:?} exited with {}; stdout:\n{}stderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// Like [`cli`], and asserts exit status 1 with `error: CODE: …` on stderr.
+fn cli_fails(server: &Server, args: &[&str], code: &str) -> String {
+    let out = cli(server, args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?}; stdout:\n{}stderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stderr.starts_with(&format!("error: {code}: ")),
+        "{args:?}: stderr should start with `error: {code}: `:\n{}",
+        out.stderr
+    );
+    out.stderr
+}
+
+/// The uuid `send` printed (the first word of its only line).
+fn sent_uuid(stdout: &str) -> Uuid {
+    let first = stdout.split_whitespace().next().unwrap_or_default();
+    Uuid::parse_str(first).unwrap_or_else(|e| panic!("send printed {stdout:?}: {e}"))
+}
+
+/// The `streams` row of `stream`, split into its columns.
+fn streams_row(table: &str, stream: &str) -> Vec<String> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .find(|cells| cells.first().is_some_and(|c| c == stream))
+        .unwrap_or_else(|| panic!("no row for {stream} in\n{table}"))
+}
+
+/// The value of `key=` in a `watch` line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+#[test]
+fn a_user_drives_the_service_with_the_cli() {
+    // A short first retry, so that a retried forward shows up within the test.
+    let server = start_server(&[("SUM__RETRY__MIN", "300ms")]);
+
+    // send: the uuid on stdout; the same uuid again is a duplicate.
+    let sent = cli_ok(
+        &server,
+        &[
+            "send",
+            "--stream",
+            "s1",
+            "--state",
+            "RUNNING",
+            "--framework",
+            "fw",
+        ],
+    );
+    let u1 = sent_uuid(&sent);
+    assert_eq!(sent, format!("{u1}\n"));
+    let again = cli_ok(
+        &server,
+        &[
+            "send",
+            "--stream",
+            "s1",
+            "--state",
+            "RUNNING",
+            "--framework",
+            "fw",
+            "--uuid",
+            &u1.to_string(),
+        ],
+    );
+    assert_eq!(again, format!("{u1} (duplicate)\n"));
+
+    // streams / stream: one pending update.
+    let table = cli_ok(&server, &["streams"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(&header[..3], ["STREAM", "FRAMEWORK", "PENDING"], "{table}");
+    let row = streams_row(&table, "s1");
+    assert_eq!((row[1].as_str(), row[2].as_str()), ("fw", "1"), "{table}");
+    let one = cli_ok(&server, &["stream", "s1"]);
+    assert!(one.contains("\npending             1\n"), "{one}");
+    assert!(
+        one.contains(&format!("  {u1}  RUNNING  terminal=false")),
+        "{one}"
+    );
+
+    // watch without acks: the first send, then a retry.
+    let watcher = Proc::start("watch", &["watch", "--server", &server.url], &[]);
+    let first = watcher.line_where("the forward of u1", |l| l.contains(&u1.to_string()));
+    assert_eq!(field(&first, "stream"), "s1", "{first}");
+    assert_eq!(field(&first, "state"), "RUNNING", "{first}");
+    assert_eq!(field(&first, "attempt"), "0", "{first}");
+    assert_eq!(field(&first, "latest"), "RUNNING", "{first}");
+    assert_eq!(field(&first, "framework"), "fw", "{first}");
+    assert_eq!(field(&first, "terminal"), "false", "{first}");
+    let retry = watcher.line_where("a retry of u1", |l| l.contains(&u1.to_string()));
+    assert_eq!(field(&retry, "attempt"), "1", "{retry}");
+
+    // A second subscriber takes over: the first one is told why and exits 1.
+    let acker = Proc::start(
+        "watch --auto-ack",
+        &[
+            "watch",
+            "--auto-ack",
+            "--name",
+            "acker",
+            "--server",
+            &server.url,
+        ],
+        &[],
+    );
+    let replaced = watcher.finish();
+    assert_eq!(replaced.status.code(), Some(1), "{}", replaced.stderr);
+    assert!(
+        replaced.stderr.contains("error: ABORTED: ") && replaced.stderr.contains("acker"),
+        "{}",
+        replaced.stderr
+    );
+    let acked = acker.line_where("the forward of u1", |l| l.contains(&u1.to_string()));
+    assert_eq!(field(&acked, "ack"), "ok", "{acked}");
+
+    // The head was acknowledged: acking it again is ALREADY_EXISTS; nothing is pending.
+    let stderr = cli_fails(
+        &server,
+        &["ack", "--stream", "s1", "--uuid", &u1.to_string()],
+        "ALREADY_EXISTS",
+    );
+    assert!(stderr.contains("s1"), "{stderr}");
+    let one = cli_ok(&server, &["stream", "s1"]);
+    assert!(one.contains("\npending             0\n"), "{one}");
+    assert!(one.contains("\nacknowledged        1\n"), "{one}");
+    assert!(
+        one.ends_with("pending statuses (head first):\n  (none)\n"),
+        "{one}"
+    );
+
+    // A terminal update: its ack ends the stream, which is then gone.
+    let u2 = sent_uuid(&cli_ok(
+        &server,
+        &[
+            "send",
+            "--stream",
+            "s1",
+            "--state",
+            "FINISHED",
+            "--terminal",
+            "--framework",
+            "fw",
+            "--message",
+            "all done",
+        ],
+    ));
+    let ended = acker.line_where("the forward of u2", |l| l.contains(&u2.to_string()));
+    assert_eq!(field(&ended, "terminal"), "true", "{ended}");
+    assert_eq!(field(&ended, "ack"), "ended", "{ended}");
+    cli_fails(&server, &["stream", "s1"], "NOT_FOUND");
+
+    // An ack for a stream the server does not know.
+    let stderr = cli_fails(
+        &server,
+        &[
+            "ack",
+            "--stream",
+            "nope",
+            "--uuid",
+            &Uuid::new_v4().to_string(),
+        ],
+        "NOT_FOUND",
+    );
+    assert!(stderr.contains("nope"), "{stderr}");
+
+    // pause holds forwards back (no retry armed); resume sends the head.
+    assert_eq!(cli_ok(&server, &["pause"]), "forwarding paused\n");
+    let u3 = sent_uuid(&cli_ok(
+        &server,
+        &[
+            "send",
+            "--stream",
+            "s2",
+            "--state",
+            "STAGING",
+            "--framework",
+            "fw",
+        ],
+    ));
+    let table = cli_ok(&server, &["streams", "--framework", "fw"]);
+    let row = streams_row(&table, "s2");
+    assert_eq!((row[2].as_str(), row[6].as_str()), ("1", "-"), "{table}");
+    assert_eq!(cli_ok(&server, &["resume"]), "forwarding resumed\n");
+    let resumed = acker.line_where("the forward of u3", |l| l.contains(&u3.to_string()));
+    assert_eq!(field(&resumed, "ack"), "ok", "{resumed}");
+
+    // cleanup closes the framework's open stream.
+    assert_eq!(
+        cli_ok(&server, &["cleanup", "--framework", "fw"]),
+        "closed 1 stream of framework fw\n"
+    );
+    assert!(cli_ok(&server, &["streams"]).ends_with("(no streams)\n"));
+
+    // SIGTERM: a graceful stop, exit 0; the subscriber is told and exits 1.
+    let url = server.url.clone();
+    server.proc.signal("-TERM");
+    let stopped = server.proc.finish();
+    assert!(
+        stopped.status.success(),
+        "serve: {}\n{}",
+        stopped.status,
+        stopped.stderr
+    );
+    let watcher = acker.finish();
+    assert_eq!(watcher.status.code(), Some(1), "{}", watcher.stderr);
+    assert!(
+        watcher
+            .stderr
+            .contains("error: UNAVAILABLE: the server is shutting down"),
+        "{}",
+        watcher.stderr
+    );
+
+    // Nothing listens any more.
+    let out = Proc::start(
+        "send to a stopped server",
+        &[
+            "send", "--stream", "s3", "--state", "RUNNING", "--server", &url,
+        ],
+        &[],
+    )
+    .finish();
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with(&format!("error: UNAVAILABLE: cannot connect to {url}: ")),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+#[test]
+fn a_bad_configuration_value_is_a_usage_error() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().to_str().expect("utf-8 temp path");
+    let out = Proc::start(
+        "serve with store.sync = sometimes",
+        &["serve", "--data-dir", dir, "--listen", "127.0.0.1:0"],
+        &[("SUM__STORE__SYNC", "sometimes")],
+    )
+    .finish();
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "nothing listens: {}", out.stdout);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("store.sync"))
+        .unwrap_or_else(|| panic!("no line names store.sync:\n{}", out.stderr));
+    for part in ["sometimes", "none", "always", "batch"] {
+        assert!(line.contains(part), "{line:?} should name {part}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_startup_failure() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().to_str().expect("utf-8 temp path");
+    let out = Proc::start(
+        "serve on a taken port",
+        &["serve", "--data-dir", dir, "--listen", &addr],
+        &[],
+    )
+    .finish();
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("error: cannot listen on {addr}: ")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    for (i, args) in [
+        &["send", "--stream", "s1"][..],
+        &["ack", "--stream", "s1", "--uuid", "not-a-uuid"],
+        &["watch", "--server", "127.0.0.1:50051"],
+        &["frobnicate"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = Proc::start(&format!("case {i}"), args, &[]).finish();
+        assert_eq!(out.status.code(), Some(2), "case {i}: {}", out.stderr);
+    }
+    for command in [
+        "serve", "send", "ack", "watch", "streams", "stream", "cleanup", "pause", "resume",
+    ] {
+        let out = Proc::start(command, &[command, "--help"], &[]).finish();
+        assert!(out.status.success(), "{command} --help: {}", out.stderr);
+        let about = out.stdout.lines().next().unwrap_or_default();
+        assert!(
+            !about.is_empty() && !about.starts_with("Usage"),
+            "{command}: {about:?}"
+        );
+    }
+}
