@@ -107,6 +107,8 @@ pub struct RetrySettings {
     pub max: String,
     /// Relative spread in `[0, 1)`.
     pub jitter: f64,
+    /// Warn once when a head was re-sent more than this many times; 0 = never.
+    pub warn_after: u32,
 }
 
 /// `[recovery]`.
@@ -371,7 +373,12 @@ impl Settings {
                     data_dir: self.store.data_dir.clone(),
                     sync,
                     remove_finished: self.store.remove_finished,
-                    retry: RetryPolicy { min, max, jitter },
+                    retry: RetryPolicy {
+                        min,
+                        max,
+                        jitter,
+                        warn_after: self.retry.warn_after,
+                    },
                     strict_recovery: self.recovery.strict,
                     max_pending_per_stream: limits.max_pending_per_stream,
                     max_streams: limits.max_streams,

@@ -20,6 +20,10 @@ pub const FORWARDS: &str = "sum_forwards_total";
 pub const RETRIES: &str = "sum_retries_total";
 /// Failed checkpoint writes or syncs (each restarts its stream).
 pub const STORAGE_ERRORS: &str = "sum_storage_errors_total";
+/// Heads retried past `retry.warn_after` (each counted once).
+pub const RETRY_BUDGET_EXCEEDED: &str = "sum_retry_budget_exceeded_total";
+/// Streams whose head is now past `retry.warn_after`.
+pub const OVER_RETRY_BUDGET: &str = "sum_streams_over_retry_budget";
 /// Streams in memory.
 pub const STREAMS: &str = "sum_streams";
 /// Updates pending acknowledgement, over all streams.
@@ -48,6 +52,14 @@ pub fn describe() {
     describe_counter!(
         STORAGE_ERRORS,
         "Failed checkpoint writes or syncs; each restarts its stream."
+    );
+    describe_counter!(
+        RETRY_BUDGET_EXCEEDED,
+        "Heads retried past retry.warn_after, each counted once."
+    );
+    describe_gauge!(
+        OVER_RETRY_BUDGET,
+        "Streams whose head is retried past retry.warn_after now."
     );
     describe_gauge!(STREAMS, "Streams in memory.");
     describe_gauge!(

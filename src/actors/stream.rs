@@ -119,6 +119,9 @@ struct Retry {
     due: Option<Instant>,
     /// The update the send count is for, and how many sends it had.
     head: Option<(StatusUuid, u32)>,
+    /// The head was retried past `retry.warn_after` (warned once, counted
+    /// in the over-budget gauge until the head changes or the stream ends).
+    over_budget: bool,
 }
 
 /// The actor of one stream; see the module docs.
@@ -370,9 +373,18 @@ impl<K: UpdateKind> StreamActor<K> {
             }
             _ => {
                 self.retry.head = Some((uuid, 1));
+                self.leave_budget_alarm();
                 0
             }
         };
+        let warn_after = self.shared.settings.retry.warn_after;
+        if warn_after > 0 && attempt > warn_after && !self.retry.over_budget {
+            self.retry.over_budget = true;
+            warn!(stream = %self.name(), %uuid, attempt, warn_after,
+                "update retried past retry.warn_after without an acknowledgement; still retrying");
+            metrics::counter!(m::RETRY_BUDGET_EXCEEDED).increment(1);
+            metrics::gauge!(m::OVER_RETRY_BUDGET).increment(1.0);
+        }
         debug!(stream = %self.name(), %uuid, attempt, "forwarding");
         metrics::counter!(m::FORWARDS).increment(1);
         let msg = Forward {
@@ -394,6 +406,13 @@ impl<K: UpdateKind> StreamActor<K> {
             .jittered(self.retry.interval, fastrand::f64());
         self.retry.due = Some(Instant::now() + delay);
         self.retry.handle = Some(ctx.run_later(delay, move |act, ctx| act.on_timer(uuid, ctx)));
+    }
+
+    /// Takes this stream out of the over-budget gauge (its head changed or it ended).
+    fn leave_budget_alarm(&mut self) {
+        if std::mem::take(&mut self.retry.over_budget) {
+            metrics::gauge!(m::OVER_RETRY_BUDGET).decrement(1.0);
+        }
     }
 
     fn on_timer(&mut self, uuid: StatusUuid, ctx: &mut Context<Self>) {
@@ -427,6 +446,7 @@ impl<K: UpdateKind> StreamActor<K> {
         }
         self.ended = true;
         self.cancel_timer(ctx);
+        self.leave_budget_alarm();
         self.report_pending();
         if let Some(log) = self.log.take() {
             if self

@@ -15,6 +15,10 @@ pub const DEFAULT_RETRY_MIN: Duration = Duration::from_secs(10);
 /// Mesos's `STATUS_UPDATE_RETRY_INTERVAL_MAX`.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(600);
 
+/// Default `retry.warn_after`: with the default schedule, 10 re-sends take
+/// about 1.5 hours (10+20+…+320 s, then 600 s each).
+pub const DEFAULT_WARN_AFTER: u32 = 10;
+
 /// How a stream re-sends its unacknowledged head.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
@@ -24,6 +28,9 @@ pub struct RetryPolicy {
     pub max: Duration,
     /// Relative spread of each gap, in `[0, 1)`; 0 = exact schedule.
     pub jitter: f64,
+    /// Warn (once per update) when a head was re-sent more than this many
+    /// times; 0 = never. Nothing is dropped either way.
+    pub warn_after: u32,
 }
 
 impl Default for RetryPolicy {
@@ -32,6 +39,7 @@ impl Default for RetryPolicy {
             min: DEFAULT_RETRY_MIN,
             max: DEFAULT_RETRY_MAX,
             jitter: 0.0,
+            warn_after: DEFAULT_WARN_AFTER,
         }
     }
 }
