@@ -11,14 +11,13 @@ use indicatif::ProgressBar;
 use tonic::transport::Channel;
 
 use super::baseline::{new_histogram, record_micros};
-use super::load::{bench_update, LoadFigures, WINDOW};
-use super::BenchError;
+use super::load::{bench_update, LoadFigures};
+use super::{BenchError, BenchOptions};
 use crate::config::{Overrides, Settings};
 use crate::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 use crate::proto::status_update_manager::v1::{
     AcknowledgeRequest, SubscribeRequest, UpdateRequest,
 };
-use crate::store::SyncPolicy;
 
 /// HTTP/2 connections the producers share.
 const CONNECTIONS: usize = 4;
@@ -26,12 +25,11 @@ const CONNECTIONS: usize = 4;
 /// Runs the load through a service started on this actix System.
 pub async fn through_grpc(
     dir: &Path,
-    streams: usize,
-    updates: usize,
-    sync: SyncPolicy,
-    ack: bool,
+    o: &BenchOptions,
     progress: &ProgressBar,
 ) -> Result<LoadFigures, BenchError> {
+    let (streams, updates, sync, ack, concurrency) =
+        (o.streams, o.updates, o.sync, o.ack, o.concurrency);
     let overrides = Overrides {
         data_dir: Some(dir.to_path_buf()),
         listen: Some("127.0.0.1:0".into()),
@@ -57,7 +55,16 @@ pub async fn through_grpc(
                 .enable_all()
                 .build()
                 .map_err(BenchError::from)
-                .and_then(|rt| rt.block_on(clients(url, streams, updates, ack, client_progress)));
+                .and_then(|rt| {
+                    rt.block_on(clients(
+                        url,
+                        streams,
+                        updates,
+                        ack,
+                        concurrency,
+                        client_progress,
+                    ))
+                });
             let _ = tx.send(result);
         })?;
     let outcome = rx
@@ -95,6 +102,7 @@ async fn clients(
     streams: usize,
     updates: usize,
     ack: bool,
+    concurrency: usize,
     progress: ProgressBar,
 ) -> Result<ClientOutcome, BenchError> {
     let total = streams * updates;
@@ -156,7 +164,7 @@ async fn clients(
     let latency = Arc::new(Mutex::new(new_histogram()?));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut producers = Vec::new();
-    for w in 0..WINDOW.min(total.max(1)) {
+    for w in 0..concurrency.clamp(1, total.max(1)) {
         let mut client = StatusUpdateManagerClient::new(channels[w % CONNECTIONS].clone());
         let (latency, next, progress) = (latency.clone(), next.clone(), progress.clone());
         producers.push(tokio::spawn(async move {

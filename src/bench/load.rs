@@ -14,7 +14,7 @@ use indicatif::ProgressBar;
 use tokio::sync::oneshot;
 
 use super::baseline::{new_histogram, record_micros};
-use super::BenchError;
+use super::{BenchError, BenchOptions};
 use crate::kind::Native;
 use crate::messages::{Acknowledge, Forward, Update};
 use crate::proto::status_update_manager::v1::{Status, StatusUpdate};
@@ -22,8 +22,8 @@ use crate::store::layout::native_stream_path;
 use crate::store::{Committer, FileCache, SyncPolicy};
 use crate::{ManagerConfig, StatusUpdateManager};
 
-/// Requests in flight at once from the producer.
-pub const WINDOW: usize = 2048;
+/// Default requests in flight at once from the producers.
+pub const DEFAULT_CONCURRENCY: usize = 2048;
 /// Opaque payload per update, so a record is about 200 bytes like an agent's.
 pub const PAYLOAD_BYTES: usize = 96;
 
@@ -124,13 +124,10 @@ impl Handler<Forward<Native>> for Acker {
 /// Runs the load against a manager on this thread.
 pub async fn in_process(
     dir: &Path,
-    streams: usize,
-    updates: usize,
-    sync: SyncPolicy,
-    ack: bool,
-    max_open_files: usize,
+    o: &BenchOptions,
     progress: &ProgressBar,
 ) -> Result<LoadFigures, BenchError> {
+    let (streams, updates, sync, ack) = (o.streams, o.updates, o.sync, o.ack);
     let total = streams * updates;
     let (done_tx, done_rx) = oneshot::channel();
     let acker = Acker::create(|ctx| {
@@ -142,7 +139,7 @@ pub async fn in_process(
             done: Rc::new(RefCell::new(Some(done_tx))),
         }
     });
-    let files = FileCache::new(max_open_files);
+    let files = FileCache::new(o.max_open_files);
     let committer = if sync == SyncPolicy::Batch {
         Committer::thread()?
     } else {
@@ -167,7 +164,7 @@ pub async fn in_process(
     let next = Rc::new(RefCell::new(0usize));
     let failure: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
     let mut workers = Vec::new();
-    for _ in 0..WINDOW.min(total.max(1)) {
+    for _ in 0..o.concurrency.clamp(1, total.max(1)) {
         let (manager, latency, next, failure, progress) = (
             manager.clone(),
             latency.clone(),

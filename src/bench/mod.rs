@@ -60,6 +60,8 @@ pub struct BenchOptions {
     pub data_dir: PathBuf,
     /// Most stream files open at once (`limits.max_open_files`).
     pub max_open_files: usize,
+    /// Updates in flight at once from the producers (1 = one at a time: light load).
+    pub concurrency: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -122,6 +124,7 @@ pub struct RecoveryFigures {
 pub struct BenchReport {
     pub streams: usize,
     pub updates: usize,
+    pub concurrency: usize,
     pub sync: SyncPolicy,
     pub via: Via,
     pub updates_per_sec: f64,
@@ -153,16 +156,7 @@ async fn run_async(o: BenchOptions) -> Result<BenchReport, BenchError> {
 
     let in_process_dir = root.join("in-process");
     progress.set_message("in-process load");
-    let in_process = load::in_process(
-        &in_process_dir,
-        o.streams,
-        o.updates,
-        o.sync,
-        o.ack,
-        o.max_open_files,
-        &progress,
-    )
-    .await?;
+    let in_process = load::in_process(&in_process_dir, &o, &progress).await?;
     let (figures, dir, in_process_rate) = match o.via {
         Via::InProcess => (in_process, in_process_dir, None),
         Via::Grpc => {
@@ -170,9 +164,7 @@ async fn run_async(o: BenchOptions) -> Result<BenchReport, BenchError> {
             progress.set_message("gRPC load");
             let rate = rate(total, in_process.updates_elapsed);
             let dir = root.join("grpc");
-            let figures =
-                grpc_load::through_grpc(&dir, o.streams, o.updates, o.sync, o.ack, &progress)
-                    .await?;
+            let figures = grpc_load::through_grpc(&dir, &o, &progress).await?;
             (figures, dir, Some(rate))
         }
     };
@@ -221,6 +213,7 @@ fn report(
     BenchReport {
         streams: o.streams,
         updates: o.updates,
+        concurrency: o.concurrency,
         sync: o.sync,
         via: o.via,
         updates_per_sec,

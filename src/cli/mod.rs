@@ -10,6 +10,7 @@
 //! - [`streams`]: `streams` and `stream`, the introspection tables.
 //! - [`admin`]: `cleanup`, `pause`, `resume`.
 //! - [`inspect`]: `inspect`, offline decoding of checkpoint files.
+//! - [`bench`]: `bench`, the built-in load benchmark.
 //! - [`client`]: what the client commands share: `--server`, connecting, the runtime and
 //!   [`client::RpcError`].
 //!
@@ -28,6 +29,7 @@
 //! that use `anyhow`.
 
 pub mod admin;
+pub mod bench;
 pub mod client;
 pub mod inspect;
 pub mod send;
@@ -136,6 +138,8 @@ pub enum Command {
     /// Each PATH is a checkpoint file or a data directory (every stream file under it).
     /// Files are never modified.
     Inspect(inspect::InspectArgs),
+    /// Run the built-in load benchmark and report throughput, latency, memory and recovery.
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -167,6 +171,7 @@ impl Command {
             Command::Pause(args) => args.pause(),
             Command::Resume(args) => args.resume(),
             Command::Inspect(args) => args.run(),
+            Command::Bench(args) => args.run(),
         }
     }
 
@@ -183,7 +188,8 @@ impl Command {
             | Command::Cleanup(_)
             | Command::Pause(_)
             | Command::Resume(_)
-            | Command::Inspect(_) => "warn",
+            | Command::Inspect(_)
+            | Command::Bench(_) => "warn",
         }
     }
 }
