@@ -111,6 +111,23 @@ enum Effect {
     End,
 }
 
+/// Effects that wait for durability, and the commit round in flight.
+#[derive(Debug, Default)]
+struct Commit {
+    /// Effects waiting for bytes that no commit round covers yet.
+    waiting: Vec<Effect>,
+    /// Effects covered by the commit round in flight (at most one).
+    committing: Vec<Effect>,
+    /// When the round in flight was submitted.
+    in_flight: Option<std::time::Instant>,
+}
+
+impl Commit {
+    fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.committing.is_empty() && self.in_flight.is_none()
+    }
+}
+
 /// The retry timer and the send count of the head.
 #[derive(Debug, Default)]
 struct Retry {
@@ -137,11 +154,9 @@ pub struct StreamActor<K: UpdateKind> {
     generation: u64,
     paused: bool,
     retry: Retry,
-    /// Effects waiting for bytes that no commit round covers yet.
-    waiting: Vec<Effect>,
-    /// Effects covered by the commit round in flight (at most one).
-    committing: Vec<Effect>,
-    in_flight: Option<std::time::Instant>,
+    /// Effects waiting for durability; allocated only while there are any,
+    /// so an idle stream pays one pointer for it.
+    commit: Option<Box<Commit>>,
     /// Bumped by each restart, so a late commit result of a failed
     /// incarnation is ignored.
     incarnation: u64,
@@ -191,9 +206,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 generation: init.generation,
                 paused: init.paused,
                 retry: Retry::default(),
-                waiting: Vec::new(),
-                committing: Vec::new(),
-                in_flight: None,
+                commit: None,
                 incarnation: 0,
                 flush_scheduled: false,
                 fault: None,
@@ -244,10 +257,12 @@ impl<K: UpdateKind> StreamActor<K> {
     /// next flush.
     fn effect(&mut self, effect: Effect, ctx: &mut Context<Self>) {
         if self.log.as_ref().is_some_and(StreamLog::needs_sync)
-            || self.in_flight.is_some()
-            || !self.waiting.is_empty()
+            || self.commit.as_ref().is_some_and(|c| !c.is_idle())
         {
-            self.waiting.push(effect);
+            self.commit
+                .get_or_insert_with(Box::default)
+                .waiting
+                .push(effect);
         } else {
             self.run(effect, ctx);
         }
@@ -270,7 +285,7 @@ impl<K: UpdateKind> StreamActor<K> {
     /// the next one is submitted when that one returns.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
-        if self.in_flight.is_some() {
+        if self.in_flight().is_some() {
             return;
         }
         let (Some(log), Some(path)) = (self.log.as_mut(), self.path.as_ref()) else {
@@ -279,8 +294,9 @@ impl<K: UpdateKind> StreamActor<K> {
         if !log.take_unsynced() {
             return self.run_waiting(ctx);
         }
-        self.committing = std::mem::take(&mut self.waiting);
-        self.in_flight = Some(std::time::Instant::now());
+        let commit = self.commit.get_or_insert_with(Box::default);
+        commit.committing = std::mem::take(&mut commit.waiting);
+        commit.in_flight = Some(std::time::Instant::now());
         let addr = ctx.address();
         let incarnation = self.incarnation;
         self.shared.settings.committer.submit(Ticket {
@@ -298,9 +314,39 @@ impl<K: UpdateKind> StreamActor<K> {
     }
 
     fn run_waiting(&mut self, ctx: &mut Context<Self>) {
-        for effect in std::mem::take(&mut self.waiting) {
+        for effect in self.take_effects(false) {
             self.run(effect, ctx);
         }
+    }
+
+    /// Takes the effects covered by the round in flight (`committing`) or
+    /// the ones waiting for the next round; frees the box once idle.
+    fn take_effects(&mut self, committing: bool) -> Vec<Effect> {
+        let Some(commit) = self.commit.as_mut() else {
+            return Vec::new();
+        };
+        let effects = if committing {
+            std::mem::take(&mut commit.committing)
+        } else {
+            std::mem::take(&mut commit.waiting)
+        };
+        if commit.is_idle() {
+            self.commit = None;
+        }
+        effects
+    }
+
+    fn in_flight(&self) -> Option<std::time::Instant> {
+        self.commit.as_ref().and_then(|c| c.in_flight)
+    }
+
+    /// Ends the round in flight; returns when it was submitted.
+    fn end_round(&mut self) -> Option<std::time::Instant> {
+        let submitted = self.commit.as_mut().and_then(|c| c.in_flight.take());
+        if self.commit.as_ref().is_some_and(|c| c.is_idle()) {
+            self.commit = None;
+        }
+        submitted
     }
 
     /// Syncs this stream's file on the spot and runs every waiting effect
@@ -312,9 +358,9 @@ impl<K: UpdateKind> StreamActor<K> {
         };
         match synced {
             Ok(()) => {
-                self.in_flight = None;
+                self.end_round();
                 self.incarnation += 1;
-                for effect in std::mem::take(&mut self.committing) {
+                for effect in self.take_effects(true) {
                     self.run(effect, ctx);
                 }
                 self.run_waiting(ctx);
@@ -330,9 +376,14 @@ impl<K: UpdateKind> StreamActor<K> {
     /// round of a stream that is restarting).
     fn fail_waiting(&mut self, err: std::sync::Arc<StoreError>) {
         let stream = self.name();
-        let mut effects = std::mem::take(&mut self.committing);
-        effects.append(&mut self.waiting);
-        self.in_flight = None;
+        let effects = match self.commit.take() {
+            Some(mut commit) => {
+                let mut effects = std::mem::take(&mut commit.committing);
+                effects.append(&mut commit.waiting);
+                effects
+            }
+            None => Vec::new(),
+        };
         for effect in effects {
             match effect {
                 Effect::ReplyUpdate(tx, _, uuid) => send(
@@ -589,7 +640,8 @@ impl<K: UpdateKind> Actor for StreamActor<K> {
 impl<K: UpdateKind> Supervised for StreamActor<K> {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
-        self.in_flight = None;
+        // Everything that waited was answered before the stop.
+        self.commit = None;
         self.incarnation += 1;
         self.retry.handle = None;
         self.retry.due = None;
@@ -777,7 +829,7 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
             return;
         }
         // Whatever waited for a sync is answered first.
-        if self.flush_scheduled || self.in_flight.is_some() || !self.waiting.is_empty() {
+        if self.flush_scheduled || self.commit.is_some() {
             self.sync_here(ctx);
         }
         self.remove_on_end = Some(msg.remove_file);
@@ -821,13 +873,13 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
         if msg.incarnation != self.incarnation {
             return;
         }
-        let Some(submitted) = self.in_flight.take() else {
+        let Some(submitted) = self.end_round() else {
             return;
         };
         metrics::histogram!(m::SYNC_SECONDS).record(submitted.elapsed());
         match msg.result {
             Ok(()) => {
-                for effect in std::mem::take(&mut self.committing) {
+                for effect in self.take_effects(true) {
                     self.run(effect, ctx);
                 }
                 // Whatever was written meanwhile goes into the next round.
