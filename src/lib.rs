@@ -32,10 +32,21 @@
 //! - [`store`]: the file format and files: framing (u32 LE length + record),
 //!   `StreamLog` (one stream's file: create, append, sync, truncate,
 //!   remove), the path layout of native streams, injected faults for tests.
+//!   Group commit (`store::commit`) makes many writes share one sync; an LRU
+//!   (`store::files`) bounds the open files.
 //! - [`error`]: the manager's errors, one variant per rejection.
+//! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
+//!   is the manager's upstream (`hub`), access control, startup recovery and
+//!   graceful shutdown.
+//! - [`config`]: layered configuration (embedded defaults, file, `SUM__*`
+//!   environment, flags) and its validation.
+//! - [`metrics`]: Prometheus metric names and the exporter.
 //! - [`inspect`]: offline decoding of checkpoint files (`inspect` command).
+//! - [`bench`](mod@bench): the built-in load benchmark (`bench` command) and its raw
+//!   baselines.
 //! - [`cli`]: the command line; `src/main.rs` only calls it.
-//! - [`proto`]: code generated from `proto/` by `build.rs` (protox + prost).
+//! - [`proto`]: code generated from `proto/` by `build.rs` (protox + prost +
+//!   tonic).
 //!
 //! # Using the library
 //!

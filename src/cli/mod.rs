@@ -10,7 +10,7 @@
 //! - [`streams`]: `streams` and `stream`, the introspection tables.
 //! - [`admin`]: `cleanup`, `pause`, `resume`.
 //! - [`inspect`]: `inspect`, offline decoding of checkpoint files.
-//! - [`bench`]: `bench`, the built-in load benchmark.
+//! - [`bench`](mod@bench): `bench`, the built-in load benchmark.
 //! - [`client`]: what the client commands share: `--server`, connecting, the runtime and
 //!   [`client::RpcError`].
 //!

@@ -38,6 +38,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -73,8 +74,8 @@ impl std::fmt::Debug for Ticket {
 /// Runs group-commit rounds; see the module docs. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub enum Committer {
-    /// Rounds on a dedicated thread.
-    Thread(mpsc::Sender<Ticket>),
+    /// Rounds on a dedicated thread (and how many it ran).
+    Thread(mpsc::Sender<Ticket>, Arc<AtomicU64>),
     /// Rounds as a task on the submitting actix arbiter.
     #[default]
     Inline,
@@ -84,6 +85,8 @@ impl Committer {
     /// Starts a committer thread; it ends when every clone of the handle is gone.
     pub fn thread() -> io::Result<Committer> {
         let (tx, rx) = mpsc::channel::<Ticket>();
+        let rounds = Arc::new(AtomicU64::new(0));
+        let counter = rounds.clone();
         std::thread::Builder::new()
             .name("sum-committer".into())
             .spawn(move || {
@@ -92,10 +95,11 @@ impl Committer {
                     let mut round = vec![first];
                     round.extend(rx.try_iter());
                     syncer.run(round);
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
                 debug!("committer thread stopped");
             })?;
-        Ok(Committer::Thread(tx))
+        Ok(Committer::Thread(tx, rounds))
     }
 
     /// The inline runner.
@@ -103,10 +107,18 @@ impl Committer {
         Committer::Inline
     }
 
+    /// Rounds run so far (by this committer thread, or inline on this thread).
+    pub fn rounds(&self) -> u64 {
+        match self {
+            Committer::Thread(_, rounds) => rounds.load(Ordering::Relaxed),
+            Committer::Inline => INLINE_ROUNDS.with(std::cell::Cell::get),
+        }
+    }
+
     /// Queues a ticket for the next round.
     pub fn submit(&self, ticket: Ticket) {
         match self {
-            Committer::Thread(tx) => {
+            Committer::Thread(tx, _) => {
                 if let Err(mpsc::SendError(ticket)) = tx.send(ticket) {
                     let err = io::Error::other("the committer thread stopped");
                     (ticket.done)(Err(Arc::new(StoreError::Sync {
@@ -127,6 +139,7 @@ impl Committer {
                             std::mem::take(&mut queue.tickets)
                         });
                         INLINE_SYNCER.with(|syncer| syncer.borrow_mut().run(round));
+                        INLINE_ROUNDS.with(|rounds| rounds.set(rounds.get() + 1));
                     });
                 }
             }),
@@ -143,6 +156,7 @@ struct InlineQueue {
 thread_local! {
     static INLINE: RefCell<InlineQueue> = RefCell::new(InlineQueue::default());
     static INLINE_SYNCER: RefCell<Syncer> = RefCell::new(Syncer::default());
+    static INLINE_ROUNDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Performs rounds; keeps one directory handle per filesystem for `syncfs`.

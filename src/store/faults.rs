@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// The error a fault produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,8 @@ struct Inner {
     fail_writes: Mutex<BTreeMap<u64, Fault>>,
     fail_syncs: Mutex<BTreeMap<u64, Fault>>,
     disk_full: AtomicBool,
+    held: Mutex<bool>,
+    released: Condvar,
 }
 
 /// Which writes and syncs fail; see the module docs.
@@ -70,6 +72,19 @@ impl FaultPlan {
         self.inner.disk_full.store(full, Ordering::SeqCst);
     }
 
+    /// Holds every sync (after it reached the disk, before anyone is told)
+    /// until [`release_syncs`](Self::release_syncs): shows that nothing is
+    /// answered before the sync that covers it.
+    pub fn hold_syncs(&self) {
+        *lock(&self.inner.held) = true;
+    }
+
+    /// Lets held syncs finish.
+    pub fn release_syncs(&self) {
+        *lock(&self.inner.held) = false;
+        self.inner.released.notify_all();
+    }
+
     /// Writes seen so far.
     pub fn writes(&self) -> u64 {
         self.inner.writes.load(Ordering::SeqCst)
@@ -91,6 +106,15 @@ impl FaultPlan {
 
     /// Counts one sync; `Some(error)` if it must fail.
     pub(crate) fn on_sync(&self) -> Option<io::Error> {
+        let mut held = lock(&self.inner.held);
+        while *held {
+            held = self
+                .inner
+                .released
+                .wait(held)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        drop(held);
         let n = self.inner.syncs.fetch_add(1, Ordering::SeqCst) + 1;
         lock(&self.inner.fail_syncs).remove(&n).map(Fault::error)
     }

@@ -65,10 +65,18 @@
 //! not guarantee. Removing a file does not sync its directory: a removed file that reappears
 //! after a power loss only holds records that were already answered.
 //!
-//! Under `batch`, [`StreamLog::append`] only marks the log dirty ([`StreamLog::needs_sync`]) and
-//! the owner calls [`StreamLog::sync`] before answering the writes it covers. The
-//! batch/group-commit mechanism (how writes are gathered into sync rounds, on which thread the
-//! syncs run) is chosen in the performance work and documented in this section.
+//! Under `batch`, [`StreamLog::append`] only marks the log dirty ([`StreamLog::needs_sync`]).
+//! The stream actor keeps every effect of those writes (reply, forward, end of stream) and,
+//! once its mailbox is drained, hands a [`Ticket`] to the [`Committer`]
+//! ([`commit`]), which gathers the tickets of every stream that arrived meanwhile into one
+//! **round** and syncs it with the cheapest call that covers all of them: `fdatasync` when the
+//! round holds one file, one `syncfs` per filesystem otherwise. Measured here (ext4, 2 cores,
+//! one 200 B record per file per round): `fdatasync` of each file ≈ 6–7 k records/s whatever
+//! the count, one `syncfs` ≈ 9.5 k records/s for 2 files, 136 k for 64, 244 k for 1 000 and
+//! 107 k for 10 000; for a single file `fdatasync` (≈ 5.7 k/s) beats `syncfs` (≈ 2.1 k/s).
+//! The service runs rounds on a committer thread, so a sync never blocks an actor and the
+//! next round fills while one is on disk; the library default runs them inline on the
+//! arbiter (deterministic under paused time). `BENCHMARKS.md` has the end-to-end figures.
 //!
 //! # Layout
 //!

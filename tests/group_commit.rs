@@ -1,0 +1,124 @@
+//! Group commit (`store.sync = batch` on the committer thread): nothing is
+//! answered or forwarded before the sync that covers its write, and many
+//! writes share one sync round.
+//!
+//! These tests use real time (the committer is a thread): waits are bounded
+//! and only ever wait for something to happen, or show it has not yet.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use status_update_manager::kind::Native;
+use status_update_manager::messages::{Acknowledge, Update, UpdateOutcome};
+use status_update_manager::store::{Committer, FaultPlan, SyncPolicy};
+use status_update_manager::ManagerConfig;
+
+/// How long "not yet" is watched for; a reply that skipped the sync would
+/// arrive within microseconds.
+const NOT_YET: Duration = Duration::from_millis(300);
+const BOUND: Duration = Duration::from_secs(10);
+
+fn config(committer: &Committer, faults: &FaultPlan) -> ManagerConfig {
+    ManagerConfig {
+        sync: SyncPolicy::Batch,
+        committer: committer.clone(),
+        faults: Some(faults.clone()),
+        ..ManagerConfig::default()
+    }
+}
+
+#[actix::test]
+async fn nothing_is_answered_or_forwarded_before_its_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let committer = Committer::thread().unwrap();
+    let faults = FaultPlan::new();
+    let (manager, mut rx) = start::<Native>(config(&committer, &faults), native_paths(dir.path()));
+
+    for (i, terminal) in [false, true].into_iter().enumerate() {
+        // Hold every sync round after it reached the disk, before anyone is told.
+        faults.hold_syncs();
+        let u = native_update(&format!("s{i}"), "RUNNING", terminal, "");
+        let reply = actix_rt::spawn(manager.send(Update {
+            update: u.clone(),
+            checkpoint: true,
+        }));
+        tokio::time::sleep(NOT_YET).await;
+        assert!(
+            !reply.is_finished(),
+            "update {i} was answered before its sync"
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "update {i} was forwarded before its sync"
+        );
+
+        faults.release_syncs();
+        let outcome = tokio::time::timeout(BOUND, reply)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome, UpdateOutcome::Accepted);
+        let forward = tokio::time::timeout(BOUND, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(forward.update.status, u.status);
+
+        // The same for the acknowledgement.
+        faults.hold_syncs();
+        let ack = Acknowledge::<Native> {
+            stream: u.stream_id.clone(),
+            uuid: native_uuid(&u),
+        };
+        let reply = actix_rt::spawn(manager.send(ack));
+        tokio::time::sleep(NOT_YET).await;
+        assert!(!reply.is_finished(), "ack {i} was answered before its sync");
+        faults.release_syncs();
+        let acked = tokio::time::timeout(BOUND, reply)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(acked.stream_terminated, terminal);
+    }
+}
+
+#[actix::test]
+async fn many_writes_share_one_sync_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let committer = Committer::thread().unwrap();
+    let faults = FaultPlan::new();
+    let (manager, _rx) = start::<Native>(config(&committer, &faults), native_paths(dir.path()));
+    const STREAMS: usize = 500;
+
+    let before = committer.rounds();
+    let replies: Vec<_> = (0..STREAMS)
+        .map(|i| {
+            let u = native_update(&format!("s{i}"), "RUNNING", false, "");
+            manager.send(Update {
+                update: u,
+                checkpoint: true,
+            })
+        })
+        .collect();
+    for reply in replies {
+        let outcome = tokio::time::timeout(BOUND, reply)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome, UpdateOutcome::Accepted);
+    }
+    let rounds = committer.rounds() - before;
+    assert!(rounds >= 1, "at least one sync");
+    assert!(
+        rounds * 10 <= STREAMS as u64,
+        "{STREAMS} writes took {rounds} sync rounds"
+    );
+    // Every ticket was covered by a sync (the fault plan sees each one).
+    assert_eq!(faults.syncs(), STREAMS as u64);
+}
