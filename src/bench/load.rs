@@ -42,13 +42,22 @@ pub struct LoadFigures {
     pub open_files_peak: u64,
 }
 
+/// A process-wide counter of status uuids for the load.
+fn next_uuid() -> uuid::Uuid {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    uuid::Builder::from_u128(u128::from(n) | (u128::from(std::process::id()) << 96)).into_uuid()
+}
+
 /// The update of stream `stream`, number `n`.
 pub fn bench_update(stream: usize, n: usize) -> StatusUpdate {
     StatusUpdate {
         stream_id: format!("bench-{stream}"),
         framework_id: String::new(),
         status: Some(Status {
-            uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
+            // Unique and never nil; cheaper than a random v4 (no syscall), so
+            // the producer costs the measurement as little as possible.
+            uuid: next_uuid().as_bytes().to_vec(),
             state: if n == 0 {
                 "STARTING".into()
             } else {
@@ -69,7 +78,9 @@ pub fn bench_update(stream: usize, n: usize) -> StatusUpdate {
 /// context are all polled whenever the actor runs, which would make the
 /// harness, not the manager, the bottleneck.
 struct Acker {
-    manager: Option<Addr<StatusUpdateManager<Native>>>,
+    /// Weak: the manager holds the acker as its forward target, and a strong
+    /// address back would keep both alive after the load.
+    manager: Option<actix::WeakAddr<StatusUpdateManager<Native>>>,
     /// Acknowledge forwards (`false` with `--no-ack`: every update stays pending).
     ack: bool,
     remaining: Rc<RefCell<usize>>,
@@ -87,7 +98,7 @@ struct Connect(Addr<StatusUpdateManager<Native>>);
 impl Handler<Connect> for Acker {
     type Result = ();
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
-        self.manager = Some(msg.0);
+        self.manager = Some(msg.0.downgrade());
     }
 }
 
@@ -95,7 +106,8 @@ impl Handler<Forward<Native>> for Acker {
     type Result = ();
 
     fn handle(&mut self, forward: Forward<Native>, _: &mut Context<Self>) {
-        let (Some(manager), Some(status), true) = (&self.manager, &forward.update.status, self.ack)
+        let manager = self.manager.as_ref().and_then(actix::WeakAddr::upgrade);
+        let (Some(manager), Some(status), true) = (manager, &forward.update.status, self.ack)
         else {
             return;
         };
@@ -223,7 +235,7 @@ pub async fn in_process(
     let rss_growth = super::rss_bytes().saturating_sub(rss_before);
     drop(manager);
     drop(acker);
-    settle_actors().await;
+    wait_closed(&files).await;
     let latency = Rc::try_unwrap(latency)
         .map(RefCell::into_inner)
         .unwrap_or_else(|rc| rc.borrow().clone());
@@ -234,6 +246,16 @@ pub async fn in_process(
         rss_growth,
         open_files_peak: files.peak_open_files(),
     })
+}
+
+/// Waits (at most a minute) until every stream actor of a stopped manager
+/// closed its file, so that the next phase starts with all descriptors free.
+pub async fn wait_closed(files: &FileCache) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while files.open_files() > 0 && Instant::now() < deadline {
+        settle_actors().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Lets stopped actors finish (their files close) before the next phase.

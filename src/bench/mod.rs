@@ -251,12 +251,13 @@ async fn recover_all(
     let streams = ids.len();
 
     let (sink, _forwards) = sink();
+    let files = FileCache::new(max_open_files);
     let root = dir.to_path_buf();
     let paths_fn = Arc::new(move |id: &String| native_stream_path(&root, id));
     let config = ManagerConfig {
         sync: SyncPolicy::None,
         start_paused: true,
-        files: Some(FileCache::new(max_open_files)),
+        files: Some(files.clone()),
         ..ManagerConfig::default()
     };
     let manager = StatusUpdateManager::<Native>::start(config, sink, paths_fn);
@@ -266,7 +267,7 @@ async fn recover_all(
         .await??;
     let seconds = started.elapsed().as_secs_f64();
     drop(manager);
-    load::settle_actors().await;
+    load::wait_closed(&files).await;
 
     let (raw_bytes, raw_seconds) = baseline::read_and_decode(&paths)?;
     let mb = |b: u64, s: f64| b as f64 / 1e6 / s.max(1e-9);

@@ -94,8 +94,7 @@ pub fn replay<K: UpdateKind>(
                     // decode_record checked the uuid; a failure here is corruption too.
                     match status_uuid::<K>(&update) {
                         Ok(uuid) => {
-                            state.apply_update(update.clone(), uuid, now);
-                            updates.push(update);
+                            state.apply_update(update, uuid, now);
                             valid_bytes = reader.offset();
                         }
                         Err(err) => {
@@ -107,7 +106,12 @@ pub fn replay<K: UpdateKind>(
                     }
                 }
                 Ok(Record::Ack(uuid)) => {
-                    if state.apply_ack().is_none() {
+                    // Acknowledged (and dropped) updates leave the queue in
+                    // file order, ahead of every update still pending.
+                    if state
+                        .apply_ack_with(|update| updates.push(update))
+                        .is_none()
+                    {
                         return Err(ReplayError::AckWithNothingPending {
                             path: path.to_path_buf(),
                             offset: start,
@@ -125,6 +129,9 @@ pub fn replay<K: UpdateKind>(
             },
         }
     };
+    // Every UPDATE record in file order: those that left the queue, then those
+    // still pending (the only ones copied).
+    updates.extend(state.pending().iter().map(|p| p.update.clone()));
     Ok(Replayed {
         state,
         updates,

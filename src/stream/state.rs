@@ -264,14 +264,23 @@ impl<K: UpdateKind> StreamState<K> {
     /// Replay matches ACK records by position, as Mesos does: the head is
     /// what the record acknowledges. Returns `None` if nothing is pending.
     pub fn apply_ack(&mut self) -> Option<AckEffect> {
+        self.apply_ack_with(drop)
+    }
+
+    /// [`apply_ack`](Self::apply_ack), handing every update it takes off the
+    /// queue to `take`: the acknowledged head, then (after a terminal ack)
+    /// the updates dropped behind it, in queue order. Replay uses it to list
+    /// a file's updates without copying them.
+    pub fn apply_ack_with(&mut self, mut take: impl FnMut(K::Update)) -> Option<AckEffect> {
         let head = self.pending.pop_front()?;
         self.acknowledged.insert(head.uuid);
         if !self.terminated {
             self.terminated = K::is_terminal(&head.update);
         }
+        take(head.update);
         let dropped = if self.terminated {
             let dropped = self.pending.len();
-            self.pending.clear();
+            self.pending.drain(..).for_each(|p| take(p.update));
             dropped
         } else {
             0

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the acceptance benchmarks of BENCHMARKS.md (P1–P6) with the release
+# binary and keeps each `bench --json` report under target/bench-results/.
+# Usage: scripts/benchmarks.sh [DATA_DIR]   (default: ./target/bench-data)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+bin=target/release/status-update-manager
+data=${1:-target/bench-data}
+out=target/bench-results
+mkdir -p "$data" "$out"
+run() {
+    local name=$1; shift
+    echo "== $name: bench $*" >&2
+    "$bin" bench --json --data-dir "$data" "$@" > "$out/$name.json"
+}
+# P1: no sync, 10,000 streams (files beyond --max-open-files are reopened on demand).
+run p1-none-10k             --streams 10000 --updates 20 --sync none --max-open-files 16384
+run p1-none-10k-default-fds --streams 10000 --updates 20 --sync none
+# P2: group commit against a sync per record, 10,000 streams, back to back.
+run p2-batch-10k  --streams 10000 --updates 5 --sync batch --max-open-files 16384
+run p2-always-10k --streams 10000 --updates 5 --sync always --max-open-files 16384
+# P3: one stream, light load (one update at a time).
+run p3-batch-1-light --streams 1 --updates 2000 --sync batch --concurrency 1
+# P4/P5: 100,000 streams, one pending update each, within ulimit -n.
+run p5-100k-pending --streams 100000 --updates 1 --sync batch --no-ack
+# P6: the same load through gRPC, against in-process in the same run.
+run p6-grpc --streams 1000 --updates 20 --sync batch --via grpc
+echo "reports in $out" >&2
