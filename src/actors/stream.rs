@@ -151,6 +151,9 @@ pub struct StreamActor<K: UpdateKind> {
     shared: Arc<StreamShared<K>>,
     /// `Close` decides whether the file is removed, over the setting.
     remove_on_end: Option<bool>,
+    /// The stream's tracing span (`debug` level: free when not enabled),
+    /// entered by every handler so that each event names the stream.
+    span: tracing::Span,
     generation: u64,
     paused: bool,
     retry: Retry,
@@ -191,6 +194,7 @@ impl<K: UpdateKind> StreamActor<K> {
     pub fn start(init: StreamInit<K>) -> Addr<Self> {
         actix::Supervisor::start(move |ctx: &mut Context<Self>| {
             ctx.set_mailbox_capacity(0);
+            let span = tracing::debug_span!("stream", kind = K::KIND, id = %init.state.id());
             // One allocation for the path, shared with the log.
             let path = init
                 .log
@@ -203,6 +207,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 path,
                 shared: init.shared,
                 remove_on_end: None,
+                span,
                 generation: init.generation,
                 paused: init.paused,
                 retry: Retry::default(),
@@ -467,6 +472,8 @@ impl<K: UpdateKind> StreamActor<K> {
     }
 
     fn on_timer(&mut self, uuid: StatusUuid, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         self.retry.handle = None;
         self.retry.due = None;
         if self.paused || self.ended || self.state.head().map(|h| h.uuid) != Some(uuid) {
@@ -656,6 +663,8 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: StreamUpdate<K>, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         let StreamUpdate {
             update,
             uuid,
@@ -725,6 +734,8 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: StreamAck, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         let StreamAck { uuid, reply } = msg;
         if let Err(reason) = self.healthy() {
             return send(
@@ -799,6 +810,8 @@ impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         self.paused = msg.paused;
         if msg.paused {
             self.cancel_timer(ctx);
@@ -825,6 +838,8 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         if self.ended {
             return;
         }
@@ -850,6 +865,8 @@ impl<K: UpdateKind> Handler<SyncNow> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, _msg: SyncNow, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         self.sync_here(ctx);
     }
 }
@@ -870,6 +887,8 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         if msg.incarnation != self.incarnation {
             return;
         }

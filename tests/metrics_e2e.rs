@@ -1,0 +1,121 @@
+//! `metrics.listen`: the service serves Prometheus metrics, fed by what the
+//! stream actors did. (One test per process: the recorder is global.)
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use pb::status_update_manager_client::StatusUpdateManagerClient;
+use status_update_manager::config::{Overrides, Settings};
+use status_update_manager::proto::status_update_manager::v1 as pb;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET /metrics, retried for a bounded time while the exporter starts.
+fn scrape(port: u16) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) {
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            conn.write_all(
+                b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+            let mut body = String::new();
+            if conn.read_to_string(&mut body).is_ok() && body.starts_with("HTTP/1.1 200") {
+                return body;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no /metrics on port {port}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[actix::test]
+async fn metrics_are_served_when_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let overrides = Overrides {
+        data_dir: Some(dir.path().into()),
+        listen: Some("127.0.0.1:0".into()),
+        config_file: None,
+    };
+    let mut settings = Settings::load_with_env(&overrides, Some(Default::default())).unwrap();
+    settings.metrics.listen = format!("127.0.0.1:{port}");
+    let running = status_update_manager::service::start(settings.validate().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{}", running.local_addr);
+    let mut client = StatusUpdateManagerClient::connect(url.clone())
+        .await
+        .unwrap();
+    let mut sub = StatusUpdateManagerClient::connect(url)
+        .await
+        .unwrap()
+        .subscribe(pb::SubscribeRequest {
+            subscriber: "metrics".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let uuid = uuid::Uuid::new_v4();
+    let update = pb::StatusUpdate {
+        stream_id: "m1".into(),
+        framework_id: String::new(),
+        status: Some(pb::Status {
+            uuid: uuid.as_bytes().to_vec(),
+            state: "RUNNING".into(),
+            ..Default::default()
+        }),
+        latest_status: None,
+    };
+    client
+        .update(pb::UpdateRequest {
+            update: Some(update.clone()),
+            memory_only: false,
+        })
+        .await
+        .unwrap();
+    client
+        .update(pb::UpdateRequest {
+            update: Some(update),
+            memory_only: false,
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), sub.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    let body = tokio::task::spawn_blocking(move || scrape(port))
+        .await
+        .unwrap();
+    for expected in [
+        "sum_updates_total{outcome=\"accepted\"} 1",
+        "sum_updates_total{outcome=\"duplicate\"} 1",
+        "sum_forwards_total 1",
+        "sum_streams 1",
+        "sum_pending_updates 1",
+        "sum_subscribers 1",
+        "sum_checkpoint_append_seconds_count",
+        "sum_checkpoint_sync_seconds_count",
+    ] {
+        assert!(
+            body.contains(expected),
+            "/metrics lacks {expected:?}:\n{body}"
+        );
+    }
+    drop(sub);
+    running.shutdown().await.unwrap();
+}
