@@ -15,10 +15,12 @@ use tokio::time::Instant;
 use crate::error::{AckError, UpdateError};
 use crate::kind::{StatusUuid, UpdateKind};
 
-/// A set of status uuids. A uuid is already uniformly random (a v4's
-/// bits, or a v7's random tail mixed in below), so hashing it again is
-/// wasted work: the hasher folds its 16 bytes into 8. No per-set seed, so
-/// an empty set costs no space for one.
+/// A set of status uuids, hashed with a small keyed-free hasher instead of
+/// SipHash: no per-set seed (an empty set costs nothing for one) and a few
+/// multiplications per uuid. The final avalanche (murmur3's `fmix64`) makes
+/// every input bit reach the low bits the table indexes with, so uuids that
+/// differ only in a few bytes (sequential, or v7's timestamp prefix) spread
+/// as well as random v4s.
 pub type UuidSet = HashSet<StatusUuid, BuildHasherDefault<UuidHasher>>;
 
 /// See [`UuidSet`].
@@ -30,15 +32,18 @@ impl Hasher for UuidHasher {
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
-            // Mix so that structured uuids (v7's timestamp prefix) spread too.
-            self.0 = (self.0 ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .rotate_left(29);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
     }
 }
 

@@ -155,3 +155,19 @@ fn ack_rules_and_latest_status() {
     ));
     assert!(s.apply_ack().is_none());
 }
+
+#[test]
+fn uuid_hashes_spread_over_the_low_bits() {
+    use std::hash::BuildHasher;
+    let hasher = std::hash::BuildHasherDefault::<super::UuidHasher>::default();
+    // Sequential uuids differ in one or two bytes only; they must still use
+    // nearly every bucket of a 1024-slot table.
+    let buckets: std::collections::HashSet<u64> = (1..=1000u128)
+        .map(|n| hasher.hash_one(StatusUuid::from_u128(n)) & 1023)
+        .collect();
+    assert!(
+        buckets.len() > 550,
+        "only {} of 1024 buckets used",
+        buckets.len()
+    );
+}
