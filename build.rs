@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .include_file("protos.rs")
+        // Bad input is INVALID_ARGUMENT, not prost's INTERNAL (src/service/codec.rs).
+        .codec_path("crate::service::codec::ValidatingCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::actors::manager::ManagerConfig;
+use crate::service::auth::{BearerToken, TlsIdentity};
 use crate::store::SyncPolicy;
 use crate::stream::RetryPolicy;
 
@@ -83,6 +84,14 @@ pub struct ServerSettings {
     pub listen: String,
     /// Largest `Status.payload`, in bytes.
     pub max_payload_bytes: usize,
+    /// A file holding the bearer token every `StatusUpdateManager` call must carry; empty = none.
+    pub auth_token_file: PathBuf,
+    /// Listen on a non-loopback address without TLS or a token.
+    pub allow_insecure: bool,
+    /// PEM certificate chain served over TLS; empty = plaintext.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
 }
 
 /// `[store]`.
@@ -176,6 +185,10 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// Largest `Status.payload`.
     pub max_payload_bytes: usize,
+    /// The bearer token the `StatusUpdateManager` service requires (`server.auth_token_file`).
+    pub auth_token: Option<BearerToken>,
+    /// The TLS identity (`server.tls_cert_file`, `server.tls_key_file`); `None` = plaintext.
+    pub tls: Option<TlsIdentity>,
     /// Where stream files live.
     pub data_dir: PathBuf,
     /// When updates and acks are answered.
@@ -275,6 +288,7 @@ impl Settings {
             &format!("a size from 1 to {MAX_PAYLOAD_LIMIT}"),
             (1..=MAX_PAYLOAD_LIMIT).contains(&payload),
         );
+        let (auth_token, tls) = self.server.access(&listen, &mut check);
         check(
             "store.data_dir",
             self.store.data_dir.display().to_string(),
@@ -370,6 +384,8 @@ impl Settings {
                 Ok(ServiceConfig {
                     listen,
                     max_payload_bytes: payload,
+                    auth_token,
+                    tls,
                     data_dir: self.store.data_dir.clone(),
                     sync,
                     remove_finished: self.store.remove_finished,
@@ -390,6 +406,84 @@ impl Settings {
             }
             _ => Err(ConfigError::Invalid(bad)),
         }
+    }
+}
+
+impl ServerSettings {
+    /// Checks the access-control keys with `check` (see [`Settings::validate`]) and reads
+    /// the token and TLS files, once: the token, and the TLS identity when both files are
+    /// set and readable.
+    fn access(
+        &self,
+        listen: &Result<SocketAddr, std::net::AddrParseError>,
+        check: &mut impl FnMut(&'static str, String, &str, bool),
+    ) -> (Option<BearerToken>, Option<TlsIdentity>) {
+        let shown = |path: &Path| path.display().to_string();
+        let token_set = !self.auth_token_file.as_os_str().is_empty();
+        let token = token_set.then(|| BearerToken::read(&self.auth_token_file));
+        if let Some(Err(err)) = &token {
+            check(
+                "server.auth_token_file",
+                shown(&self.auth_token_file),
+                &format!("\"\" (no token) or a readable file holding the token ({err})"),
+                false,
+            );
+        }
+
+        let cert_set = !self.tls_cert_file.as_os_str().is_empty();
+        let key_set = !self.tls_key_file.as_os_str().is_empty();
+        check(
+            "server.tls_cert_file",
+            shown(&self.tls_cert_file),
+            "a PEM certificate file, since server.tls_key_file is set (both or neither)",
+            cert_set || !key_set,
+        );
+        check(
+            "server.tls_key_file",
+            shown(&self.tls_key_file),
+            "a PEM private key file, since server.tls_cert_file is set (both or neither)",
+            key_set || !cert_set,
+        );
+        let cert = cert_set.then(|| TlsIdentity::read_cert(&self.tls_cert_file));
+        if let Some(Err(err)) = &cert {
+            check(
+                "server.tls_cert_file",
+                shown(&self.tls_cert_file),
+                &format!("\"\" (plaintext) or a readable PEM certificate chain ({err})"),
+                false,
+            );
+        }
+        let key = key_set.then(|| TlsIdentity::read_key(&self.tls_key_file));
+        if let Some(Err(err)) = &key {
+            check(
+                "server.tls_key_file",
+                shown(&self.tls_key_file),
+                &format!("\"\" (plaintext) or a readable PEM private key ({err})"),
+                false,
+            );
+        }
+
+        if let Ok(addr) = listen {
+            check(
+                "server.listen",
+                self.listen.clone(),
+                "a loopback address such as 127.0.0.1:50051, unless TLS (server.tls_cert_file \
+                 and server.tls_key_file) or a bearer token (server.auth_token_file) is set, \
+                 or server.allow_insecure = true",
+                addr.ip().is_loopback() || token_set || cert_set || self.allow_insecure,
+            );
+        }
+
+        let tls = match (cert, key) {
+            (Some(Ok(cert)), Some(Ok(key))) => Some(TlsIdentity::new(
+                self.tls_cert_file.clone(),
+                cert,
+                self.tls_key_file.clone(),
+                key,
+            )),
+            _ => None,
+        };
+        (token.and_then(Result::ok), tls)
     }
 }
 
@@ -461,6 +555,10 @@ mod tests {
         );
         assert_eq!(config.metrics_listen, None);
         assert_eq!(config.log_format, LogFormat::Text);
+        assert!(
+            config.auth_token.is_none() && config.tls.is_none(),
+            "open on loopback"
+        );
     }
 
     #[test]

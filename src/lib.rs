@@ -36,8 +36,8 @@
 //!   (`store::files`) bounds the open files.
 //! - [`error`]: the manager's errors, one variant per rejection.
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
-//!   is the manager's upstream (`hub`), access control, startup recovery and
-//!   graceful shutdown.
+//!   is the manager's upstream (`hub`), access control (`auth`: bearer
+//!   token, TLS identity), startup recovery and graceful shutdown.
 //! - [`config`]: layered configuration (embedded defaults, file, `SUM__*`
 //!   environment, flags) and its validation.
 //! - [`metrics`]: Prometheus metric names and the exporter.

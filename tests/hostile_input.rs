@@ -47,10 +47,10 @@ const WAIT: Duration = Duration::from_secs(5);
 /// Gap between two looks at a condition.
 const POLL: Duration = Duration::from_millis(10);
 
-/// The code a string field that is not UTF-8 gets. API.md §1 lists no code
-/// for it; tonic's prost codec fails the whole request while decoding it,
-/// before the service sees it, and maps that to INTERNAL. Nothing is written.
-const NOT_UTF8: Code = Code::Internal;
+/// The code a string field that is not UTF-8 gets: the request does not
+/// decode, and the service's codec (src/service/codec.rs) answers
+/// INVALID_ARGUMENT naming the field. Nothing is written.
+const NOT_UTF8: Code = Code::InvalidArgument;
 
 // ---------------------------------------------------------------- raw messages
 

@@ -1,6 +1,14 @@
 //! What the client commands (`send`, `ack`, `watch`, `streams`, `stream`, `cleanup`,
-//! `pause`, `resume`) share: the `--server URL` flag, the connection, the runtime they run
-//! on, and [`RpcError`], the failure they report.
+//! `pause`, `resume`) share: the `--server URL`, `--token-file FILE` and `--ca-file FILE`
+//! flags, the connection, the runtime they run on, and [`RpcError`], the failure they report.
+//!
+//! `--token-file` (or `SUM_TOKEN_FILE`) adds `authorization: Bearer <token>` to every call
+//! (the server's `server.auth_token_file`); the file is read once, when the arguments are
+//! parsed, and an unreadable or empty one is a usage error. An `https://` server is reached
+//! over TLS (rustls) and must present a certificate signed by the CA of `--ca-file` (or
+//! `SUM_CA_FILE`; a self-signed server certificate is its own CA) for the URL's host name:
+//! this build has no system root store (tonic's `tls-ring` feature only), so `https://`
+//! without `--ca-file` is refused, as is `--ca-file` with a plaintext `http://` URL.
 //!
 //! A client command runs on a tokio current-thread runtime ([`block_on`]) and fails with an
 //! [`RpcError`] whose text is the gRPC status code's name and the server's message
@@ -10,14 +18,17 @@
 
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 use tonic::{Code, Status};
 
 use crate::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
+use crate::service::auth::{AttachToken, BearerToken, TlsIdentity};
 
 /// `--server` when not given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
@@ -25,22 +36,42 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 /// How long connecting to the server may take before the command fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The generated gRPC client over one connection.
-pub type Client = StatusUpdateManagerClient<Channel>;
+/// The generated gRPC client over one connection, adding the bearer token (if any) to
+/// every call.
+pub type Client = StatusUpdateManagerClient<InterceptedService<Channel, AttachToken>>;
 
-/// The `--server URL` flag of every client command.
+/// The `--server URL`, `--token-file FILE` and `--ca-file FILE` flags of every client
+/// command.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArg {
-    /// The service's gRPC address.
+    /// The service's gRPC address: http://HOST:PORT, or https://HOST:PORT for TLS.
     #[arg(long, value_name = "URL", default_value = DEFAULT_SERVER, value_parser = parse_server_url)]
     pub server: String,
+    /// A file holding the server's bearer token (its server.auth_token_file).
+    #[arg(long = "token-file", value_name = "FILE", env = "SUM_TOKEN_FILE", value_parser = parse_token_file)]
+    pub token: Option<BearerToken>,
+    /// A PEM file of the CA (or the self-signed certificate) to trust for an https:// server.
+    #[arg(long = "ca-file", value_name = "FILE", env = "SUM_CA_FILE", value_parser = parse_ca_file)]
+    pub ca: Option<Certificate>,
 }
 
 impl ServerArg {
-    /// Connects to the server; see [`connect`].
+    /// Connects to the server; see [`connect_with`].
     pub async fn connect(&self) -> Result<Client, RpcError> {
-        connect(&self.server).await
+        connect_with(&self.server, self.token.as_ref(), self.ca.as_ref()).await
     }
+}
+
+/// Reads `--token-file`; see [`BearerToken::read`].
+pub fn parse_token_file(path: &str) -> Result<BearerToken, String> {
+    BearerToken::read(Path::new(path)).map_err(|e| e.to_string())
+}
+
+/// Reads `--ca-file`: a file with at least one PEM `CERTIFICATE` block.
+pub fn parse_ca_file(path: &str) -> Result<Certificate, String> {
+    TlsIdentity::read_cert(Path::new(path))
+        .map(Certificate::from_pem)
+        .map_err(|e| e.to_string())
 }
 
 /// Accepts `http://HOST:PORT` and `https://HOST:PORT` (a path is ignored by gRPC).
@@ -53,17 +84,54 @@ pub fn parse_server_url(text: &str) -> Result<String, String> {
     }
 }
 
-/// Connects to `server`; a failure is `UNAVAILABLE: cannot connect to URL: why`.
+/// Connects to `server` with no token and, for `https://`, no CA: see [`connect_with`].
 pub async fn connect(server: &str) -> Result<Client, RpcError> {
+    connect_with(server, None, None).await
+}
+
+/// Connects to `server`, sending `token` with every call; an `https://` server must present
+/// a certificate that `ca` signed (see the module docs). A failure is
+/// `UNAVAILABLE: cannot connect to URL: why`.
+pub async fn connect_with(
+    server: &str,
+    token: Option<&BearerToken>,
+    ca: Option<&Certificate>,
+) -> Result<Client, RpcError> {
     let unavailable = |why: &dyn std::error::Error| RpcError {
         code: Code::Unavailable,
         message: format!("cannot connect to {server}: {}", error_chain(why)),
     };
-    let endpoint = Endpoint::from_shared(server.to_string())
+    let refused = |why: &str| RpcError {
+        code: Code::Unavailable,
+        message: format!("cannot connect to {server}: {why}"),
+    };
+    let mut endpoint = Endpoint::from_shared(server.to_string())
         .map_err(|e| unavailable(&e))?
         .connect_timeout(CONNECT_TIMEOUT);
+    let https = endpoint.uri().scheme_str() == Some("https");
+    match (https, ca) {
+        (true, Some(ca)) => {
+            let tls = ClientTlsConfig::new().ca_certificate(ca.clone());
+            endpoint = endpoint.tls_config(tls).map_err(|e| unavailable(&e))?;
+        }
+        (true, None) => {
+            return Err(refused(
+                "an https:// server needs --ca-file FILE, the CA that signed its certificate \
+                 (this build has no system root store)",
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(refused(
+                "--ca-file is for an https:// server, and this URL is plaintext http://",
+            ))
+        }
+        (false, None) => {}
+    }
     let channel = endpoint.connect().await.map_err(|e| unavailable(&e))?;
-    Ok(StatusUpdateManagerClient::new(channel))
+    Ok(StatusUpdateManagerClient::with_interceptor(
+        channel,
+        AttachToken::new(token),
+    ))
 }
 
 /// Runs `future` to completion on a new tokio current-thread runtime.
@@ -250,6 +318,53 @@ mod tests {
                 .starts_with(&format!("cannot connect to {url}: ")),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn https_needs_a_ca_and_a_ca_needs_https() {
+        let ca = Certificate::from_pem("-----BEGIN CERTIFICATE-----\n");
+        let cases: [(&str, Option<&Certificate>, &str); 2] = [
+            ("https://127.0.0.1:1", None, "needs --ca-file"),
+            ("http://127.0.0.1:1", Some(&ca), "plaintext"),
+        ];
+        for (i, (url, ca, why)) in cases.into_iter().enumerate() {
+            let err = connect_with(url, None, ca).await.unwrap_err();
+            assert_eq!(err.code, Code::Unavailable, "case {i}");
+            assert!(err.message.contains(why), "case {i}: {err}");
+        }
+    }
+
+    #[test]
+    fn token_and_ca_files_are_read_when_parsed() {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "").unwrap();
+        let parse = |args: &[&str]| {
+            let argv = ["status-update-manager", "streams"].iter().chain(args);
+            crate::cli::Cli::try_parse_from(argv)
+        };
+        let token = token.to_str().unwrap();
+        let Ok(crate::cli::Cli {
+            command: crate::cli::Command::Streams(args),
+        }) = parse(&["--token-file", token])
+        else {
+            panic!("--token-file {token} did not parse");
+        };
+        assert!(args.server.token.is_some() && args.server.ca.is_none());
+        for (i, args) in [
+            ["--token-file", empty.to_str().unwrap()],
+            ["--token-file", "/no/such/token"],
+            ["--ca-file", token],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "case {i}: {err}");
+        }
     }
 
     #[test]

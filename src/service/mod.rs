@@ -6,7 +6,9 @@
 //! under `store.data_dir` and recover them (strict per `recovery.strict`; a
 //! strict failure is an error and nothing listens), then serve gRPC — the
 //! `StatusUpdateManager` service of API.md, `grpc.health.v1.Health` and
-//! server reflection — on `server.listen`. [`RunningService::shutdown`]
+//! server reflection — on `server.listen`, over TLS when
+//! `server.tls_cert_file` is set, with the `StatusUpdateManager` service
+//! behind a bearer token when `server.auth_token_file` is ([`auth`]). [`RunningService::shutdown`]
 //! ends the subscriber's stream, stops accepting, lets in-flight requests
 //! finish, syncs every stream file and returns. [`serve`] does both around
 //! SIGINT/SIGTERM.
@@ -14,6 +16,8 @@
 //! Everything runs on the actix System of the calling thread: tonic's
 //! connection tasks and the actors share its runtime.
 
+pub mod auth;
+pub mod codec;
 pub mod grpc;
 pub mod hub;
 
@@ -35,6 +39,7 @@ use crate::proto::status_update_manager::v1::status_update_manager_server::Statu
 use crate::store::layout::{discover_native_streams, native_stream_path, LayoutError};
 use crate::store::Committer;
 use crate::StatusUpdateManager;
+use auth::RequireToken;
 use grpc::GrpcService;
 use hub::{CloseSubscriber, SetManager, Stop, SubscriberHub};
 
@@ -80,6 +85,9 @@ pub enum ServeError {
     /// The committer thread could not start.
     #[error("cannot start the committer thread: {0}")]
     Committer(std::io::Error),
+    /// The TLS certificate or key was refused (not parseable, or they do not match).
+    #[error("TLS (server.tls_cert_file, server.tls_key_file): {0}")]
+    Tls(tonic::transport::Error),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -103,6 +111,13 @@ pub struct RunningService {
 
 /// Starts the service on the current actix System; see the module docs.
 pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> {
+    // A certificate or key rustls refuses stops the start before anything is touched.
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .map_err(ServeError::Tls)?;
+    }
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
         path: data_dir.clone(),
@@ -172,13 +187,18 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     // `server.max_payload_bytes` gets API.md's INVALID_ARGUMENT naming the
     // stream and uuid, not the transport's OUT_OF_RANGE.
     .max_decoding_message_size(crate::config::MAX_PAYLOAD_LIMIT + 64 * 1024);
+    // Only the API requires the token: health checks and reflection stay open.
+    let api = tonic::service::interceptor::InterceptedService::new(
+        api,
+        RequireToken::new(config.auth_token.clone()),
+    );
 
     if config.metrics_listen.is_some() {
         actix_rt::spawn(report_oldest_pending(manager.downgrade()));
     }
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let server = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)
@@ -186,7 +206,12 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
             let _ = stopped.await;
         });
     let server = tokio::spawn(server);
-    info!(%local_addr, "listening");
+    info!(
+        %local_addr,
+        tls = config.tls.is_some(),
+        token = config.auth_token.is_some(),
+        "listening"
+    );
     Ok(RunningService {
         local_addr,
         manager,
