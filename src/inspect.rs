@@ -178,13 +178,15 @@ impl TailState {
     }
 }
 
-/// One UPDATE record of a file.
+/// One UPDATE record of a file. (40 bytes: smaller than any record, so a report of a large
+/// file never needs an allocation larger than the file.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpdateReport {
-    /// The status uuid, hyphenated (8-4-4-4-12).
-    pub uuid: String,
+    /// The status uuid; serialized hyphenated (8-4-4-4-12).
+    #[serde(serialize_with = "hyphenated")]
+    pub uuid: Uuid,
     /// The state: the enum name for the Mesos kinds, the state string for the native kind.
-    pub state: String,
+    pub state: Box<str>,
     /// Whether an ACK record of the valid prefix acknowledged it.
     pub acknowledged: bool,
 }
@@ -445,8 +447,9 @@ fn report_of<K: UpdateKind>(
             // Replay only keeps updates whose status uuid is valid.
             let uuid = status_uuid::<K>(update).ok();
             UpdateReport {
-                uuid: uuid.map_or_else(|| "<invalid>".to_string(), |u| u.hyphenated().to_string()),
-                state: K::state_name(update),
+                // Replay only lists updates whose uuid decoded; nil never does.
+                uuid: uuid.unwrap_or_default(),
+                state: K::state_name(update).into_boxed_str(),
                 acknowledged: uuid.is_some_and(|u| state.is_acknowledged(u)),
             }
         })
@@ -477,6 +480,10 @@ fn report_of<K: UpdateKind>(
         updates,
         pending: state.pending().len(),
     }
+}
+
+fn hyphenated<S: serde::Serializer>(uuid: &Uuid, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&uuid.hyphenated())
 }
 
 #[cfg(test)]

@@ -55,7 +55,6 @@ use status_update_manager::store::framing::{FrameReader, Next, LENGTH_PREFIX_BYT
 use status_update_manager::store::SyncPolicy;
 use status_update_manager::stream::recover::recover_file;
 use status_update_manager::stream::replay::{replay, Replayed, Tail};
-use status_update_manager::stream::state::Pending;
 
 /// Cases per property unless `SUM_FUZZ_CASES` says otherwise.
 const DEFAULT_CASES: u32 = 2_000;
@@ -1088,13 +1087,10 @@ fn huge_length_prefixes_allocate_nothing_large() {
     run::<Task>(dir.path());
 }
 
-/// A valid file's replay allocates per record, never per declared length: its largest single
-/// allocation is the queue (or list) of decoded updates, a power of two of entries at most.
-///
-/// This is the limit of the `max(N, 64 KiB)` bound the properties check on small inputs: a
-/// decoded update takes several times the bytes of its record (`size_of` of the update is
-/// 272 to 416 bytes, a minimal record 49 to 71), so a file of many small records makes
-/// allocations larger than itself.
+/// A large valid file stays within the same bound as the fuzzed inputs: no single allocation
+/// during replay (or inspection) exceeds `max(N, 64 KiB)`, because the queue and the list of
+/// updates hold boxes (40-byte slots, smaller than any record) sized once from the number of
+/// frames, and each decoded update is its own allocation.
 #[test]
 fn many_valid_records_allocate_per_record() {
     fn run<K: FuzzKind>(records: usize) {
@@ -1119,8 +1115,7 @@ fn many_valid_records_allocate_per_record() {
             (replayed.updates.len(), &replayed.tail),
             (records, &Tail::Clean)
         );
-        let per_record = std::mem::size_of::<Pending<K>>();
-        let bound = allocation_bound(bytes.len()).max(records.next_power_of_two() * per_record);
+        let bound = allocation_bound(bytes.len());
         println!(
             "{}: {records} records, {} bytes: largest allocation {largest} bytes ({:.1}x the file)",
             K::KIND,
@@ -1130,6 +1125,15 @@ fn many_valid_records_allocate_per_record() {
         assert!(
             largest <= bound,
             "{}: {records} records in {} bytes made an allocation of {largest} bytes (bound {bound})",
+            K::KIND,
+            bytes.len()
+        );
+        let (report, largest) =
+            measure(|| inspect_bytes(Path::new("many.updates"), K::INSPECT, &bytes));
+        assert_eq!(report.updates.len(), records);
+        assert!(
+            largest <= bound,
+            "{}: inspecting {records} records in {} bytes made an allocation of {largest} bytes (bound {bound})",
             K::KIND,
             bytes.len()
         );

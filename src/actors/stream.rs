@@ -615,7 +615,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 self.state
                     .pending()
                     .iter()
-                    .map(|p| p.update.clone())
+                    .map(|p| K::Update::clone(&p.update))
                     .collect()
             } else {
                 Vec::new()

@@ -149,7 +149,7 @@ mod tests {
                 framework_id: Some("fw".into()),
                 terminated: false,
                 updates: vec![UpdateReport {
-                    uuid: "12345678-90ab-4def-8000-000000000001".into(),
+                    uuid: uuid::Uuid::from_u128(0x1234_5678_90ab_4def_8000_0000_0000_0001),
                     state: "OPERATION_PENDING".into(),
                     acknowledged: false,
                 }],

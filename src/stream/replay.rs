@@ -57,8 +57,9 @@ impl Tail {
 pub struct Replayed<K: UpdateKind> {
     /// The stream as the valid records leave it.
     pub state: StreamState<K>,
-    /// Every UPDATE record of the valid prefix, in file order, acknowledged or not.
-    pub updates: Vec<K::Update>,
+    /// Every UPDATE record of the valid prefix, in file order, acknowledged or
+    /// not (boxed, like the queue, so no allocation outgrows the file).
+    pub updates: Vec<Box<K::Update>>,
     /// Length of the valid prefix.
     pub valid_bytes: u64,
     /// Length of the bytes replayed.
@@ -75,7 +76,12 @@ pub fn replay<K: UpdateKind>(
     now: Instant,
 ) -> Result<Replayed<K>, ReplayError> {
     let mut state = StreamState::<K>::new(id, true, None);
-    let mut updates = Vec::new();
+    // Size the queue and the list once from the number of complete frames:
+    // each slot is smaller than the smallest record, so neither allocation
+    // can outgrow the file, and neither grows by doubling.
+    let frames = count_frames(contents);
+    state.reserve_exact(frames);
+    let mut updates = Vec::with_capacity(frames);
     let mut reader = FrameReader::new(contents);
     // End of the last record applied; a corrupt record is not part of it.
     let mut valid_bytes = 0;
@@ -139,4 +145,14 @@ pub fn replay<K: UpdateKind>(
         file_bytes: contents.len() as u64,
         tail,
     })
+}
+
+/// Complete frames at the start of `contents` (a cheap pass: lengths only).
+fn count_frames(contents: &[u8]) -> usize {
+    let mut reader = FrameReader::new(contents);
+    let mut frames = 0;
+    while let Next::Record { .. } = reader.next_frame() {
+        frames += 1;
+    }
+    frames
 }

@@ -48,10 +48,15 @@ impl Hasher for UuidHasher {
 }
 
 /// One queued, unacknowledged update.
+///
+/// The update is boxed so that a queue slot is 40 bytes whatever the kind:
+/// smaller than any record of a file, so that replaying a file never makes
+/// one allocation larger than the file (an update struct is 272–416 bytes,
+/// a record 49 bytes and up).
 #[derive(Debug, Clone)]
 pub struct Pending<K: UpdateKind> {
     /// The update as accepted (no `latest_status`).
-    pub update: K::Update,
+    pub update: Box<K::Update>,
     /// Its status uuid.
     pub uuid: StatusUuid,
     /// When it was queued (for the oldest-pending age).
@@ -226,7 +231,7 @@ impl<K: UpdateKind> StreamState<K> {
             self.pending.reserve_exact(1);
         }
         self.pending.push_back(Pending {
-            update,
+            update: Box::new(update),
             uuid,
             since: now,
         });
@@ -272,11 +277,17 @@ impl<K: UpdateKind> StreamState<K> {
         self.apply_ack_with(drop)
     }
 
+    /// Makes room for `additional` more pending updates without growing
+    /// later (replay knows how many records a file holds).
+    pub fn reserve_exact(&mut self, additional: usize) {
+        self.pending.reserve_exact(additional);
+    }
+
     /// [`apply_ack`](Self::apply_ack), handing every update it takes off the
     /// queue to `take`: the acknowledged head, then (after a terminal ack)
     /// the updates dropped behind it, in queue order. Replay uses it to list
     /// a file's updates without copying them.
-    pub fn apply_ack_with(&mut self, mut take: impl FnMut(K::Update)) -> Option<AckEffect> {
+    pub fn apply_ack_with(&mut self, mut take: impl FnMut(Box<K::Update>)) -> Option<AckEffect> {
         let head = self.pending.pop_front()?;
         self.acknowledged.insert(head.uuid);
         if !self.terminated {
@@ -302,7 +313,7 @@ impl<K: UpdateKind> StreamState<K> {
     pub fn forward_copy(&self) -> Option<(StatusUuid, K::Update)> {
         let head = self.pending.front()?;
         let newest = self.pending.back()?;
-        let mut update = head.update.clone();
+        let mut update = K::Update::clone(&head.update);
         K::set_latest_status(&mut update, &newest.update);
         Some((head.uuid, update))
     }
