@@ -43,22 +43,20 @@
 //! kill delay. The server is killed if the test fails ([`Server`]'s `Drop`), and the
 //! cycle's tasks are aborted with their `JoinSet`.
 
+mod process;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use process::Server;
 use status_update_manager::proto::status_update_manager::v1 as pb;
 use status_update_manager::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic::Code;
 use uuid::Uuid;
-
-const BIN: &str = env!("CARGO_BIN_EXE_status-update-manager");
 
 /// Cycles when `SUM_CRASH_CYCLES` is not set.
 const DEFAULT_CYCLES: usize = 20;
@@ -82,97 +80,6 @@ const KILL_MAX_MS: u64 = 700;
 type Client = StatusUpdateManagerClient<Channel>;
 
 // ---------------------------------------------------------------- the server process
-
-/// The server process, killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    /// Starts `serve` on `data_dir`, port 0, and waits for `listening on ADDR`.
-    fn start(data_dir: &std::path::Path) -> Server {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("SUM__")) {
-            command.env_remove(key);
-        }
-        command.env("SUM__LOG__LEVEL", "warn");
-        let mut child = command.spawn().expect("start the server");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let collected = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr_pipe.read(&mut chunk) {
-                collected
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            addr: String::new(),
-            stderr,
-        };
-        let deadline = Instant::now() + WAIT;
-        server.addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        break addr.trim().to_string();
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
-                    "the server did not print `listening on ADDR` within {WAIT:?}:\n{}",
-                    server.stderr()
-                ),
-            }
-        };
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// SIGKILL, and wait until it is gone.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        self.child.wait().expect("reap the server");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 async fn connect(url: &str) -> Client {
     let deadline = Instant::now() + WAIT;
@@ -846,7 +753,7 @@ async fn crash_loop_keeps_every_answer() {
             model.cycle = cycle;
             model.violations.len()
         };
-        let mut server = Server::start(data.path());
+        let mut server = Server::start(data.path(), &[("SUM__LOG__LEVEL", "warn")], WAIT);
         let url = server.url();
         let mut admin = connect(&url).await;
         check_restart(&mut admin, &model).await;
@@ -920,7 +827,7 @@ async fn crash_loop_keeps_every_answer() {
 /// Returns the server's stderr.
 async fn drain(data_dir: &std::path::Path, model: &Shared, cycles: usize) -> String {
     model.lock().unwrap().cycle = cycles;
-    let server = Server::start(data_dir);
+    let server = Server::start(data_dir, &[("SUM__LOG__LEVEL", "warn")], WAIT);
     let url = server.url();
     let mut admin = connect(&url).await;
     check_restart(&mut admin, model).await;

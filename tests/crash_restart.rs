@@ -18,20 +18,18 @@
 //! Every wait is bounded ([`WAIT`]) and waits for a condition; the server is killed when the
 //! test fails ([`Server`]'s `Drop`).
 
+mod process;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use process::Server;
 use status_update_manager::proto::status_update_manager::v1 as pb;
 use status_update_manager::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use uuid::Uuid;
-
-const BIN: &str = env!("CARGO_BIN_EXE_status-update-manager");
 
 /// The longest any one wait may take (a debug build on a busy machine).
 const WAIT: Duration = Duration::from_secs(15);
@@ -45,96 +43,6 @@ const SECOND_BATCH: usize = 10_000;
 const KILL_AFTER_ACKS: usize = STREAMS * FIRST_BATCH / 2;
 
 type Client = StatusUpdateManagerClient<Channel>;
-
-/// The server process, killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    /// Starts `serve` on `data_dir`, port 0, and waits for `listening on ADDR`.
-    fn start(data_dir: &std::path::Path) -> Server {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("SUM__")) {
-            command.env_remove(key);
-        }
-        let mut child = command.spawn().expect("start the server");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let collected = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr_pipe.read(&mut chunk) {
-                collected
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            addr: String::new(),
-            stderr,
-        };
-        let deadline = Instant::now() + WAIT;
-        server.addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        break addr.trim().to_string();
-                    }
-                }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => panic!(
-                    "the server did not print `listening on ADDR` within {WAIT:?}:\n{}",
-                    server.stderr()
-                ),
-            }
-        };
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// SIGKILL, and wait until it is gone.
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        self.child.wait().expect("reap the server");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// What the server answered for one stream's requests.
 #[derive(Debug, Default)]
@@ -382,7 +290,7 @@ async fn sigkill_loses_no_answered_update_and_undoes_no_answered_ack() {
     ));
 
     // Phase 1: a batch of updates, nobody subscribed.
-    let mut server = Server::start(data.path());
+    let mut server = Server::start(data.path(), &[], WAIT);
     let client = connect(server.url()).await;
     send_batches(&client, &ledger, FIRST_BATCH).await;
     {
@@ -421,7 +329,7 @@ async fn sigkill_loses_no_answered_update_and_undoes_no_answered_ack() {
     drop(client);
 
     // Phase 3: restart on the same directory; walk every queue by acking each forward.
-    let server = Server::start(data.path());
+    let server = Server::start(data.path(), &[], WAIT);
     let client = connect(server.url()).await;
     let seen: Seen = Arc::new(Mutex::new(vec![Vec::new(); STREAMS]));
     let subscriber = tokio::spawn(ack_after_restart(client.clone(), Arc::clone(&seen)));
