@@ -122,3 +122,30 @@ async fn many_writes_share_one_sync_round() {
     // Every ticket was covered by a sync (the fault plan sees each one).
     assert_eq!(faults.syncs(), STREAMS as u64);
 }
+
+#[actix::test]
+async fn a_file_that_cannot_be_created_fails_its_updates_and_leaves_no_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    // The stream's directory would have to be created inside a regular file.
+    let blocker = dir.path().join("not-a-directory");
+    std::fs::write(&blocker, b"x").unwrap();
+    let paths: status_update_manager::StreamPaths<Native> =
+        std::sync::Arc::new(move |id: &String| blocker.join(id));
+    let committer = Committer::thread().unwrap();
+    let (manager, mut rx) = start::<Native>(config(&committer, &FaultPlan::new()), paths);
+    for attempt in 0..2 {
+        let u = native_update("s", "RUNNING", false, "");
+        let reply = manager.send(Update { update: u, checkpoint: true });
+        let err = tokio::time::timeout(BOUND, reply).await.unwrap().unwrap().unwrap_err();
+        assert!(
+            matches!(err, status_update_manager::UpdateError::CreateFailed { .. }),
+            "attempt {attempt}: {err}"
+        );
+    }
+    assert!(rx.try_recv().is_err(), "nothing forwarded");
+    let streams = manager
+        .send(status_update_manager::messages::ListStreams::<Native>::all())
+        .await
+        .unwrap();
+    assert!(streams.is_empty(), "no stream stays behind: {streams:?}");
+}

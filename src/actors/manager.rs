@@ -71,7 +71,8 @@ pub struct ManagerConfig {
     pub faults: Option<FaultPlan>,
     /// Who runs the group-commit rounds of `sync = batch`: the arbiter
     /// itself (default; deterministic under paused time) or a committer
-    /// thread ([`Committer::thread`], the service's choice).
+    /// thread ([`Committer::thread`], the service's choice). With a committer
+    /// thread, new stream files are also created off the actor thread.
     pub committer: Committer,
 }
 
@@ -260,13 +261,24 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
                 limit: self.config.max_streams,
             });
         }
-        let (log, path) = if checkpoint {
+        let file_exists = |path: PathBuf| UpdateError::FileExists {
+            stream: id.to_string(),
+            path,
+        };
+        let (log, path) = if checkpoint && self.config.committer.is_thread() {
+            // Created by the stream actor on a blocking thread (ext4 may take
+            // a few hundred µs per new file): this thread keeps routing. Its
+            // first requests wait for the file. An existing file is still
+            // refused here, at once.
+            let path = (self.paths)(id);
+            if path.exists() {
+                return Err(file_exists(path));
+            }
+            (None, Some(path))
+        } else if checkpoint {
             let path = (self.paths)(id);
             let mut log = StreamLog::create(&path, self.config.sync).map_err(|err| match err {
-                StoreError::AlreadyExists { path } => UpdateError::FileExists {
-                    stream: id.to_string(),
-                    path,
-                },
+                StoreError::AlreadyExists { path } => file_exists(path),
                 other => UpdateError::CreateFailed {
                     stream: id.to_string(),
                     source: Arc::new(other),

@@ -166,6 +166,10 @@ pub struct StreamActor<K: UpdateKind> {
     flush_scheduled: bool,
     /// Set while a reload after a storage fault keeps failing.
     fault: Option<String>,
+    /// The file is still to be created (off this thread) when the actor starts.
+    needs_file: bool,
+    /// Creating the file failed: every update gets this.
+    create_failed: Option<Box<UpdateError>>,
     ended: bool,
     /// This stream's share of the pending gauge.
     reported_pending: usize,
@@ -195,6 +199,8 @@ impl<K: UpdateKind> StreamActor<K> {
         actix::Supervisor::start(move |ctx: &mut Context<Self>| {
             ctx.set_mailbox_capacity(0);
             let span = tracing::debug_span!("stream", kind = K::KIND, id = %init.state.id());
+            // A checkpointed stream handed no file creates it when it starts.
+            let needs_file = init.log.is_none() && init.state.checkpointed() && init.path.is_some();
             // One allocation for the path, shared with the log.
             let path = init
                 .log
@@ -215,6 +221,8 @@ impl<K: UpdateKind> StreamActor<K> {
                 incarnation: 0,
                 flush_scheduled: false,
                 fault: None,
+                needs_file,
+                create_failed: None,
                 ended: false,
                 reported_pending: 0,
             }
@@ -530,6 +538,54 @@ impl<K: UpdateKind> StreamActor<K> {
         }
     }
 
+    /// Creates the new stream's file on a blocking thread; until it exists
+    /// the actor handles no message (`ctx.wait`), so its first update waits
+    /// for it. A failure answers every update and ends the stream.
+    fn create_file(&mut self, path: Arc<Path>, ctx: &mut Context<Self>) {
+        let sync = self.shared.settings.sync;
+        let create = actix_rt::task::spawn_blocking(move || StreamLog::create(&path, sync));
+        ctx.wait(
+            actix::fut::wrap_future(create).map(|created, act: &mut Self, ctx| {
+                let stream = act.name();
+                match created {
+                    Ok(Ok(mut log)) => {
+                        act.shared.settings.attach(&mut log);
+                        act.log = Some(log);
+                    }
+                    Ok(Err(StoreError::AlreadyExists { path })) => {
+                        act.create_failed =
+                            Some(Box::new(UpdateError::FileExists { stream, path }));
+                    }
+                    Ok(Err(err)) => {
+                        act.create_failed = Some(Box::new(UpdateError::CreateFailed {
+                            stream,
+                            source: Arc::new(err),
+                        }));
+                    }
+                    Err(join) => {
+                        let err = StoreError::Create {
+                            path: act
+                                .path
+                                .as_deref()
+                                .map(Path::to_path_buf)
+                                .unwrap_or_default(),
+                            source: std::io::Error::other(join.to_string()),
+                        };
+                        act.create_failed = Some(Box::new(UpdateError::CreateFailed {
+                            stream,
+                            source: Arc::new(err),
+                        }));
+                    }
+                }
+                if act.create_failed.is_some() {
+                    // Nothing was written: the stream never existed.
+                    act.path = None;
+                    act.end(ctx);
+                }
+            }),
+        );
+    }
+
     /// Rebuilds the stream from its file after a storage fault.
     fn reload(&mut self) -> Result<(), String> {
         let Some(path) = self.path.clone() else {
@@ -635,6 +691,11 @@ impl<K: UpdateKind> Actor for StreamActor<K> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::take(&mut self.needs_file) {
+            if let Some(path) = self.path.clone() {
+                return self.create_file(path, ctx);
+            }
+        }
         self.report_pending();
         if self.state.terminated() {
             self.end(ctx);
@@ -665,6 +726,9 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
     fn handle(&mut self, msg: StreamUpdate<K>, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _entered = span.enter();
+        if let Some(err) = &self.create_failed {
+            return send(msg.reply, Err(UpdateError::clone(err)));
+        }
         let StreamUpdate {
             update,
             uuid,

@@ -107,6 +107,11 @@ impl Committer {
         Committer::Inline
     }
 
+    /// Whether rounds run on a committer thread.
+    pub fn is_thread(&self) -> bool {
+        matches!(self, Committer::Thread(..))
+    }
+
     /// Rounds run so far (by this committer thread, or inline on this thread).
     pub fn rounds(&self) -> u64 {
         match self {
