@@ -135,8 +135,15 @@ async fn a_file_that_cannot_be_created_fails_its_updates_and_leaves_no_stream() 
     let (manager, mut rx) = start::<Native>(config(&committer, &FaultPlan::new()), paths);
     for attempt in 0..2 {
         let u = native_update("s", "RUNNING", false, "");
-        let reply = manager.send(Update { update: u, checkpoint: true });
-        let err = tokio::time::timeout(BOUND, reply).await.unwrap().unwrap().unwrap_err();
+        let reply = manager.send(Update {
+            update: u,
+            checkpoint: true,
+        });
+        let err = tokio::time::timeout(BOUND, reply)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
         assert!(
             matches!(err, status_update_manager::UpdateError::CreateFailed { .. }),
             "attempt {attempt}: {err}"

@@ -19,7 +19,7 @@ use crate::kind::Native;
 use crate::messages::{Acknowledge, Forward, Update};
 use crate::proto::status_update_manager::v1::{Status, StatusUpdate};
 use crate::store::layout::native_stream_path;
-use crate::store::{Committer, FileCache, SyncPolicy};
+use crate::store::{Committer, FileCache};
 use crate::{ManagerConfig, StatusUpdateManager};
 
 /// Default requests in flight at once from the producers.
@@ -152,11 +152,9 @@ pub async fn in_process(
         }
     });
     let files = FileCache::new(o.max_open_files);
-    let committer = if sync == SyncPolicy::Batch {
-        Committer::thread()?
-    } else {
-        Committer::inline()
-    };
+    // As the service runs it: a committer thread (batch rounds, and new
+    // files created off the actor thread) whatever the policy.
+    let committer = Committer::thread()?;
     let config = ManagerConfig {
         sync,
         committer,
