@@ -266,7 +266,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             path,
         };
         let (log, path) = if checkpoint && self.config.committer.is_thread() {
-            // Created by the stream actor on a blocking thread (ext4 may take
+            // Created for the stream actor on the committer's file thread (ext4 may take
             // a few hundred µs per new file): this thread keeps routing. Its
             // first requests wait for the file. An existing file is still
             // refused here, at once.

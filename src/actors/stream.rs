@@ -538,12 +538,23 @@ impl<K: UpdateKind> StreamActor<K> {
         }
     }
 
-    /// Creates the new stream's file on a blocking thread; until it exists
+    /// Creates the new stream's file on the committer's file thread; until it exists
     /// the actor handles no message (`ctx.wait`), so its first update waits
     /// for it. A failure answers every update and ends the stream.
     fn create_file(&mut self, path: Arc<Path>, ctx: &mut Context<Self>) {
         let sync = self.shared.settings.sync;
-        let create = actix_rt::task::spawn_blocking(move || StreamLog::create(&path, sync));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: crate::store::Job = Box::new(move || {
+            let created = StreamLog::create(&path, sync);
+            Box::new(move || {
+                let _ = tx.send(created);
+            })
+        });
+        if let Err(job) = self.shared.settings.committer.run_blocking(job) {
+            // No file thread: create it here.
+            job()();
+        }
+        let create = async move { rx.await.map_err(|_| "the file thread stopped") };
         ctx.wait(
             actix::fut::wrap_future(create).map(|created, act: &mut Self, ctx| {
                 let stream = act.name();
@@ -562,14 +573,14 @@ impl<K: UpdateKind> StreamActor<K> {
                             source: Arc::new(err),
                         }));
                     }
-                    Err(join) => {
+                    Err(gone) => {
                         let err = StoreError::Create {
                             path: act
                                 .path
                                 .as_deref()
                                 .map(Path::to_path_buf)
                                 .unwrap_or_default(),
-                            source: std::io::Error::other(join.to_string()),
+                            source: std::io::Error::other(gone),
                         };
                         act.create_failed = Some(Box::new(UpdateError::CreateFailed {
                             stream,

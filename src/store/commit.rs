@@ -47,6 +47,13 @@ use tracing::{debug, error};
 use super::faults::FaultPlan;
 use super::StoreError;
 
+/// Blocking file work for the committer's file thread: does the work and
+/// returns how to tell its owner.
+pub type Job = Box<dyn FnOnce() -> Completion + Send>;
+
+/// Tells a [`Job`]'s owner that it is done.
+pub type Completion = Box<dyn FnOnce() + Send>;
+
 /// What a ticket's callback learns.
 pub type CommitResult = Result<(), Arc<StoreError>>;
 
@@ -74,8 +81,9 @@ impl std::fmt::Debug for Ticket {
 /// Runs group-commit rounds; see the module docs. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub enum Committer {
-    /// Rounds on a dedicated thread (and how many it ran).
-    Thread(mpsc::Sender<Ticket>, Arc<AtomicU64>),
+    /// Rounds on a dedicated thread (and how many it ran), plus one
+    /// worker thread for other blocking file work (creating stream files).
+    Thread(mpsc::Sender<Ticket>, Arc<AtomicU64>, mpsc::Sender<Job>),
     /// Rounds as a task on the submitting actix arbiter.
     #[default]
     Inline,
@@ -99,12 +107,36 @@ impl Committer {
                 }
                 debug!("committer thread stopped");
             })?;
-        Ok(Committer::Thread(tx, rounds))
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sum-files".into())
+            .spawn(move || {
+                // Every job queued meanwhile runs before any owner is told, so
+                // that a burst of new streams starts (and syncs) together.
+                while let Ok(first) = queue.recv() {
+                    let mut jobs = vec![first];
+                    jobs.extend(queue.try_iter());
+                    let done: Vec<Completion> = jobs.into_iter().map(|job| job()).collect();
+                    done.into_iter().for_each(|tell| tell());
+                }
+            })?;
+        Ok(Committer::Thread(tx, rounds, jobs))
     }
 
     /// The inline runner.
     pub fn inline() -> Committer {
         Committer::Inline
+    }
+
+    /// Runs `job` (blocking file work, such as creating a stream's file) on
+    /// the committer's file thread; the jobs queued together complete
+    /// together. `Err(job)` without a thread (inline committer) or if the
+    /// thread stopped.
+    pub fn run_blocking(&self, job: Job) -> Result<(), Job> {
+        match self {
+            Committer::Thread(_, _, jobs) => jobs.send(job).map_err(|mpsc::SendError(job)| job),
+            Committer::Inline => Err(job),
+        }
     }
 
     /// Whether rounds run on a committer thread.
@@ -115,7 +147,7 @@ impl Committer {
     /// Rounds run so far (by this committer thread, or inline on this thread).
     pub fn rounds(&self) -> u64 {
         match self {
-            Committer::Thread(_, rounds) => rounds.load(Ordering::Relaxed),
+            Committer::Thread(_, rounds, _) => rounds.load(Ordering::Relaxed),
             Committer::Inline => INLINE_ROUNDS.with(std::cell::Cell::get),
         }
     }
@@ -123,7 +155,7 @@ impl Committer {
     /// Queues a ticket for the next round.
     pub fn submit(&self, ticket: Ticket) {
         match self {
-            Committer::Thread(tx, _) => {
+            Committer::Thread(tx, _, _) => {
                 if let Err(mpsc::SendError(ticket)) = tx.send(ticket) {
                     let err = io::Error::other("the committer thread stopped");
                     (ticket.done)(Err(Arc::new(StoreError::Sync {

@@ -96,7 +96,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use commit::{CommitResult, Committer, Ticket};
+pub use commit::{CommitResult, Committer, Completion, Job, Ticket};
 pub use faults::{Fault, FaultPlan};
 pub use files::FileCache;
 pub use framing::{encode_frame, FrameReader, FrameTooLarge, Next, LENGTH_PREFIX_BYTES};
