@@ -47,7 +47,12 @@ use tracing::{debug, error};
 use super::faults::FaultPlan;
 use super::StoreError;
 
-/// Blocking file work for the committer's file thread: does the work and
+/// Threads for blocking file work (creating stream files). ext4 spends a
+/// hundred µs or more of kernel time per new file; a few threads create a
+/// burst of new streams in parallel without a thread per file.
+pub const FILE_THREADS: usize = 4;
+
+/// Blocking file work for the committer's file threads: does the work and
 /// returns how to tell its owner.
 pub type Job = Box<dyn FnOnce() -> Completion + Send>;
 
@@ -81,8 +86,9 @@ impl std::fmt::Debug for Ticket {
 /// Runs group-commit rounds; see the module docs. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub enum Committer {
-    /// Rounds on a dedicated thread (and how many it ran), plus one
-    /// worker thread for other blocking file work (creating stream files).
+    /// Rounds on a dedicated thread (and how many it ran), plus
+    /// [`FILE_THREADS`] threads for other blocking file work (creating
+    /// stream files).
     Thread(mpsc::Sender<Ticket>, Arc<AtomicU64>, mpsc::Sender<Job>),
     /// Rounds as a task on the submitting actix arbiter.
     #[default]
@@ -108,18 +114,27 @@ impl Committer {
                 debug!("committer thread stopped");
             })?;
         let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("sum-files".into())
-            .spawn(move || {
-                // Every job queued meanwhile runs before any owner is told, so
-                // that a burst of new streams starts (and syncs) together.
-                while let Ok(first) = queue.recv() {
-                    let mut jobs = vec![first];
-                    jobs.extend(queue.try_iter());
-                    let done: Vec<Completion> = jobs.into_iter().map(|job| job()).collect();
-                    done.into_iter().for_each(|tell| tell());
-                }
-            })?;
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..FILE_THREADS {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("sum-files-{n}"))
+                .spawn(move || {
+                    // Every job queued meanwhile runs before its owners are told,
+                    // so that a burst of new streams starts (and syncs) together.
+                    loop {
+                        let jobs = {
+                            let Ok(queue) = queue.lock() else { return };
+                            let Ok(first) = queue.recv() else { return };
+                            let mut jobs = vec![first];
+                            jobs.extend(queue.try_iter());
+                            jobs
+                        };
+                        let done: Vec<Completion> = jobs.into_iter().map(|job| job()).collect();
+                        done.into_iter().for_each(|tell| tell());
+                    }
+                })?;
+        }
         Ok(Committer::Thread(tx, rounds, jobs))
     }
 
@@ -129,8 +144,8 @@ impl Committer {
     }
 
     /// Runs `job` (blocking file work, such as creating a stream's file) on
-    /// the committer's file thread; the jobs queued together complete
-    /// together. `Err(job)` without a thread (inline committer) or if the
+    /// one of the committer's file threads; the jobs a thread takes together
+    /// complete together. `Err(job)` without a thread (inline committer) or if the
     /// thread stopped.
     pub fn run_blocking(&self, job: Job) -> Result<(), Job> {
         match self {
