@@ -30,6 +30,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_status-update-manager");
 
 /// The longest any one wait may take (a debug build on a busy machine).
 const WAIT: Duration = Duration::from_secs(10);
+/// Gap between two looks at a condition (waits are bounded by [`WAIT`]).
+const POLL: Duration = Duration::from_millis(10);
 
 /// The token of the servers that require one.
 const TOKEN: &str = "3f1d0c4e-token-of-the-test";
@@ -361,7 +363,7 @@ fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
             let _ = child.kill();
             panic!("{args:?} still running after {WAIT:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(POLL);
     }
     child.wait_with_output().expect("the binary's output")
 }

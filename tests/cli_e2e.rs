@@ -20,6 +20,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_status-update-manager");
 
 /// The longest any one wait may take (a debug build on a busy machine).
 const WAIT: Duration = Duration::from_secs(10);
+/// Gap between two looks at a condition (waits are bounded by [`WAIT`]).
+const POLL: Duration = Duration::from_millis(10);
 
 /// A child process of the binary, killed when dropped. Its stdout arrives line by line on
 /// a channel; its stderr is collected for failure messages and assertions.
@@ -119,7 +121,7 @@ impl Proc {
             match self.child.try_wait() {
                 Ok(Some(status)) => break status,
                 Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
+                    std::thread::sleep(POLL);
                 }
                 Ok(None) => panic!(
                     "{}: still running after {WAIT:?}\nstderr:\n{}",

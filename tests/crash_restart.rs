@@ -33,6 +33,8 @@ use uuid::Uuid;
 
 /// The longest any one wait may take (a debug build on a busy machine).
 const WAIT: Duration = Duration::from_secs(15);
+/// Gap between two looks at a condition (waits are bounded by [`WAIT`]).
+const POLL: Duration = Duration::from_millis(20);
 /// Streams written concurrently.
 const STREAMS: usize = 6;
 /// Updates per stream sent before anyone subscribes.
@@ -74,7 +76,7 @@ async fn connect(url: String) -> Client {
         match StatusUpdateManagerClient::connect(url.clone()).await {
             Ok(client) => return client,
             Err(e) if Instant::now() >= deadline => panic!("cannot connect to {url}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => tokio::time::sleep(POLL).await,
         }
     }
 }
@@ -353,7 +355,7 @@ async fn sigkill_loses_no_answered_update_and_undoes_no_answered_ack() {
             seen.lock().unwrap().iter().map(Vec::len).collect::<Vec<_>>(),
             server.stderr()
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
     subscriber.abort();
 
