@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel};
 use tonic::Code;
@@ -30,8 +30,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_status-update-manager");
 
 /// The longest any one wait may take (a debug build on a busy machine).
 const WAIT: Duration = Duration::from_secs(10);
-/// Gap between two looks at a condition (waits are bounded by [`WAIT`]).
-const POLL: Duration = Duration::from_millis(10);
 
 /// The token of the servers that require one.
 const TOKEN: &str = "3f1d0c4e-token-of-the-test";
@@ -357,13 +355,12 @@ fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     command.envs(env.iter().copied());
     let mut child = command.spawn().expect("run the binary");
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("wait for the binary").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("{args:?} still running after {WAIT:?}");
-        }
-        std::thread::sleep(POLL);
+    if wait_timeout::ChildExt::wait_timeout(&mut child, WAIT)
+        .expect("wait for the binary")
+        .is_none()
+    {
+        let _ = child.kill();
+        panic!("{args:?} still running after {WAIT:?}");
     }
     child.wait_with_output().expect("the binary's output")
 }

@@ -20,8 +20,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_status-update-manager");
 
 /// The longest any one wait may take (a debug build on a busy machine).
 const WAIT: Duration = Duration::from_secs(10);
-/// Gap between two looks at a condition (waits are bounded by [`WAIT`]).
-const POLL: Duration = Duration::from_millis(10);
 
 /// A child process of the binary, killed when dropped. Its stdout arrives line by line on
 /// a channel; its stderr is collected for failure messages and assertions.
@@ -116,20 +114,14 @@ impl Proc {
 
     /// Waits for the process to exit (at most [`WAIT`]), then collects what it printed.
     fn finish(mut self) -> Finished {
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(POLL);
-                }
-                Ok(None) => panic!(
-                    "{}: still running after {WAIT:?}\nstderr:\n{}",
-                    self.what,
-                    self.stderr()
-                ),
-                Err(e) => panic!("{}: cannot wait: {e}", self.what),
-            }
+        let status = match wait_timeout::ChildExt::wait_timeout(&mut self.child, WAIT) {
+            Ok(Some(status)) => status,
+            Ok(None) => panic!(
+                "{}: still running after {WAIT:?}\nstderr:\n{}",
+                self.what,
+                self.stderr()
+            ),
+            Err(e) => panic!("{}: cannot wait: {e}", self.what),
         };
         // The pipes close with the process, so the readers end.
         for reader in self.readers.drain(..) {
