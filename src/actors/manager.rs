@@ -6,13 +6,13 @@
 //! lives in its [`StreamActor`].
 //!
 //! **Handles** [`Update`], [`Acknowledge`], [`Recover`], [`Cleanup`],
-//! [`Pause`], [`Resume`], [`ListStreams`], [`GetStream`] from the agent, and
-//! [`StreamEnded`] from its stream actors.
+//! [`Pause`], [`Resume`], [`ListStreams`], [`GetStream`], [`SyncAll`] from
+//! the agent, and [`StreamEnded`] from its stream actors.
 //!
 //! **Sends** each `Update`/`Acknowledge` on to the stream's mailbox together
 //! with the caller's reply channel (so the stream answers the caller
-//! directly, and per-stream order is mailbox order); `SetPaused` and `Close`
-//! to its streams. It validates an update *before* creating its stream, so a
+//! directly, and per-stream order is mailbox order); `SetPaused`, `Close`
+//! and `SyncNow` to its streams. It validates an update *before* creating its stream, so a
 //! rejected update leaves nothing in memory or on disk.
 //!
 //! **Supervises** its stream actors: each runs under an actix `Supervisor`,

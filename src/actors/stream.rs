@@ -5,9 +5,10 @@
 //! ([`StreamLog`], absent for memory-only streams), its retry timer (one
 //! `SpawnHandle` at most) and the figures behind its stats.
 //!
-//! **Handles** (from the manager only): [`StreamUpdate`], [`StreamAck`],
-//! [`SetPaused`], [`Close`], [`GetStats`]. Requests carry the agent's reply
-//! channel; the stream answers the agent itself.
+//! **Handles** from the manager: [`StreamUpdate`], [`StreamAck`],
+//! [`SetPaused`], [`Close`], [`GetStats`], [`SyncNow`]; from the committer:
+//! [`Durable`]. Requests carry the agent's reply channel; the stream answers
+//! the agent itself.
 //!
 //! **Sends** [`Forward`] to the upstream recipient (each send of the head),
 //! and [`StreamEnded`] to the manager once the stream is over (terminal ack,
@@ -16,9 +17,16 @@
 //! **Checkpoint before effect.** A record is appended before the state
 //! changes; every effect that must not precede durability (the reply, a
 //! forward, the end of the stream) waits while the file has unsynced bytes
-//! (`store.sync = batch`) and runs after the sync that covers them. The
-//! flush runs once the mailbox is drained, so the updates and acks that
-//! arrived together share one sync.
+//! (`store.sync = batch`) and runs after the sync that covers them. Once
+//! the mailbox is drained the stream hands a ticket to the
+//! [`Committer`], whose round syncs the writes of
+//! every stream that asked meanwhile, and answers with [`Durable`]; one
+//! round per stream is in flight at a time.
+//!
+//! **New files.** With a committer thread, a new stream's file is created on
+//! the committer's file threads; the actor handles no message until it
+//! exists (`ctx.wait`), and a failure answers every update and ends the
+//! stream.
 //!
 //! **Supervised.** A failed write or sync answers the affected callers with
 //! the error and stops the actor; its supervisor restarts it at once and

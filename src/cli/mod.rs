@@ -194,6 +194,13 @@ impl Command {
     }
 }
 
+/// Parses `status-update-manager ARGS…` into its command (for the commands' unit tests).
+#[cfg(test)]
+pub(crate) fn parse_args(args: &[&str]) -> Result<Command, clap::Error> {
+    let argv = ["status-update-manager"].iter().chain(args);
+    Cli::try_parse_from(argv).map(|cli| cli.command)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -128,13 +128,7 @@ impl AckArgs {
 mod tests {
     use super::*;
     use crate::cli::client::DEFAULT_SERVER;
-    use crate::cli::{Cli, Command, EXIT_USAGE};
-    use clap::Parser;
-
-    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        let argv = ["status-update-manager"].iter().chain(args);
-        Cli::try_parse_from(argv).map(|cli| cli.command)
-    }
+    use crate::cli::{parse_args as parse, Command, EXIT_USAGE};
 
     #[test]
     fn send_defaults() {
