@@ -35,7 +35,7 @@ fn state_machine(c: &mut Criterion) {
             n += 1;
             let (u, id) = update(n);
             let _ = state.check_update(&u, id, true);
-            state.apply_update(u, id, now);
+            let _ = state.apply_update(&u, id, now);
             let _ = state.forward_copy();
             let _ = state.check_ack(id);
             state.apply_ack()
@@ -45,7 +45,7 @@ fn state_machine(c: &mut Criterion) {
         let mut state = StreamState::<Native>::new("s".into(), true, None);
         for n in 0..1000 {
             let (u, id) = update(n);
-            state.apply_update(u, id, now);
+            let _ = state.apply_update(&u, id, now);
             state.apply_ack();
         }
         let (dup, id) = update(500);

@@ -241,31 +241,49 @@ impl<K: UpdateKind> StreamActor<K> {
         self.state.id().to_string()
     }
 
-    /// Appends one record. Under `always` it is durable on return; under
-    /// `batch` a flush is scheduled.
-    fn append(
+    /// Encodes `record` and appends it to the file (a stream without a file
+    /// appends nothing), then hands the encoded body to `then`. Under
+    /// `always` the record is durable on return; under `batch` a flush is
+    /// scheduled.
+    fn append<T>(
         &mut self,
         record: RecordRef<'_, K::Update>,
         ctx: &mut Context<Self>,
-    ) -> Result<(), StoreError> {
-        let Some(log) = self.log.as_mut() else {
-            return Ok(());
-        };
+        then: impl FnOnce(&mut Self, &[u8]) -> T,
+    ) -> Result<T, StoreError> {
         let mut frame = SCRATCH.with(|scratch| std::mem::take(&mut *scratch.borrow_mut()));
         frame.clear();
-        if let Err(err) = encode_framed::<K>(record, &mut frame) {
+        let result = self
+            .append_frame(record, &mut frame, ctx)
+            .map(|()| then(self, &frame[crate::store::framing::LENGTH_PREFIX_BYTES..]));
+        SCRATCH.with(|scratch| *scratch.borrow_mut() = frame);
+        result
+    }
+
+    fn append_frame(
+        &mut self,
+        record: RecordRef<'_, K::Update>,
+        frame: &mut Vec<u8>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), StoreError> {
+        if let Err(err) = encode_framed::<K>(record, frame) {
             return Err(StoreError::RecordTooLarge {
-                path: log.path().to_path_buf(),
+                path: self
+                    .path
+                    .as_deref()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
                 len: match err {
                     crate::kind::InvalidUpdate::TooLarge { len } => len,
                     _ => 0,
                 },
             });
         }
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
         let started = std::time::Instant::now();
-        let appended = log.append(&frame);
-        SCRATCH.with(|scratch| *scratch.borrow_mut() = frame);
-        appended?;
+        log.append(frame)?;
         metrics::histogram!(m::APPEND_SECONDS).record(started.elapsed());
         if log.needs_sync() && !self.flush_scheduled {
             self.flush_scheduled = true;
@@ -434,8 +452,15 @@ impl<K: UpdateKind> StreamActor<K> {
         if self.paused || self.ended {
             return;
         }
-        let Some((uuid, update)) = self.state.forward_copy() else {
-            return;
+        let (uuid, update) = match self.state.forward_copy() {
+            None => return,
+            Some(Ok(head)) => head,
+            Some(Err(err)) => {
+                // The record was encoded by this process or decoded from the
+                // file already; failing now means memory was corrupted.
+                error!(stream = %self.name(), cause = %err, "the queued head no longer decodes; not forwarding it");
+                return;
+            }
         };
         let attempt = match &mut self.retry.head {
             Some((head, sends)) if *head == uuid => {
@@ -553,7 +578,7 @@ impl<K: UpdateKind> StreamActor<K> {
         let sync = self.shared.settings.sync;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: crate::store::Job = Box::new(move || {
-            let created = StreamLog::create(&path, sync);
+            let created = StreamLog::create_shared(path, sync);
             Box::new(move || {
                 let _ = tx.send(created);
             })
@@ -690,7 +715,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 self.state
                     .pending()
                     .iter()
-                    .map(|p| K::Update::clone(&p.update))
+                    .filter_map(|p| p.update::<K>().ok())
                     .collect()
             } else {
                 Vec::new()
@@ -779,23 +804,29 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
                 })
             }
             Ok(UpdateDecision::Accept) => {
-                if let Err(err) = self.append(RecordRef::Update(&update), ctx) {
-                    error!(stream = %self.name(), %uuid, cause = %err, "checkpoint write failed; restarting the stream");
-                    let err = std::sync::Arc::new(err);
-                    send(
-                        reply,
-                        Err(UpdateError::Storage {
-                            stream: self.name(),
-                            uuid: uuid.to_string(),
-                            source: err.clone(),
-                        }),
-                    );
-                    self.fail_waiting(err);
-                    metrics::counter!(m::STORAGE_ERRORS).increment(1);
-                    ctx.stop();
-                    return;
-                }
-                let effect = self.state.apply_update(update, uuid, Instant::now());
+                let now = Instant::now();
+                let applied = self.append(RecordRef::Update(&update), ctx, |act, body| {
+                    act.state.apply_record(&update, body, uuid, now)
+                });
+                let effect = match applied {
+                    Ok(effect) => effect,
+                    Err(err) => {
+                        error!(stream = %self.name(), %uuid, cause = %err, "checkpoint write failed; restarting the stream");
+                        let err = std::sync::Arc::new(err);
+                        send(
+                            reply,
+                            Err(UpdateError::Storage {
+                                stream: self.name(),
+                                uuid: uuid.to_string(),
+                                source: err.clone(),
+                            }),
+                        );
+                        self.fail_waiting(err);
+                        metrics::counter!(m::STORAGE_ERRORS).increment(1);
+                        ctx.stop();
+                        return;
+                    }
+                };
                 if effect.forward_head {
                     self.effect(Effect::ForwardHead, ctx);
                 }
@@ -838,7 +869,7 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
         let result = match checked {
             Err(err) => Err(err),
             Ok(()) => {
-                if let Err(err) = self.append(RecordRef::Ack(uuid), ctx) {
+                if let Err(err) = self.append(RecordRef::Ack(uuid), ctx, |_, _| ()) {
                     error!(stream = %self.name(), %uuid, cause = %err, "checkpoint write failed; restarting the stream");
                     let err = std::sync::Arc::new(err);
                     send(

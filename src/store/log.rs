@@ -68,19 +68,25 @@ impl StreamLog {
     /// file's directory is synced once, and so is the parent of every directory created here,
     /// so the new entries survive power loss; if that fails, the new file is removed again.
     pub fn create(path: &Path, sync: SyncPolicy) -> Result<StreamLog, StoreError> {
-        let dir = parent_dir(path);
+        Self::create_shared(Arc::from(path), sync)
+    }
+
+    /// [`create`](Self::create), keeping `path` (one allocation shared with
+    /// whoever else holds it, such as the stream actor).
+    pub fn create_shared(path: Arc<Path>, sync: SyncPolicy) -> Result<StreamLog, StoreError> {
+        let dir = parent_dir(&path);
         let dirs = dirs_to_sync(dir);
         fs::create_dir_all(dir).map_err(io_err!(CreateDir, dir))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(path)
+            .open(&path)
             .map_err(|source| match source.kind() {
                 io::ErrorKind::AlreadyExists => StoreError::AlreadyExists {
                     path: path.to_path_buf(),
                 },
-                _ => io_err!(Create, path)(source),
+                _ => io_err!(Create, &path)(source),
             })?;
         if sync.syncs() {
             if let Some((dir, source)) = dirs.into_iter().find_map(|d| match sync_dir(&d) {
@@ -88,7 +94,7 @@ impl StreamLog {
                 Err(source) => Some((d, source)),
             }) {
                 drop(file);
-                if let Err(err) = fs::remove_file(path) {
+                if let Err(err) = fs::remove_file(&path) {
                     tracing::warn!(path = %path.display(), error = %err,
                         "could not remove a new checkpoint file after its directory failed to sync");
                 }
@@ -96,7 +102,7 @@ impl StreamLog {
             }
         }
         Ok(StreamLog {
-            path: Arc::from(path),
+            path,
             handle: Handle::Owned(file),
             len: 0,
             policy: sync,

@@ -58,7 +58,8 @@ pub struct Replayed<K: UpdateKind> {
     /// The stream as the valid records leave it.
     pub state: StreamState<K>,
     /// Every UPDATE record of the valid prefix, in file order, acknowledged or
-    /// not (boxed, like the queue, so no allocation outgrows the file).
+    /// not (boxed: a slot is smaller than any framed record, so the list never
+    /// outgrows the file).
     pub updates: Vec<Box<K::Update>>,
     /// Length of the valid prefix.
     pub valid_bytes: u64,
@@ -77,8 +78,8 @@ pub fn replay<K: UpdateKind>(
 ) -> Result<Replayed<K>, ReplayError> {
     let mut state = StreamState::<K>::new(id, true, None);
     // Size the queue and the list once from the number of complete frames:
-    // each slot is smaller than the smallest record, so neither allocation
-    // can outgrow the file, and neither grows by doubling.
+    // each slot is smaller than the smallest framed record, so neither
+    // allocation can outgrow the file, and neither grows by doubling.
     let frames = count_frames(contents);
     state.reserve_exact(frames);
     let mut updates = Vec::with_capacity(frames);
@@ -100,7 +101,8 @@ pub fn replay<K: UpdateKind>(
                     // decode_record checked the uuid; a failure here is corruption too.
                     match status_uuid::<K>(&update) {
                         Ok(uuid) => {
-                            state.apply_update(update, uuid, now);
+                            state.apply_record(&update, body, uuid, now);
+                            updates.push(Box::new(update));
                             valid_bytes = reader.offset();
                         }
                         Err(err) => {
@@ -112,12 +114,7 @@ pub fn replay<K: UpdateKind>(
                     }
                 }
                 Ok(Record::Ack(uuid)) => {
-                    // Acknowledged (and dropped) updates leave the queue in
-                    // file order, ahead of every update still pending.
-                    if state
-                        .apply_ack_with(|update| updates.push(update))
-                        .is_none()
-                    {
+                    if state.apply_ack().is_none() {
                         return Err(ReplayError::AckWithNothingPending {
                             path: path.to_path_buf(),
                             offset: start,
@@ -135,9 +132,6 @@ pub fn replay<K: UpdateKind>(
             },
         }
     };
-    // Every UPDATE record in file order: those that left the queue, then those
-    // still pending (the only ones copied).
-    updates.extend(state.pending().iter().map(|p| p.update.clone()));
     Ok(Replayed {
         state,
         updates,

@@ -9,11 +9,12 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::marker::PhantomData;
 
 use tokio::time::Instant;
 
 use crate::error::{AckError, UpdateError};
-use crate::kind::{StatusUuid, UpdateKind};
+use crate::kind::{encode_framed, Record, RecordError, RecordRef, StatusUuid, UpdateKind};
 
 /// A set of status uuids, hashed with a small keyed-free hasher instead of
 /// SipHash: no per-set seed (an empty set costs nothing for one) and a few
@@ -49,18 +50,55 @@ impl Hasher for UuidHasher {
 
 /// One queued, unacknowledged update.
 ///
-/// The update is boxed so that a queue slot is 40 bytes whatever the kind:
-/// smaller than any record of a file, so that replaying a file never makes
-/// one allocation larger than the file (an update struct is 272–416 bytes,
-/// a record 49 bytes and up).
+/// The update is kept as the body of its UPDATE record (the bytes the
+/// checkpoint file holds for it), not as a decoded message: one allocation
+/// of about the record's size instead of a message struct plus one per
+/// string and bytes field, which is most of an idle stream's memory. It is
+/// decoded again when it is forwarded (a forward needs a copy anyway). A
+/// queue slot (48 bytes) stays smaller than the smallest framed record, so
+/// replaying a file never makes one allocation larger than the file.
 #[derive(Debug, Clone)]
-pub struct Pending<K: UpdateKind> {
-    /// The update as accepted (no `latest_status`).
-    pub update: Box<K::Update>,
+pub struct Pending {
+    /// Whether acknowledging it ends the stream (first byte), then the
+    /// record body.
+    stored: Box<[u8]>,
     /// Its status uuid.
     pub uuid: StatusUuid,
     /// When it was queued (for the oldest-pending age).
     pub since: Instant,
+}
+
+impl Pending {
+    fn new(terminal: bool, record: &[u8], uuid: StatusUuid, since: Instant) -> Self {
+        let mut stored = Vec::with_capacity(record.len() + 1);
+        stored.push(u8::from(terminal));
+        stored.extend_from_slice(record);
+        Pending {
+            stored: stored.into_boxed_slice(),
+            uuid,
+            since,
+        }
+    }
+
+    /// The body of the UPDATE record it was checkpointed as.
+    pub fn record(&self) -> &[u8] {
+        &self.stored[1..]
+    }
+
+    /// Whether acknowledging it ends the stream.
+    pub fn is_terminal(&self) -> bool {
+        self.stored[0] != 0
+    }
+
+    /// The update, decoded from its record.
+    pub fn update<K: UpdateKind>(&self) -> Result<K::Update, RecordError> {
+        match K::decode_record(self.record())? {
+            Record::Update(update) => Ok(update),
+            Record::Ack(_) => Err(RecordError::Decode(
+                "a queued record holds an ACK, not an UPDATE".into(),
+            )),
+        }
+    }
 }
 
 /// Why an accepted-looking update is ignored.
@@ -105,7 +143,8 @@ pub struct StreamState<K: UpdateKind> {
     id: K::StreamId,
     checkpointed: bool,
     framework_id: Option<String>,
-    pending: VecDeque<Pending<K>>,
+    pending: VecDeque<Pending>,
+    kind: PhantomData<K>,
     received: UuidSet,
     acknowledged: UuidSet,
     terminated: bool,
@@ -119,6 +158,7 @@ impl<K: UpdateKind> StreamState<K> {
             checkpointed,
             framework_id,
             pending: VecDeque::new(),
+            kind: PhantomData,
             received: UuidSet::default(),
             acknowledged: UuidSet::default(),
             terminated: false,
@@ -141,12 +181,12 @@ impl<K: UpdateKind> StreamState<K> {
     }
 
     /// The queued updates, head first.
-    pub fn pending(&self) -> &VecDeque<Pending<K>> {
+    pub fn pending(&self) -> &VecDeque<Pending> {
         &self.pending
     }
 
     /// The head of the queue.
-    pub fn head(&self) -> Option<&Pending<K>> {
+    pub fn head(&self) -> Option<&Pending> {
         self.pending.front()
     }
 
@@ -213,14 +253,35 @@ impl<K: UpdateKind> StreamState<K> {
         Ok(UpdateDecision::Accept)
     }
 
-    /// Queues an update that was checkpointed (or replayed from a file).
+    /// Queues an update, encoding its record here (for a stream without a
+    /// file, and for tests); [`apply_record`](Self::apply_record) takes the
+    /// record the caller already encoded for the file.
     pub fn apply_update(
         &mut self,
-        update: K::Update,
+        update: &K::Update,
+        uuid: StatusUuid,
+        now: Instant,
+    ) -> Result<UpdateEffect, crate::kind::InvalidUpdate> {
+        let mut frame = Vec::new();
+        encode_framed::<K>(RecordRef::Update(update), &mut frame)?;
+        Ok(self.apply_record(
+            update,
+            &frame[crate::store::framing::LENGTH_PREFIX_BYTES..],
+            uuid,
+            now,
+        ))
+    }
+
+    /// Queues an update that was checkpointed as the UPDATE record `record`
+    /// (its body, without the length prefix), or replayed from one.
+    pub fn apply_record(
+        &mut self,
+        update: &K::Update,
+        record: &[u8],
         uuid: StatusUuid,
         now: Instant,
     ) -> UpdateEffect {
-        if let Some(framework) = K::framework_id(&update) {
+        if let Some(framework) = K::framework_id(update) {
             if self.framework_id.as_deref() != Some(framework) {
                 self.framework_id = Some(framework.to_string());
             }
@@ -230,11 +291,8 @@ impl<K: UpdateKind> StreamState<K> {
             // Most streams hold one pending update at a time: no spare slots.
             self.pending.reserve_exact(1);
         }
-        self.pending.push_back(Pending {
-            update: Box::new(update),
-            uuid,
-            since: now,
-        });
+        self.pending
+            .push_back(Pending::new(K::is_terminal(update), record, uuid, now));
         UpdateEffect {
             forward_head: self.pending.len() == 1,
         }
@@ -274,29 +332,14 @@ impl<K: UpdateKind> StreamState<K> {
     /// Replay matches ACK records by position, as Mesos does: the head is
     /// what the record acknowledges. Returns `None` if nothing is pending.
     pub fn apply_ack(&mut self) -> Option<AckEffect> {
-        self.apply_ack_with(drop)
-    }
-
-    /// Makes room for `additional` more pending updates without growing
-    /// later (replay knows how many records a file holds).
-    pub fn reserve_exact(&mut self, additional: usize) {
-        self.pending.reserve_exact(additional);
-    }
-
-    /// [`apply_ack`](Self::apply_ack), handing every update it takes off the
-    /// queue to `take`: the acknowledged head, then (after a terminal ack)
-    /// the updates dropped behind it, in queue order. Replay uses it to list
-    /// a file's updates without copying them.
-    pub fn apply_ack_with(&mut self, mut take: impl FnMut(Box<K::Update>)) -> Option<AckEffect> {
         let head = self.pending.pop_front()?;
         self.acknowledged.insert(head.uuid);
         if !self.terminated {
-            self.terminated = K::is_terminal(&head.update);
+            self.terminated = head.is_terminal();
         }
-        take(head.update);
         let dropped = if self.terminated {
             let dropped = self.pending.len();
-            self.pending.drain(..).for_each(|p| take(p.update));
+            self.pending.clear();
             dropped
         } else {
             0
@@ -308,14 +351,26 @@ impl<K: UpdateKind> StreamState<K> {
         })
     }
 
-    /// The head as it is forwarded: a copy with `latest_status` set to the
-    /// status of the newest queued update.
-    pub fn forward_copy(&self) -> Option<(StatusUuid, K::Update)> {
+    /// Makes room for `additional` more pending updates without growing
+    /// later (replay knows how many records a file holds).
+    pub fn reserve_exact(&mut self, additional: usize) {
+        self.pending.reserve_exact(additional);
+    }
+
+    /// The head as it is forwarded: decoded from its record, with
+    /// `latest_status` set to the status of the newest queued update.
+    pub fn forward_copy(&self) -> Option<Result<(StatusUuid, K::Update), RecordError>> {
         let head = self.pending.front()?;
         let newest = self.pending.back()?;
-        let mut update = K::Update::clone(&head.update);
-        K::set_latest_status(&mut update, &newest.update);
-        Some((head.uuid, update))
+        Some(head.update::<K>().and_then(|mut update| {
+            if self.pending.len() > 1 {
+                K::set_latest_status(&mut update, &newest.update::<K>()?);
+            } else {
+                let copy = update.clone();
+                K::set_latest_status(&mut update, &copy);
+            }
+            Ok((head.uuid, update))
+        }))
     }
 }
 

@@ -36,12 +36,12 @@ fn update_decisions() {
         UpdateDecision::Accept
     );
     assert_eq!(
-        s.apply_update(u1.clone(), id1, now),
+        s.apply_update(&u1, id1, now).unwrap(),
         UpdateEffect { forward_head: true }
     );
     let (u2, id2) = update(2, false, "fw");
     assert_eq!(
-        s.apply_update(u2, id2, now),
+        s.apply_update(&u2, id2, now).unwrap(),
         UpdateEffect {
             forward_head: false
         }
@@ -98,16 +98,21 @@ fn ack_rules_and_latest_status() {
     let (u1, id1) = update(1, false, "fw");
     let (u2, id2) = update(2, true, "fw");
     let (u3, id3) = update(3, false, "fw");
-    s.apply_update(u1, id1, now);
-    s.apply_update(u2, id2, now);
-    s.apply_update(u3, id3, now);
+    s.apply_update(&u1, id1, now).unwrap();
+    s.apply_update(&u2, id2, now).unwrap();
+    s.apply_update(&u3, id3, now).unwrap();
 
     // The forward carries the newest status as latest_status.
-    let (head, fwd) = s.forward_copy().unwrap();
+    let (head, fwd) = s.forward_copy().unwrap().unwrap();
     assert_eq!(head, id1);
     assert_eq!(fwd.latest_status.unwrap().state, "S3");
     assert!(
-        s.head().unwrap().update.latest_status.is_none(),
+        s.head()
+            .unwrap()
+            .update::<Native>()
+            .unwrap()
+            .latest_status
+            .is_none(),
         "stored copy never carries it"
     );
 
