@@ -186,6 +186,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
                 settings: self.settings(),
                 forward: self.forward.clone(),
                 manager: ctx.address().downgrade().recipient(),
+                timers: Arc::default(),
             }));
         }
         match &self.shared {

@@ -45,6 +45,7 @@ use actix::WeakRecipient;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::timers::{Due, RetryTimers};
 use crate::error::{AckError, UpdateError};
 use crate::kind::{encode_framed, RecordRef, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
@@ -73,6 +74,8 @@ pub struct StreamShared<K: UpdateKind> {
     /// Where the end of a stream is reported (weak: streams must not keep a
     /// dropped manager alive).
     pub manager: WeakRecipient<StreamEnded<K>>,
+    /// The retry timers of every stream.
+    pub timers: Arc<RetryTimers<StreamActor<K>>>,
 }
 
 /// What every stream of a manager shares.
@@ -139,14 +142,27 @@ impl Commit {
 /// The retry timer and the send count of the head.
 #[derive(Debug, Default)]
 struct Retry {
-    handle: Option<SpawnHandle>,
-    interval: Duration,
-    due: Option<Instant>,
+    /// When the timer goes off and what it does then (`None`: not armed).
+    due: Option<(Instant, OnDue)>,
+    /// The earliest wake-up asked of the shared [`RetryTimers`] and not yet
+    /// received (a later deadline needs no new one).
+    asked: Option<Instant>,
+    /// Doublings of the retry gap since the last fresh forward.
+    doublings: u8,
     /// The update the send count is for, and how many sends it had.
     head: Option<(StatusUuid, u32)>,
     /// The head was retried past `retry.warn_after` (warned once, counted
     /// in the over-budget gauge until the head changes or the stream ends).
     over_budget: bool,
+}
+
+/// What the retry timer does when it goes off.
+#[derive(Debug, Clone, Copy)]
+enum OnDue {
+    /// Resend the head, if it is still the update last sent.
+    Resend,
+    /// Forward the head (the delay after a resume).
+    Forward,
 }
 
 /// The actor of one stream; see the module docs.
@@ -159,9 +175,6 @@ pub struct StreamActor<K: UpdateKind> {
     shared: Arc<StreamShared<K>>,
     /// `Close` decides whether the file is removed, over the setting.
     remove_on_end: Option<bool>,
-    /// The stream's tracing span (`debug` level: free when not enabled),
-    /// entered by every handler so that each event names the stream.
-    span: tracing::Span,
     generation: u64,
     paused: bool,
     retry: Retry,
@@ -170,17 +183,25 @@ pub struct StreamActor<K: UpdateKind> {
     commit: Option<Box<Commit>>,
     /// Bumped by each restart, so a late commit result of a failed
     /// incarnation is ignored.
-    incarnation: u64,
+    incarnation: u32,
+    /// This stream's share of the pending gauge.
+    reported_pending: u32,
     flush_scheduled: bool,
-    /// Set while a reload after a storage fault keeps failing.
-    fault: Option<String>,
+    /// Why the stream cannot serve, if it cannot (boxed: rare).
+    fault: Option<Box<Fault>>,
     /// The file is still to be created (off this thread) when the actor starts.
     needs_file: bool,
-    /// Creating the file failed: every update gets this.
-    create_failed: Option<Box<UpdateError>>,
     ended: bool,
-    /// This stream's share of the pending gauge.
-    reported_pending: usize,
+}
+
+/// Why a stream cannot serve.
+#[derive(Debug)]
+enum Fault {
+    /// Reloading from the file after a storage fault failed; each new
+    /// request tries again, and gets a retryable error meanwhile.
+    Reload,
+    /// Creating the file failed: every update gets this, and the stream ends.
+    Create(UpdateError),
 }
 
 /// Everything a stream actor starts from.
@@ -206,7 +227,6 @@ impl<K: UpdateKind> StreamActor<K> {
     pub fn start(init: StreamInit<K>) -> Addr<Self> {
         actix::Supervisor::start(move |ctx: &mut Context<Self>| {
             ctx.set_mailbox_capacity(0);
-            let span = tracing::debug_span!("stream", kind = K::KIND, id = %init.state.id());
             // A checkpointed stream handed no file creates it when it starts.
             let needs_file = init.log.is_none() && init.state.checkpointed() && init.path.is_some();
             // One allocation for the path, shared with the log.
@@ -221,7 +241,6 @@ impl<K: UpdateKind> StreamActor<K> {
                 path,
                 shared: init.shared,
                 remove_on_end: None,
-                span,
                 generation: init.generation,
                 paused: init.paused,
                 retry: Retry::default(),
@@ -230,11 +249,17 @@ impl<K: UpdateKind> StreamActor<K> {
                 flush_scheduled: false,
                 fault: None,
                 needs_file,
-                create_failed: None,
                 ended: false,
                 reported_pending: 0,
             }
         })
+    }
+
+    /// The stream's tracing span (`debug` level: nearly free when not
+    /// enabled), entered by every handler so that each event names the
+    /// stream.
+    fn span(&self) -> tracing::Span {
+        tracing::debug_span!("stream", kind = K::KIND, id = %self.state.id())
     }
 
     fn name(&self) -> String {
@@ -312,10 +337,10 @@ impl<K: UpdateKind> StreamActor<K> {
             Effect::ReplyUpdate(tx, result, _) => send(tx, result),
             Effect::ReplyAck(tx, result, _) => send(tx, result),
             Effect::ForwardHead => {
-                self.retry.interval = self.shared.settings.retry.min;
+                self.retry.doublings = 0;
                 self.send_head(ctx);
             }
-            Effect::End => self.end(ctx),
+            Effect::End => self.end(),
         }
     }
 
@@ -398,7 +423,7 @@ impl<K: UpdateKind> StreamActor<K> {
         match synced {
             Ok(()) => {
                 self.end_round();
-                self.incarnation += 1;
+                self.incarnation = self.incarnation.wrapping_add(1);
                 for effect in self.take_effects(true) {
                     self.run(effect, ctx);
                 }
@@ -448,7 +473,7 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// Sends the head upstream and arms the retry timer for it.
     fn send_head(&mut self, ctx: &mut Context<Self>) {
-        self.cancel_timer(ctx);
+        self.cancel_timer();
         if self.paused || self.ended {
             return;
         }
@@ -496,13 +521,28 @@ impl<K: UpdateKind> StreamActor<K> {
                 warn!(stream = %self.name(), %uuid, "upstream recipient is closed; will retry");
             }
         }
-        let delay = self
-            .shared
-            .settings
-            .retry
-            .jittered(self.retry.interval, fastrand::f64());
-        self.retry.due = Some(Instant::now() + delay);
-        self.retry.handle = Some(ctx.run_later(delay, move |act, ctx| act.on_timer(uuid, ctx)));
+        let delay = self.shared.settings.retry.jittered(
+            self.shared.settings.retry.interval(self.retry.doublings),
+            fastrand::f64(),
+        );
+        self.arm(delay, OnDue::Resend, ctx);
+    }
+
+    /// Arms the retry timer: `on_due` runs once `delay` has passed, unless
+    /// the timer is cancelled or re-armed first.
+    fn arm(&mut self, delay: Duration, on_due: OnDue, ctx: &mut Context<Self>) {
+        let at = Instant::now() + delay;
+        self.retry.due = Some((at, on_due));
+        self.ask_wake(at, ctx);
+    }
+
+    /// Makes sure the shared timers wake this stream at `at` or earlier.
+    fn ask_wake(&mut self, at: Instant, ctx: &mut Context<Self>) {
+        if self.retry.asked.is_some_and(|asked| asked <= at) {
+            return;
+        }
+        self.retry.asked = Some(at);
+        self.shared.timers.wake_at(at, ctx.address().downgrade());
     }
 
     /// Takes this stream out of the over-budget gauge (its head changed or it ended).
@@ -512,39 +552,39 @@ impl<K: UpdateKind> StreamActor<K> {
         }
     }
 
-    fn on_timer(&mut self, uuid: StatusUuid, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
-        let _entered = span.enter();
-        self.retry.handle = None;
-        self.retry.due = None;
-        if self.paused || self.ended || self.state.head().map(|h| h.uuid) != Some(uuid) {
+    /// The retry timer went off: resend the head, unless it changed since it was sent.
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        let sent = self.retry.head.map(|(uuid, _)| uuid);
+        let Some(uuid) = self
+            .state
+            .head()
+            .map(|h| h.uuid)
+            .filter(|h| Some(*h) == sent)
+        else {
+            return;
+        };
+        if self.paused || self.ended {
             return;
         }
         info!(stream = %self.name(), %uuid, "resending unacknowledged update");
         metrics::counter!(m::RETRIES).increment(1);
-        self.retry.interval = self
-            .shared
-            .settings
-            .retry
-            .next_interval(self.retry.interval);
+        self.retry.doublings = self.retry.doublings.saturating_add(1);
         self.send_head(ctx);
     }
 
-    fn cancel_timer(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.retry.handle.take() {
-            ctx.cancel_future(handle);
-        }
+    /// Disarms the retry timer (a wake-up already asked for finds nothing to do).
+    fn cancel_timer(&mut self) {
         self.retry.due = None;
     }
 
     /// The stream is over: stop retrying, close (or remove) the file, tell
     /// the manager.
-    fn end(&mut self, ctx: &mut Context<Self>) {
+    fn end(&mut self) {
         if self.ended {
             return;
         }
         self.ended = true;
-        self.cancel_timer(ctx);
+        self.cancel_timer();
         self.leave_budget_alarm();
         self.report_pending();
         if let Some(log) = self.log.take() {
@@ -589,7 +629,7 @@ impl<K: UpdateKind> StreamActor<K> {
         }
         let create = async move { rx.await.map_err(|_| "the file thread stopped") };
         ctx.wait(
-            actix::fut::wrap_future(create).map(|created, act: &mut Self, ctx| {
+            actix::fut::wrap_future(create).map(|created, act: &mut Self, _ctx| {
                 let stream = act.name();
                 match created {
                     Ok(Ok(mut log)) => {
@@ -597,14 +637,16 @@ impl<K: UpdateKind> StreamActor<K> {
                         act.log = Some(log);
                     }
                     Ok(Err(StoreError::AlreadyExists { path })) => {
-                        act.create_failed =
-                            Some(Box::new(UpdateError::FileExists { stream, path }));
+                        act.fault = Some(Box::new(Fault::Create(UpdateError::FileExists {
+                            stream,
+                            path,
+                        })));
                     }
                     Ok(Err(err)) => {
-                        act.create_failed = Some(Box::new(UpdateError::CreateFailed {
+                        act.fault = Some(Box::new(Fault::Create(UpdateError::CreateFailed {
                             stream,
                             source: Arc::new(err),
-                        }));
+                        })));
                     }
                     Err(gone) => {
                         let err = StoreError::Create {
@@ -615,16 +657,16 @@ impl<K: UpdateKind> StreamActor<K> {
                                 .unwrap_or_default(),
                             source: std::io::Error::other(gone),
                         };
-                        act.create_failed = Some(Box::new(UpdateError::CreateFailed {
+                        act.fault = Some(Box::new(Fault::Create(UpdateError::CreateFailed {
                             stream,
                             source: Arc::new(err),
-                        }));
+                        })));
                     }
                 }
-                if act.create_failed.is_some() {
+                if act.fault.is_some() {
                     // Nothing was written: the stream never existed.
                     act.path = None;
-                    act.end(ctx);
+                    act.end();
                 }
             }),
         );
@@ -663,7 +705,7 @@ impl<K: UpdateKind> StreamActor<K> {
             Err(err) => {
                 let reason = format!("reloading from its file failed: {err}");
                 error!(stream = %id, cause = %err, "stream reload failed; requests get a retryable error");
-                self.fault = Some(reason.clone());
+                self.fault = Some(Box::new(Fault::Reload));
                 Err(reason)
             }
         }
@@ -671,9 +713,9 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// `Err(reason)` while the stream cannot serve.
     fn healthy(&mut self) -> Result<(), String> {
-        match self.fault {
-            Some(_) => self.reload(),
-            None => Ok(()),
+        match self.fault.as_deref() {
+            Some(Fault::Reload) => self.reload(),
+            Some(Fault::Create(_)) | None => Ok(()),
         }
     }
 
@@ -684,8 +726,9 @@ impl<K: UpdateKind> StreamActor<K> {
         } else {
             self.state.pending().len()
         };
+        let now = u32::try_from(now).unwrap_or(u32::MAX);
         if now != self.reported_pending {
-            let delta = now as f64 - self.reported_pending as f64;
+            let delta = f64::from(now) - f64::from(self.reported_pending);
             metrics::gauge!(m::PENDING).increment(delta);
             self.reported_pending = now;
         }
@@ -705,7 +748,10 @@ impl<K: UpdateKind> StreamActor<K> {
                 .retry
                 .head
                 .map_or(0, |(_, sends)| sends.saturating_sub(1)),
-            next_retry_in: self.retry.due.map(|due| due.saturating_duration_since(now)),
+            next_retry_in: self
+                .retry
+                .due
+                .map(|(due, _)| due.saturating_duration_since(now)),
             oldest_pending_age: self
                 .state
                 .head()
@@ -742,7 +788,7 @@ impl<K: UpdateKind> Actor for StreamActor<K> {
         }
         self.report_pending();
         if self.state.terminated() {
-            self.end(ctx);
+            self.end();
         } else if self.state.head().is_some() {
             self.effect(Effect::ForwardHead, ctx);
         }
@@ -754,8 +800,8 @@ impl<K: UpdateKind> Supervised for StreamActor<K> {
         self.flush_scheduled = false;
         // Everything that waited was answered before the stop.
         self.commit = None;
-        self.incarnation += 1;
-        self.retry.handle = None;
+        self.incarnation = self.incarnation.wrapping_add(1);
+        // The wake-up asked for stays valid: the address survives the restart.
         self.retry.due = None;
         if !self.ended {
             // On failure `fault` is set and the next request retries.
@@ -768,10 +814,9 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: StreamUpdate<K>, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
-        let _entered = span.enter();
-        if let Some(err) = &self.create_failed {
-            return send(msg.reply, Err(UpdateError::clone(err)));
+        let _entered = self.span().entered();
+        if let Some(Fault::Create(err)) = self.fault.as_deref() {
+            return send(msg.reply, Err(err.clone()));
         }
         let StreamUpdate {
             update,
@@ -848,8 +893,7 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: StreamAck, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
-        let _entered = span.enter();
+        let _entered = self.span().entered();
         let StreamAck { uuid, reply } = msg;
         if let Err(reason) = self.healthy() {
             return send(
@@ -885,7 +929,7 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
                     ctx.stop();
                     return;
                 }
-                self.cancel_timer(ctx);
+                self.cancel_timer();
                 match self.state.apply_ack() {
                     Some(effect) => {
                         if effect.dropped > 0 {
@@ -924,11 +968,10 @@ impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
-        let _entered = span.enter();
+        let _entered = self.span().entered();
         self.paused = msg.paused;
         if msg.paused {
-            self.cancel_timer(ctx);
+            self.cancel_timer();
             return;
         }
         if self.ended || self.state.head().is_none() {
@@ -938,12 +981,7 @@ impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
         if delay.is_zero() {
             self.effect(Effect::ForwardHead, ctx);
         } else {
-            self.cancel_timer(ctx);
-            self.retry.due = Some(Instant::now() + delay);
-            self.retry.handle = Some(ctx.run_later(delay, |act, ctx| {
-                act.retry.handle = None;
-                act.effect(Effect::ForwardHead, ctx);
-            }));
+            self.arm(delay, OnDue::Forward, ctx);
         }
     }
 }
@@ -952,8 +990,7 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
-        let _entered = span.enter();
+        let _entered = self.span().entered();
         if self.ended {
             return;
         }
@@ -963,7 +1000,7 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
         }
         self.remove_on_end = Some(msg.remove_file);
         info!(stream = %self.name(), "closing stream (framework cleaned up, or the manager stopped)");
-        self.end(ctx);
+        self.end();
     }
 }
 
@@ -979,9 +1016,32 @@ impl<K: UpdateKind> Handler<SyncNow> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, _msg: SyncNow, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
-        let _entered = span.enter();
+        let _entered = self.span().entered();
         self.sync_here(ctx);
+    }
+}
+
+impl<K: UpdateKind> Handler<Due> for StreamActor<K> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Due, ctx: &mut Context<Self>) {
+        if self.retry.asked == Some(msg.at) {
+            self.retry.asked = None;
+        }
+        let Some((at, on_due)) = self.retry.due else {
+            // Cancelled since.
+            return;
+        };
+        if at > Instant::now() {
+            // Re-armed for later since.
+            return self.ask_wake(at, ctx);
+        }
+        let _entered = self.span().entered();
+        self.retry.due = None;
+        match on_due {
+            OnDue::Resend => self.on_timer(ctx),
+            OnDue::Forward => self.effect(Effect::ForwardHead, ctx),
+        }
     }
 }
 
@@ -990,7 +1050,7 @@ impl<K: UpdateKind> Handler<SyncNow> for StreamActor<K> {
 #[derive(Debug)]
 pub struct Durable {
     result: CommitResult,
-    incarnation: u64,
+    incarnation: u32,
 }
 
 impl Message for Durable {
@@ -1001,8 +1061,7 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
-        let _entered = span.enter();
+        let _entered = self.span().entered();
         if msg.incarnation != self.incarnation {
             return;
         }

@@ -50,6 +50,15 @@ impl RetryPolicy {
         current.saturating_mul(2).min(self.max)
     }
 
+    /// The gap after `doublings` resends since the last fresh forward:
+    /// `min` doubled that many times, at most `max` (what
+    /// [`next_interval`](Self::next_interval) reaches step by step).
+    pub fn interval(&self, doublings: u8) -> Duration {
+        self.min
+            .saturating_mul(2u32.saturating_pow(u32::from(doublings)))
+            .min(self.max)
+    }
+
     /// The delay actually armed for a gap of `interval`, given a uniform
     /// sample `u` in `[0, 1)`.
     pub fn jittered(&self, interval: Duration, u: f64) -> Duration {
@@ -83,6 +92,9 @@ mod tests {
             gaps.push(gap.as_secs());
         }
         assert_eq!(gaps, [10, 20, 40, 80, 160, 320, 600, 600, 600]);
+        let direct: Vec<u64> = (0..=8).map(|d| policy.interval(d).as_secs()).collect();
+        assert_eq!(direct, gaps);
+        assert_eq!(policy.interval(u8::MAX), policy.max);
         assert_eq!(policy.jittered(gap, 0.99), gap);
         assert_eq!(policy.resume_delay(0.5), Duration::ZERO);
     }

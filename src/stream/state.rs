@@ -7,7 +7,7 @@
 //! next. Replay of a file calls the same `apply_*` functions, so a recovered
 //! stream is exactly the stream that wrote the file.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 
@@ -16,15 +16,19 @@ use tokio::time::Instant;
 use crate::error::{AckError, UpdateError};
 use crate::kind::{encode_framed, Record, RecordError, RecordRef, StatusUuid, UpdateKind};
 
-/// A set of status uuids, hashed with a small keyed-free hasher instead of
-/// SipHash: no per-set seed (an empty set costs nothing for one) and a few
-/// multiplications per uuid. The final avalanche (murmur3's `fmix64`) makes
+/// The status uuids a stream ever received, each with whether it was
+/// acknowledged (one table for both questions: one lookup per check, 17
+/// bytes per uuid). Hashed with a small keyless hasher instead of SipHash:
+/// no per-table seed and a few multiplications per uuid. The final avalanche (murmur3's `fmix64`) makes
 /// every input bit reach the low bits the table indexes with, so uuids that
 /// differ only in a few bytes (sequential, or v7's timestamp prefix) spread
 /// as well as random v4s.
-pub type UuidSet = HashSet<StatusUuid, BuildHasherDefault<UuidHasher>>;
+pub type UuidMap = HashMap<StatusUuid, Acknowledged, BuildHasherDefault<UuidHasher>>;
 
-/// See [`UuidSet`].
+/// Whether a received uuid was acknowledged (the value of a [`UuidMap`]).
+pub type Acknowledged = bool;
+
+/// See [`UuidMap`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct UuidHasher(u64);
 
@@ -142,11 +146,13 @@ pub struct AckEffect {
 pub struct StreamState<K: UpdateKind> {
     id: K::StreamId,
     checkpointed: bool,
-    framework_id: Option<String>,
+    framework_id: Option<Box<str>>,
     pending: VecDeque<Pending>,
     kind: PhantomData<K>,
-    received: UuidSet,
-    acknowledged: UuidSet,
+    /// Every uuid received, and whether it was acknowledged.
+    uuids: UuidMap,
+    /// How many of `uuids` were acknowledged.
+    acknowledged: u32,
     terminated: bool,
 }
 
@@ -156,11 +162,11 @@ impl<K: UpdateKind> StreamState<K> {
         StreamState {
             id,
             checkpointed,
-            framework_id,
+            framework_id: framework_id.map(String::into_boxed_str),
             pending: VecDeque::new(),
             kind: PhantomData,
-            received: UuidSet::default(),
-            acknowledged: UuidSet::default(),
+            uuids: UuidMap::default(),
+            acknowledged: 0,
             terminated: false,
         }
     }
@@ -192,17 +198,17 @@ impl<K: UpdateKind> StreamState<K> {
 
     /// Distinct status uuids ever accepted.
     pub fn received_count(&self) -> usize {
-        self.received.len()
+        self.uuids.len()
     }
 
     /// Status uuids acknowledged.
     pub fn acknowledged_count(&self) -> usize {
-        self.acknowledged.len()
+        self.acknowledged as usize
     }
 
     /// Whether `uuid` was acknowledged on this stream.
     pub fn is_acknowledged(&self, uuid: StatusUuid) -> bool {
-        self.acknowledged.contains(&uuid)
+        self.uuids.get(&uuid) == Some(&true)
     }
 
     /// Whether a terminal update was acknowledged.
@@ -240,15 +246,14 @@ impl<K: UpdateKind> StreamState<K> {
             return Err(UpdateError::FrameworkMismatch {
                 stream: self.id.to_string(),
                 uuid: uuid.to_string(),
-                expected: self.framework_id.clone(),
+                expected: self.framework_id.as_deref().map(str::to_string),
                 actual: framework.map(str::to_string),
             });
         }
-        if self.acknowledged.contains(&uuid) {
-            return Ok(UpdateDecision::Duplicate(Duplicate::AlreadyAcknowledged));
-        }
-        if self.received.contains(&uuid) {
-            return Ok(UpdateDecision::Duplicate(Duplicate::AlreadyReceived));
+        match self.uuids.get(&uuid) {
+            Some(true) => return Ok(UpdateDecision::Duplicate(Duplicate::AlreadyAcknowledged)),
+            Some(false) => return Ok(UpdateDecision::Duplicate(Duplicate::AlreadyReceived)),
+            None => {}
         }
         Ok(UpdateDecision::Accept)
     }
@@ -283,10 +288,10 @@ impl<K: UpdateKind> StreamState<K> {
     ) -> UpdateEffect {
         if let Some(framework) = K::framework_id(update) {
             if self.framework_id.as_deref() != Some(framework) {
-                self.framework_id = Some(framework.to_string());
+                self.framework_id = Some(framework.into());
             }
         }
-        self.received.insert(uuid);
+        self.uuids.entry(uuid).or_insert(false);
         if self.pending.capacity() == 0 {
             // Most streams hold one pending update at a time: no spare slots.
             self.pending.reserve_exact(1);
@@ -305,7 +310,7 @@ impl<K: UpdateKind> StreamState<K> {
     /// tell it succeeded); then nothing pending; then a uuid other than the
     /// head's.
     pub fn check_ack(&self, uuid: StatusUuid) -> Result<(), AckError> {
-        if self.acknowledged.contains(&uuid) {
+        if self.is_acknowledged(uuid) {
             return Err(AckError::DuplicateAck {
                 stream: self.id.to_string(),
                 uuid: uuid.to_string(),
@@ -333,7 +338,12 @@ impl<K: UpdateKind> StreamState<K> {
     /// what the record acknowledges. Returns `None` if nothing is pending.
     pub fn apply_ack(&mut self) -> Option<AckEffect> {
         let head = self.pending.pop_front()?;
-        self.acknowledged.insert(head.uuid);
+        if let Some(acked) = self.uuids.get_mut(&head.uuid) {
+            if !*acked {
+                *acked = true;
+                self.acknowledged = self.acknowledged.saturating_add(1);
+            }
+        }
         if !self.terminated {
             self.terminated = head.is_terminal();
         }
