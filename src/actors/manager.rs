@@ -20,6 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -38,7 +39,7 @@ use crate::messages::manager::{
 };
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::store::{Committer, FaultPlan, FileCache, StoreError, StreamLog, SyncPolicy};
-use crate::stream::recover::recover_file;
+use crate::stream::recover::recover_files;
 use crate::stream::{RetryPolicy, StreamState};
 
 /// Where a stream's checkpoint file lives (Mesos's `getPath`).
@@ -604,68 +605,95 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
 
     fn handle(&mut self, msg: Recover<K>, ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
-        let mut state = RecoveryState {
-            streams: HashMap::new(),
-            errors: 0,
-            failures: Vec::new(),
-        };
-        let mut keep = Vec::new();
+        let mut files = Vec::with_capacity(msg.ids.len());
+        let mut asked = HashSet::with_capacity(msg.ids.len());
         for id in msg.ids {
-            if self.streams.contains_key(&id) || state.streams.contains_key(&id) {
+            if self.streams.contains_key(&id) || asked.contains(&id) {
                 debug!(stream = %id, "already in memory; not recovered again");
                 continue;
             }
+            asked.insert(id.clone());
             let path = (self.paths)(&id);
-            match recover_file::<K>(id.clone(), &path, msg.strict, self.config.sync, now) {
-                Err(source) => {
-                    let err = RecoverError {
-                        stream: id.to_string(),
-                        source,
-                    };
-                    if msg.strict {
-                        // Nothing recovered by this call was started or forwarded.
-                        return Err(err);
-                    }
-                    warn!(stream = %id, cause = %err, "stream not recovered");
-                    state.errors += 1;
-                    state.failures.push(err);
-                }
-                Ok(None) => {
-                    state.streams.insert(id, None);
-                }
-                Ok(Some(recovered)) => {
-                    if let Some(source) = recovered.error {
-                        warn!(stream = %id, cause = %source, "recovered up to a corrupt record");
-                        state.errors += 1;
-                        state.failures.push(RecoverError {
+            files.push((id, path));
+        }
+        drop(asked);
+        // Read and replay the files on every core; keep what recovered, in the
+        // order asked, meanwhile; start nothing if a strict recovery fails.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let settings = self.settings();
+        let remove_finished = self.config.remove_finished;
+        let mut state = RecoveryState {
+            streams: HashMap::with_capacity(files.len()),
+            errors: 0,
+            failures: Vec::new(),
+        };
+        let mut keep = Vec::with_capacity(files.len());
+        let mut failed = None;
+        let mut ids = files.iter();
+        recover_files::<K>(
+            &files,
+            msg.strict,
+            self.config.sync,
+            now,
+            threads,
+            |log| settings.attach_recovered(log),
+            |outcome| {
+                let Some((id, path)) = ids.next() else {
+                    return ControlFlow::Break(());
+                };
+                match outcome {
+                    Err(source) => {
+                        let err = RecoverError {
                             stream: id.to_string(),
                             source,
-                        });
+                        };
+                        if msg.strict {
+                            failed = Some(err);
+                            return ControlFlow::Break(());
+                        }
+                        warn!(stream = %id, cause = %err, "stream not recovered");
+                        state.errors += 1;
+                        state.failures.push(err);
                     }
-                    let replayed = recovered.replayed;
-                    let terminated = replayed.state.terminated();
-                    state.streams.insert(
-                        id.clone(),
-                        Some(RecoveredStream {
-                            updates: replayed.updates.into_iter().map(|u| *u).collect(),
-                            terminated,
-                        }),
-                    );
-                    if terminated {
-                        if self.config.remove_finished {
+                    Ok(None) => {
+                        state.streams.insert(id.clone(), None);
+                    }
+                    Ok(Some(recovered)) => {
+                        if let Some(source) = recovered.error {
+                            warn!(stream = %id, cause = %source, "recovered up to a corrupt record");
+                            state.errors += 1;
+                            state.failures.push(RecoverError {
+                                stream: id.to_string(),
+                                source,
+                            });
+                        }
+                        let replayed = recovered.replayed;
+                        let terminated = replayed.state.terminated();
+                        state.streams.insert(
+                            id.clone(),
+                            Some(RecoveredStream {
+                                updates: replayed.updates.into_iter().map(|u| *u).collect(),
+                                terminated,
+                            }),
+                        );
+                        if !terminated {
+                            keep.push((replayed.state, recovered.log, path.clone()));
+                        } else if remove_finished {
                             if let Err(err) = recovered.log.remove() {
                                 warn!(stream = %id, cause = %err, "could not remove a terminated stream's file");
                             }
                         }
-                    } else {
-                        let mut log = recovered.log;
-                        self.settings().attach(&mut log);
-                        keep.push((replayed.state, log, path));
                     }
                 }
-            }
+                ControlFlow::Continue(())
+            },
+        );
+        if let Some(err) = failed {
+            // Nothing recovered by this call was started or forwarded.
+            return Err(err);
         }
         let recovered = keep.len();
+        self.streams.reserve(recovered);
         for (stream, log, path) in keep {
             self.spawn_stream(stream, Some(log), Some(path), ctx);
         }

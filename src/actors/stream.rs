@@ -103,6 +103,13 @@ impl StreamSettings {
         log.set_faults(self.faults.clone());
         log.set_cache(&self.files);
     }
+
+    /// [`attach`](Self::attach) for a recovered log: its file stays open
+    /// only while the bound has room (see [`StreamLog::park_in`]).
+    pub fn attach_recovered(&self, log: &mut StreamLog) {
+        log.set_faults(self.faults.clone());
+        log.park_in(&self.files);
+    }
 }
 
 /// An effect that waits for the file's unsynced bytes to be synced.

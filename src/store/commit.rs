@@ -318,14 +318,19 @@ fn syncfs(_file: &File) -> io::Result<()> {
 
 /// The filesystem (`st_dev`) of an open file, for [`Ticket::device`].
 pub fn device_of(file: &File) -> u64 {
+    file.metadata().map_or(0, |m| device_in(&m))
+}
+
+/// The filesystem named by `metadata` (`st_dev`; 0 where unknown).
+pub fn device_in(metadata: &std::fs::Metadata) -> u64 {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        file.metadata().map_or(0, |m| m.dev())
+        metadata.dev()
     }
     #[cfg(not(unix))]
     {
-        let _ = file;
+        let _ = metadata;
         0
     }
 }

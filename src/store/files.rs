@@ -56,6 +56,21 @@ impl FileCache {
         id
     }
 
+    /// Takes an open file if there is room for it without evicting
+    /// another, and closes it otherwise; returns its slot id either way
+    /// (the file is reopened on demand).
+    pub(crate) fn adopt_if_room(&self, file: File) -> u64 {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut files = self.lock();
+        if files.len() < files.cap().get() {
+            files.push(id, file);
+            self.inner
+                .peak
+                .fetch_max(files.len() as u64, Ordering::Relaxed);
+        }
+        id
+    }
+
     fn insert(&self, id: u64, file: File) {
         let mut files = self.lock();
         // `push` evicts (and so closes) the least recently used file when full.

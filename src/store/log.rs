@@ -131,7 +131,8 @@ impl StreamLog {
             Err(source) => return Err(io_err!(Open, path)(source)),
         };
         let read_err = io_err!(Read, path);
-        let file_len = file.metadata().map_err(read_err)?.len();
+        let metadata = file.metadata().map_err(read_err)?;
+        let file_len = metadata.len();
         // A length beyond the address space fails the reservation below.
         let capacity = usize::try_from(file_len).unwrap_or(usize::MAX);
         let mut contents = Vec::new();
@@ -149,9 +150,8 @@ impl StreamLog {
             policy: sync,
             dirty: false,
             faults: None,
-            device: 0,
-        }
-        .with_device();
+            device: super::commit::device_in(&metadata),
+        };
         Ok(Opened::Found { log, contents })
     }
 
@@ -289,6 +289,21 @@ impl StreamLog {
             Handle::Owned(file) => Handle::Cached {
                 cache: cache.clone(),
                 id: cache.adopt(file),
+            },
+            other => other,
+        };
+    }
+
+    /// [`set_cache`](Self::set_cache) for a file that is not about to be
+    /// written (a recovered stream): it stays open only if the cache has
+    /// room, and is otherwise closed now and reopened on its next write,
+    /// rather than evicting a file that is in use.
+    pub fn park_in(&mut self, cache: &FileCache) {
+        let old = std::mem::replace(&mut self.handle, Handle::Closed);
+        self.handle = match old {
+            Handle::Owned(file) => Handle::Cached {
+                cache: cache.clone(),
+                id: cache.adopt_if_room(file),
             },
             other => other,
         };
