@@ -58,7 +58,7 @@ use crate::error::ReplayError;
 use crate::kind::{status_uuid, Native, Operation, Task, TaskStreamId, UpdateKind};
 use crate::store::framing::{FrameReader, Next};
 use crate::store::layout::{discover_native_streams, LayoutError, OPERATION_FILE};
-use crate::stream::replay::{replay, Replayed, Tail};
+use crate::stream::replay::{decode_update, replay, Replayed, Tail};
 
 /// File name of a Mesos task stream (`…/tasks/<task id>/task.updates`).
 pub const TASK_FILE: &str = "task.updates";
@@ -411,7 +411,7 @@ fn inspect_as<K: UpdateKind>(
     let now = Instant::now();
     let file_bytes = contents.len() as u64;
     match replay::<K>(id.clone(), path, contents, now) {
-        Ok(replayed) => report_of(path, kind, &replayed),
+        Ok(replayed) => report_of(path, kind, &replayed, contents),
         Err(err) => {
             // Describe what comes before the ACK record recovery stops at.
             let prefix = match &err {
@@ -422,7 +422,7 @@ fn inspect_as<K: UpdateKind>(
                 ReplayError::Store(_) | ReplayError::Corrupt { .. } => None,
             };
             let mut report = match prefix {
-                Some(replayed) => report_of(path, kind, &replayed),
+                Some(replayed) => report_of(path, kind, &replayed, contents),
                 None => StreamReport::blank(path, kind, Outcome::Error),
             };
             report.outcome = Outcome::Error;
@@ -438,22 +438,27 @@ fn report_of<K: UpdateKind>(
     path: &Path,
     kind: InspectKind,
     replayed: &Replayed<K>,
+    contents: &[u8],
 ) -> StreamReport {
     let state = &replayed.state;
-    let updates = replayed
-        .updates
-        .iter()
-        .map(|update| {
-            // Replay only keeps updates whose status uuid is valid.
-            let uuid = status_uuid::<K>(update).ok();
-            UpdateReport {
-                // Replay only lists updates whose uuid decoded; nil never does.
-                uuid: uuid.unwrap_or_default(),
-                state: K::state_name(update).into_boxed_str(),
-                acknowledged: uuid.is_some_and(|u| state.is_acknowledged(u)),
-            }
-        })
-        .collect::<Vec<_>>();
+    // Sized once: one report per record, so the list never outgrows the file.
+    let mut updates = Vec::with_capacity(replayed.updates.len());
+    updates.extend(
+        replayed
+            .updates
+            .iter()
+            .filter_map(|span| decode_update::<K>(contents, span))
+            .map(|update| {
+                // Replay only keeps updates whose status uuid is valid.
+                let uuid = status_uuid::<K>(&update).ok();
+                UpdateReport {
+                    // Replay only lists updates whose uuid decoded; nil never does.
+                    uuid: uuid.unwrap_or_default(),
+                    state: K::state_name(&update).into_boxed_str(),
+                    acknowledged: uuid.is_some_and(|u| state.is_acknowledged(u)),
+                }
+            }),
+    );
     let (tail, corrupt) = match &replayed.tail {
         Tail::Clean => (TailState::Clean, None),
         Tail::Partial => (TailState::Partial, None),

@@ -1056,7 +1056,7 @@ async fn derived_22_strict_failure_truncates_so_retry_succeeds() {
     assert_eq!(state.errors, 0);
     let recovered = state.streams[&op].clone().unwrap();
     assert_eq!(
-        (recovered.updates, recovered.terminated),
+        (recovered.updates.to_vec(), recovered.terminated),
         (vec![u1.clone()], false)
     );
     assert_eq!(

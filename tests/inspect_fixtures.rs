@@ -253,10 +253,14 @@ async fn recover_fixture<K: UpdateKind>(name: &str, strict: bool) {
     let uuids: Vec<String> = recovered
         .updates
         .iter()
-        .map(|u| status_uuid::<K>(u).unwrap().to_string())
+        .map(|u| status_uuid::<K>(&u).unwrap().to_string())
         .collect();
     assert_eq!(uuids, uuids_of(want_updates, false), "{what}: updates");
-    let states: Vec<String> = recovered.updates.iter().map(K::state_name).collect();
+    let states: Vec<String> = recovered
+        .updates
+        .iter()
+        .map(|u| K::state_name(&u))
+        .collect();
     let want_states: Vec<&str> = want_updates
         .iter()
         .map(|u| u["state"].as_str().unwrap())

@@ -273,7 +273,7 @@ async fn recover_checkpointed_stream() {
     let stream = state.streams.get(&op).expect("an entry for the stream");
     let stream = stream.as_ref().expect("the stream was recovered");
     assert_eq!(
-        stream.updates.first(),
+        stream.updates.first().as_ref(),
         Some(&u),
         "as checkpointed, no latest_status"
     );
@@ -405,7 +405,7 @@ async fn recover_terminated_stream() {
     let stream = state.streams.get(&op).expect("an entry for the stream");
     let stream = stream.as_ref().expect("the stream was recovered");
     assert!(stream.terminated);
-    assert_eq!(stream.updates.first(), Some(&u));
+    assert_eq!(stream.updates.first().as_ref(), Some(&u));
     assert!(
         !in_memory(&manager, op).await,
         "a terminated stream is not kept"
@@ -570,7 +570,7 @@ async fn non_strict_recovery_corrupted_file() {
     );
     let stream = state.streams.get(&op).expect("an entry for the stream");
     let stream = stream.as_ref().expect("the stream was recovered");
-    assert_eq!(stream.updates.first(), Some(&u));
+    assert_eq!(stream.updates.first().as_ref(), Some(&u));
     assert_eq!(
         file_len(&path),
         valid,

@@ -138,10 +138,14 @@ async fn torn_tail_at_every_offset<K: UpdateKind>(
         let got: Vec<Uuid> = recovered
             .updates
             .iter()
-            .map(|u| status_uuid::<K>(u).unwrap())
+            .map(|u| status_uuid::<K>(&u).unwrap())
             .collect();
         assert_eq!(got, want_updates, "{what}: updates");
-        assert_eq!(recovered.updates[..], updates[..got.len()], "{what}");
+        assert_eq!(
+            recovered.updates.to_vec()[..],
+            updates[..got.len()],
+            "{what}"
+        );
         assert!(!recovered.terminated, "{what}");
         let stats = manager
             .send(GetStream::<K> { stream: id.clone() })

@@ -12,7 +12,7 @@ use status_update_manager::kind::Native;
 use status_update_manager::messages::{Acknowledge, GetStream, Update, UpdateOutcome};
 use status_update_manager::proto::status_update_manager::v1::StatusUpdate;
 use status_update_manager::store::{Fault, FaultPlan, SyncPolicy};
-use status_update_manager::stream::replay;
+use status_update_manager::stream::{replay, UpdateRecords};
 use status_update_manager::{ManagerConfig, StatusUpdateManager};
 
 fn config(sync: SyncPolicy, faults: &FaultPlan) -> ManagerConfig {
@@ -66,12 +66,12 @@ fn file_states(dir: &Path, stream: &str) -> (Vec<String>, usize) {
         replayed.valid_bytes, replayed.file_bytes,
         "no torn or corrupt bytes left behind"
     );
-    let states = replayed
-        .updates
+    let pending = replayed.state.pending().len();
+    let states = UpdateRecords::<Native>::new(bytes, replayed.updates)
         .iter()
         .map(|u| u.status.as_ref().unwrap().state.clone())
         .collect();
-    (states, replayed.state.pending().len())
+    (states, pending)
 }
 
 #[actix::test]

@@ -672,7 +672,7 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
                         state.streams.insert(
                             id.clone(),
                             Some(RecoveredStream {
-                                updates: replayed.updates.into_iter().map(|u| *u).collect(),
+                                updates: recovered.updates,
                                 terminated,
                             }),
                         );

@@ -9,6 +9,7 @@ use actix::Message;
 
 use crate::error::{AckError, RecoverError, UpdateError};
 use crate::kind::{StatusUuid, UpdateKind};
+use crate::stream::UpdateRecords;
 
 /// Hand the manager one status update.
 ///
@@ -98,8 +99,9 @@ pub struct RecoveryState<K: UpdateKind> {
 /// One recovered stream.
 #[derive(Debug, Clone)]
 pub struct RecoveredStream<K: UpdateKind> {
-    /// Every update of the file, in order, acknowledged or not.
-    pub updates: Vec<K::Update>,
+    /// Every update of the file, in order, acknowledged or not (kept as the
+    /// file's bytes, decoded when read).
+    pub updates: UpdateRecords<K>,
     /// Whether a terminal update was acknowledged (such a stream is not kept).
     pub terminated: bool,
 }

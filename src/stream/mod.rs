@@ -12,5 +12,5 @@ pub mod replay;
 pub mod state;
 
 pub use backoff::RetryPolicy;
-pub use replay::{replay, Replayed, Tail};
+pub use replay::{replay, Replayed, Tail, UpdateRecords};
 pub use state::{AckEffect, Duplicate, Pending, StreamState, UpdateDecision, UpdateEffect};

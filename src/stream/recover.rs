@@ -28,13 +28,15 @@ use crate::error::ReplayError;
 use crate::kind::UpdateKind;
 use crate::store::{Opened, StreamLog, SyncPolicy};
 
-use super::replay::{replay, Replayed, Tail};
+use super::replay::{replay, Replayed, Tail, UpdateRecords};
 
 /// A stream recovered from its file.
 #[derive(Debug)]
 pub struct RecoveredFile<K: UpdateKind> {
     /// What replay found.
     pub replayed: Replayed<K>,
+    /// Every UPDATE record of the valid prefix (the file's bytes, decoded on demand).
+    pub updates: UpdateRecords<K>,
     /// The file, truncated to its valid prefix and open for appends.
     pub log: StreamLog,
     /// Set when a corrupt record was truncated in non-strict mode.
@@ -54,8 +56,8 @@ pub fn recover_file<K: UpdateKind>(
         Opened::Missing => return Ok(None),
         Opened::Found { log, contents } => (log, contents),
     };
+    let mut contents = contents;
     let replayed = replay::<K>(id, path, &contents, now)?;
-    drop(contents);
     if replayed.valid_bytes < replayed.file_bytes {
         log.truncate(replayed.valid_bytes)?;
     }
@@ -77,8 +79,11 @@ pub fn recover_file<K: UpdateKind>(
         log.remove()?;
         return Ok(None);
     }
+    contents.truncate(usize::try_from(replayed.valid_bytes).unwrap_or(usize::MAX));
+    let updates = UpdateRecords::new(contents, replayed.updates.clone());
     Ok(Some(RecoveredFile {
         replayed,
+        updates,
         log,
         error,
     }))

@@ -15,6 +15,9 @@
 //! An ACK record while nothing is pending is an error of its own
 //! ([`ReplayError::AckWithNothingPending`]): the file is left as it is.
 
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Range;
 use std::path::Path;
 
 use tokio::time::Instant;
@@ -57,10 +60,11 @@ impl Tail {
 pub struct Replayed<K: UpdateKind> {
     /// The stream as the valid records leave it.
     pub state: StreamState<K>,
-    /// Every UPDATE record of the valid prefix, in file order, acknowledged or
-    /// not (boxed: a slot is smaller than any framed record, so the list never
-    /// outgrows the file).
-    pub updates: Vec<Box<K::Update>>,
+    /// Where the body of every UPDATE record of the valid prefix is in the
+    /// replayed bytes, in file order, acknowledged or not (a span is smaller
+    /// than any framed record, so the list never outgrows the file; see
+    /// [`UpdateRecords`] to decode them).
+    pub updates: Vec<Range<usize>>,
     /// Length of the valid prefix.
     pub valid_bytes: u64,
     /// Length of the bytes replayed.
@@ -84,6 +88,7 @@ pub fn replay<K: UpdateKind>(
     state.reserve_exact(frames);
     let mut updates = Vec::with_capacity(frames);
     let mut reader = FrameReader::new(contents);
+    let base = contents.as_ptr() as usize;
     // End of the last record applied; a corrupt record is not part of it.
     let mut valid_bytes = 0;
     let tail = loop {
@@ -102,7 +107,9 @@ pub fn replay<K: UpdateKind>(
                     match status_uuid::<K>(&update) {
                         Ok(uuid) => {
                             state.apply_record(&update, body, uuid, now);
-                            updates.push(Box::new(update));
+                            // `body` is a slice of `contents`.
+                            let at = body.as_ptr() as usize - base;
+                            updates.push(at..at + body.len());
                             valid_bytes = reader.offset();
                         }
                         Err(err) => {
@@ -149,4 +156,89 @@ fn count_frames(contents: &[u8]) -> usize {
         frames += 1;
     }
     frames
+}
+
+/// Decodes the UPDATE record at `span` of `contents` (a span of
+/// [`Replayed::updates`] over the bytes that were replayed).
+pub fn decode_update<K: UpdateKind>(contents: &[u8], span: &Range<usize>) -> Option<K::Update> {
+    match K::decode_record(contents.get(span.clone())?) {
+        Ok(Record::Update(update)) => Some(update),
+        // Replay decoded this very record as an UPDATE.
+        Ok(Record::Ack(_)) | Err(_) => None,
+    }
+}
+
+/// The UPDATE records of a recovered file, kept as the file's bytes and
+/// decoded when asked for: recovering a stream keeps one buffer (the one
+/// the file was read into) instead of a decoded message per update.
+#[derive(Clone)]
+pub struct UpdateRecords<K: UpdateKind> {
+    bytes: Vec<u8>,
+    spans: Vec<Range<usize>>,
+    kind: PhantomData<K>,
+}
+
+impl<K: UpdateKind> UpdateRecords<K> {
+    /// The records at `spans` of `bytes` (as [`Replayed::updates`] gives them).
+    pub fn new(bytes: Vec<u8>, spans: Vec<Range<usize>>) -> Self {
+        UpdateRecords {
+            bytes,
+            spans,
+            kind: PhantomData,
+        }
+    }
+
+    /// How many updates.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Update `i`, decoded.
+    pub fn get(&self, i: usize) -> Option<K::Update> {
+        decode_update::<K>(&self.bytes, self.spans.get(i)?)
+    }
+
+    /// The first update.
+    pub fn first(&self) -> Option<K::Update> {
+        self.get(0)
+    }
+
+    /// Every update in file order, decoded one at a time.
+    pub fn iter(&self) -> impl Iterator<Item = K::Update> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// Every update, decoded.
+    pub fn to_vec(&self) -> Vec<K::Update> {
+        self.iter().collect()
+    }
+}
+
+impl<K: UpdateKind> Default for UpdateRecords<K> {
+    fn default() -> Self {
+        UpdateRecords::new(Vec::new(), Vec::new())
+    }
+}
+
+impl<K: UpdateKind> fmt::Debug for UpdateRecords<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<K: UpdateKind> PartialEq<Vec<K::Update>> for UpdateRecords<K> {
+    fn eq(&self, other: &Vec<K::Update>) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter().cloned())
+    }
+}
+
+impl<K: UpdateKind> PartialEq for UpdateRecords<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
 }
