@@ -24,11 +24,14 @@
 //!   streams), validates updates before creating streams, and supervises
 //!   one stream actor per stream.
 //! - [`actors::stream`]: `StreamActor`, one per stream. It owns the stream's
-//!   file, queue and retry timer, answers the caller once the record is
+//!   file, queue and retry deadline, answers the caller once the record is
 //!   durable, and restarts from its file after a storage fault.
+//! - [`actors::timers`]: one timer queue per manager that wakes a stream
+//!   when its retry is due (no tokio timer per stream).
 //! - [`stream`]: what a stream decides, with no I/O and no clock: the state
-//!   machine, replay of a file through the same transitions, recovery of one
-//!   file, and the retry schedule.
+//!   machine (a queued update is kept as its record's bytes), replay of a
+//!   file through the same transitions, recovery of one file (and of many
+//!   on every core), and the retry schedule.
 //! - [`store`]: the file format and files: framing (u32 LE length + record),
 //!   `StreamLog` (one stream's file: create, append, sync, truncate,
 //!   remove), the path layout of native streams, injected faults for tests.

@@ -17,6 +17,11 @@
 //!
 //! **Supervises** its stream actors: each runs under an actix `Supervisor`,
 //! so a stream whose write or sync failed restarts and reloads its file.
+//!
+//! **Recovers** many streams at once on every core
+//! ([`recover_files`]): worker threads read and replay the files while this
+//! actor keeps the outcomes, in the order asked; the stream actors start
+//! only once every file is in (so a strict failure starts none).
 
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;

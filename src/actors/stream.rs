@@ -2,12 +2,13 @@
 //!
 //! **Owns** the stream's [`StreamState`] (pending queue, received and
 //! acknowledged sets, terminated flag), its checkpoint file
-//! ([`StreamLog`], absent for memory-only streams), its retry timer (one
-//! `SpawnHandle` at most) and the figures behind its stats.
+//! ([`StreamLog`], absent for memory-only streams), its retry deadline
+//! (kept here; the manager's shared [`RetryTimers`] wakes the stream with
+//! [`Due`] once it passes) and the figures behind its stats.
 //!
 //! **Handles** from the manager: [`StreamUpdate`], [`StreamAck`],
 //! [`SetPaused`], [`Close`], [`GetStats`], [`SyncNow`]; from the committer:
-//! [`Durable`]. Requests carry the agent's reply channel; the stream answers
+//! [`Durable`]; from the timer queue: [`Due`]. Requests carry the agent's reply channel; the stream answers
 //! the agent itself.
 //!
 //! **Sends** [`Forward`] to the upstream recipient (each send of the head),
@@ -34,6 +35,12 @@
 //! torn record), then it serves again and re-sends its head. If the reload
 //! fails, requests get [`UpdateError::Unavailable`] (retryable) and each
 //! new request tries the reload again.
+
+//! **Memory.** An idle stream is small because a manager may run 100,000 of
+//! them: everything its streams share sits behind one `Arc`
+//! ([`StreamShared`]), the encode buffer is per thread, waiting effects and
+//! rare faults are boxed only while they exist, queued updates are record
+//! bytes, and the actor (320 bytes) fits its task in a 768-byte cell.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -10,6 +10,11 @@
 //! stream files are open at once (plus one while a round of the committer
 //! syncs a single file).
 //!
+//! A new stream's file is about to be written, so it evicts the least
+//! recently used file; a recovered stream's file is kept open only while
+//! there is room (recovering 100,000 streams does not churn through the
+//! cache), and is reopened on its next write.
+//!
 //! [`StreamLog`]: super::StreamLog
 
 use std::fs::{File, OpenOptions};
