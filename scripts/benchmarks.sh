@@ -11,6 +11,8 @@ out=target/bench-results
 mkdir -p "$data" "$out"
 run() {
     local name=$1; shift
+    # Start each run with no dirty pages left by the previous one.
+    sync
     echo "== $name: bench $*" >&2
     "$bin" bench --json --data-dir "$data" "$@" > "$out/$name.json"
 }

@@ -181,6 +181,7 @@ async fn run_async(o: BenchOptions) -> Result<BenchReport, BenchError> {
         o.sync,
         o.max_open_files,
         &sample,
+        baseline::BASELINE_BUDGET,
     )?;
     let baseline_sync_p99_micros = baseline::fdatasync_p99_micros(&root.join("fsync"), 200, 1000)?;
     progress.finish_and_clear();
