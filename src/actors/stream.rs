@@ -450,6 +450,24 @@ impl<K: UpdateKind> StreamActor<K> {
         }
     }
 
+    /// Writing `uuid`'s record failed: `answer` tells its caller, everything
+    /// waiting gets the error too, and the actor stops, so its supervisor
+    /// restarts it from its file.
+    fn write_failed(
+        &mut self,
+        uuid: StatusUuid,
+        err: StoreError,
+        ctx: &mut Context<Self>,
+        answer: impl FnOnce(String, Arc<StoreError>),
+    ) {
+        error!(stream = %self.name(), %uuid, cause = %err, "checkpoint write failed; restarting the stream");
+        let err = Arc::new(err);
+        answer(self.name(), err.clone());
+        self.fail_waiting(err);
+        metrics::counter!(m::STORAGE_ERRORS).increment(1);
+        ctx.stop();
+    }
+
     /// Answers everything that waited for a sync that failed (or for a
     /// round of a stream that is restarting).
     fn fail_waiting(&mut self, err: std::sync::Arc<StoreError>) {
@@ -870,20 +888,16 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
                 let effect = match applied {
                     Ok(effect) => effect,
                     Err(err) => {
-                        error!(stream = %self.name(), %uuid, cause = %err, "checkpoint write failed; restarting the stream");
-                        let err = std::sync::Arc::new(err);
-                        send(
-                            reply,
-                            Err(UpdateError::Storage {
-                                stream: self.name(),
-                                uuid: uuid.to_string(),
-                                source: err.clone(),
-                            }),
-                        );
-                        self.fail_waiting(err);
-                        metrics::counter!(m::STORAGE_ERRORS).increment(1);
-                        ctx.stop();
-                        return;
+                        return self.write_failed(uuid, err, ctx, |stream, source| {
+                            send(
+                                reply,
+                                Err(UpdateError::Storage {
+                                    stream,
+                                    uuid: uuid.to_string(),
+                                    source,
+                                }),
+                            );
+                        });
                     }
                 };
                 if effect.forward_head {
@@ -928,20 +942,16 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
             Err(err) => Err(err),
             Ok(()) => {
                 if let Err(err) = self.append(RecordRef::Ack(uuid), ctx, |_, _| ()) {
-                    error!(stream = %self.name(), %uuid, cause = %err, "checkpoint write failed; restarting the stream");
-                    let err = std::sync::Arc::new(err);
-                    send(
-                        reply,
-                        Err(AckError::Storage {
-                            stream: self.name(),
-                            uuid: uuid.to_string(),
-                            source: err.clone(),
-                        }),
-                    );
-                    self.fail_waiting(err);
-                    metrics::counter!(m::STORAGE_ERRORS).increment(1);
-                    ctx.stop();
-                    return;
+                    return self.write_failed(uuid, err, ctx, |stream, source| {
+                        send(
+                            reply,
+                            Err(AckError::Storage {
+                                stream,
+                                uuid: uuid.to_string(),
+                                source,
+                            }),
+                        );
+                    });
                 }
                 self.cancel_timer();
                 match self.state.apply_ack() {

@@ -284,14 +284,7 @@ impl StreamLog {
     /// Moves this log's file handle into `cache`, which bounds how many stream files are open
     /// at once; the file is reopened on demand after an eviction.
     pub fn set_cache(&mut self, cache: &FileCache) {
-        let old = std::mem::replace(&mut self.handle, Handle::Closed);
-        self.handle = match old {
-            Handle::Owned(file) => Handle::Cached {
-                cache: cache.clone(),
-                id: cache.adopt(file),
-            },
-            other => other,
-        };
+        self.hand_to(cache, FileCache::adopt);
     }
 
     /// [`set_cache`](Self::set_cache) for a file that is not about to be
@@ -299,11 +292,15 @@ impl StreamLog {
     /// room, and is otherwise closed now and reopened on its next write,
     /// rather than evicting a file that is in use.
     pub fn park_in(&mut self, cache: &FileCache) {
+        self.hand_to(cache, FileCache::adopt_if_room);
+    }
+
+    fn hand_to(&mut self, cache: &FileCache, adopt: impl FnOnce(&FileCache, File) -> u64) {
         let old = std::mem::replace(&mut self.handle, Handle::Closed);
         self.handle = match old {
             Handle::Owned(file) => Handle::Cached {
                 cache: cache.clone(),
-                id: cache.adopt_if_room(file),
+                id: adopt(cache, file),
             },
             other => other,
         };
