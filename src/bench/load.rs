@@ -45,8 +45,11 @@ pub struct LoadFigures {
 /// A process-wide counter of status uuids for the load.
 fn next_uuid() -> uuid::Uuid {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    uuid::Builder::from_u128(u128::from(n) | (u128::from(std::process::id()) << 96)).into_uuid()
+    // `getpid` is a system call each time; the producer asks once.
+    let pid = *PID.get_or_init(std::process::id);
+    uuid::Builder::from_u128(u128::from(n) | (u128::from(pid) << 96)).into_uuid()
 }
 
 /// The update of stream `stream`, number `n`.
