@@ -8,7 +8,7 @@
 //! bounded; a child still running after [`WAIT`] is killed and fails the test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel};
@@ -26,7 +26,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-const BIN: &str = env!("CARGO_BIN_EXE_status-update-manager");
+mod process;
 
 /// The longest any one wait may take (a debug build on a busy machine).
 const WAIT: Duration = Duration::from_secs(10);
@@ -344,17 +344,7 @@ async fn tls_serves_clients_that_trust_the_certificate_only() {
 /// Runs the binary with `args` (no `SUM_…` variables but `env`) and waits for it, at most
 /// [`WAIT`].
 fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("SUM")) {
-        command.env_remove(key);
-    }
-    command.envs(env.iter().copied());
-    let mut child = command.spawn().expect("run the binary");
+    let mut child = process::command(args, env).spawn().expect("run the binary");
     if wait_timeout::ChildExt::wait_timeout(&mut child, WAIT)
         .expect("wait for the binary")
         .is_none()

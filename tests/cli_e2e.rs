@@ -8,7 +8,7 @@
 //! killed when a test fails ([`Proc`]'s `Drop`).
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_status-update-manager");
+mod process;
+
+use process::BIN;
 
 /// The longest any one wait may take (a debug build on a busy machine).
 const WAIT: Duration = Duration::from_secs(10);
@@ -40,18 +42,8 @@ struct Finished {
 
 impl Proc {
     fn start(what: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
         // Only this test's settings: none inherited from the environment running the tests.
-        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("SUM__")) {
-            command.env_remove(key);
-        }
-        command.envs(env.iter().copied());
-        let mut child = command
+        let mut child = process::command(args, env)
             .spawn()
             .unwrap_or_else(|e| panic!("{what}: cannot start {BIN}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");

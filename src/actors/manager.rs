@@ -610,18 +610,23 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
 
     fn handle(&mut self, msg: Recover<K>, ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
+        // Each id once, and none already in memory.
+        let new: Vec<bool> = {
+            let mut asked = HashSet::with_capacity(msg.ids.len());
+            msg.ids
+                .iter()
+                .map(|id| !self.streams.contains_key(id) && asked.insert(id))
+                .collect()
+        };
         let mut files = Vec::with_capacity(msg.ids.len());
-        let mut asked = HashSet::with_capacity(msg.ids.len());
-        for id in msg.ids {
-            if self.streams.contains_key(&id) || asked.contains(&id) {
-                debug!(stream = %id, "already in memory; not recovered again");
+        for (id, new) in msg.ids.into_iter().zip(new) {
+            if !new {
+                debug!(stream = %id, "already in memory or asked twice; not recovered again");
                 continue;
             }
-            asked.insert(id.clone());
             let path = (self.paths)(&id);
             files.push((id, path));
         }
-        drop(asked);
         // Read and replay the files on every core; keep what recovered, in the
         // order asked, meanwhile; start nothing if a strict recovery fails.
         let threads = std::thread::available_parallelism().map_or(1, usize::from);

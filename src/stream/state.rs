@@ -1,8 +1,8 @@
 //! The decisions of one stream, with no I/O and no clock.
 //!
-//! A stream is a FIFO of pending updates plus the sets of status uuids ever
-//! received and acknowledged. Live traffic runs in two steps around the
-//! checkpoint write: `check_*` decides (and changes nothing), the caller
+//! A stream is a FIFO of pending updates plus the status uuids it ever
+//! received, each marked once acknowledged. Live traffic runs in two steps
+//! around the checkpoint write: `check_*` decides (and changes nothing), the caller
 //! appends the record, then `apply_*` changes the state and says what to do
 //! next. Replay of a file calls the same `apply_*` functions, so a recovered
 //! stream is exactly the stream that wrote the file.

@@ -13,6 +13,24 @@ use std::time::{Duration, Instant};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_status-update-manager");
 
+/// A command for the binary with `args`: stdin closed, stdout and stderr
+/// piped, and none of the `SUM_*` variables (configuration `SUM__*`, client
+/// `SUM_TOKEN_FILE`, `SUM_CA_FILE`) of the environment running the tests,
+/// only `env`.
+pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("SUM_")) {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
 /// The server process, killed when dropped.
 pub struct Server {
     child: Child,
@@ -24,18 +42,10 @@ impl Server {
     /// Starts `serve` on `data_dir`, port 0, with `env` on top of a clean
     /// `SUM__*` environment, and waits (at most `wait`) for `listening on ADDR`.
     pub fn start(data_dir: &Path, env: &[(&str, &str)], wait: Duration) -> Server {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let mut child = command(&["serve", "--listen", "127.0.0.1:0", "--data-dir"], env)
             .arg(data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("SUM__")) {
-            command.env_remove(key);
-        }
-        command.envs(env.iter().copied());
-        let mut child = command.spawn().expect("start the server");
+            .spawn()
+            .expect("start the server");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut stderr_pipe = child.stderr.take().expect("piped stderr");
         let stderr = Arc::new(Mutex::new(String::new()));
