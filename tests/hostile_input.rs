@@ -18,6 +18,8 @@
 //! rows encode the request by hand with `bytes` in place of `string`
 //! ([`RawUpdateRequest`]) and call the RPC through `tonic::client::Grpc`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -189,7 +191,7 @@ impl Server {
     /// A checkpointed update that must be accepted.
     async fn accept(&self, update: StatusUpdate) {
         let what = format!("{:?}", update.stream_id);
-        match self.call(&Call::Update(checkpointed(update))).await {
+        match self.call(&Call::Update(common::checkpointed(update))).await {
             Ok(Answer::Update(r)) => assert!(!r.duplicate, "update of {what}: a duplicate"),
             other => panic!("update of {what}: expected OK, got {other:?}"),
         }
@@ -238,25 +240,6 @@ enum Answer {
     Ack(AcknowledgeResponse),
 }
 
-/// Every file and directory under `dir`, with the files' contents.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
-        for entry in std::fs::read_dir(dir).expect("read the data dir") {
-            let path = entry.expect("a directory entry").path();
-            if path.is_dir() {
-                out.insert(path.clone(), None);
-                walk(&path, out);
-            } else {
-                let bytes = std::fs::read(&path).expect("read a data file");
-                out.insert(path, Some(bytes));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, &mut out);
-    out
-}
-
 // ---------------------------------------------------------------- requests
 
 /// What a row sends.
@@ -299,22 +282,6 @@ fn status(state: &str) -> Status {
         message: String::new(),
         payload: Vec::new(),
         timestamp_unix_micros: 1,
-    }
-}
-
-fn update(stream: &str, framework: &str, status: &Status) -> StatusUpdate {
-    StatusUpdate {
-        stream_id: stream.into(),
-        framework_id: framework.into(),
-        status: Some(status.clone()),
-        latest_status: None,
-    }
-}
-
-fn checkpointed(update: StatusUpdate) -> UpdateRequest {
-    UpdateRequest {
-        update: Some(update),
-        memory_only: false,
     }
 }
 
@@ -366,7 +333,9 @@ fn rows() -> Vec<Row> {
             st.uuid = uuid.clone();
             rows.push(rejected(
                 format!("Update of {stream:?} with {what}"),
-                Call::Update(checkpointed(update(stream, FRAMEWORK, &st))),
+                Call::Update(common::checkpointed(common::status_update(
+                    stream, FRAMEWORK, &st,
+                ))),
                 Code::InvalidArgument,
                 &[stream, reason],
             ));
@@ -382,15 +351,17 @@ fn rows() -> Vec<Row> {
     let st = status("");
     rows.push(rejected(
         "Update with an empty state",
-        Call::Update(checkpointed(update(v, FRAMEWORK, &st))),
+        Call::Update(common::checkpointed(common::status_update(
+            v, FRAMEWORK, &st,
+        ))),
         Code::InvalidArgument,
         &[v, &uuid_text(&st), "state is empty"],
     ));
-    let mut no_status = update(v, FRAMEWORK, &status("RUNNING"));
+    let mut no_status = common::status_update(v, FRAMEWORK, &status("RUNNING"));
     no_status.status = None;
     rows.push(rejected(
         "Update without a status",
-        Call::Update(checkpointed(no_status)),
+        Call::Update(common::checkpointed(no_status)),
         Code::InvalidArgument,
         &[v, "no status"],
     ));
@@ -404,18 +375,20 @@ fn rows() -> Vec<Row> {
         &["UpdateRequest.update is missing"],
     ));
     let st = status("RUNNING");
-    let mut with_latest = update(v, FRAMEWORK, &st);
+    let mut with_latest = common::status_update(v, FRAMEWORK, &st);
     with_latest.latest_status = Some(status("RUNNING"));
     rows.push(rejected(
         "Update with latest_status set",
-        Call::Update(checkpointed(with_latest)),
+        Call::Update(common::checkpointed(with_latest)),
         Code::InvalidArgument,
         &[v, &uuid_text(&st), "latest_status"],
     ));
     let st = status("RUNNING");
     rows.push(rejected(
         "Update with another framework id",
-        Call::Update(checkpointed(update(v, "intruder", &st))),
+        Call::Update(common::checkpointed(common::status_update(
+            v, "intruder", &st,
+        ))),
         Code::FailedPrecondition,
         &[v, &uuid_text(&st), "framework", FRAMEWORK, "intruder"],
     ));
@@ -423,7 +396,7 @@ fn rows() -> Vec<Row> {
     rows.push(rejected(
         "memory_only Update of a checkpointed stream",
         Call::Update(UpdateRequest {
-            update: Some(update(v, FRAMEWORK, &st)),
+            update: Some(common::status_update(v, FRAMEWORK, &st)),
             memory_only: true,
         }),
         Code::FailedPrecondition,
@@ -442,7 +415,9 @@ fn rows() -> Vec<Row> {
         let uuid = uuid_text(&st);
         rows.push(rejected(
             format!("Update with {what}"),
-            Call::Update(checkpointed(update(id, FRAMEWORK, &st))),
+            Call::Update(common::checkpointed(common::status_update(
+                id, FRAMEWORK, &st,
+            ))),
             Code::InvalidArgument,
             &[&uuid, reason],
         ));
@@ -509,7 +484,9 @@ fn rows() -> Vec<Row> {
         st.payload = vec![0xA5; len];
         rows.push(rejected(
             format!("Update with a payload of {len} bytes"),
-            Call::Update(checkpointed(update(v, FRAMEWORK, &st))),
+            Call::Update(common::checkpointed(common::status_update(
+                v, FRAMEWORK, &st,
+            ))),
             Code::InvalidArgument,
             &[
                 v,
@@ -524,7 +501,7 @@ fn rows() -> Vec<Row> {
     let st = status("RUNNING");
     rows.push(rejected(
         "Update of a stream whose queue is full",
-        Call::Update(checkpointed(update(FULL, "", &st))),
+        Call::Update(common::checkpointed(common::status_update(FULL, "", &st))),
         Code::ResourceExhausted,
         &[FULL, &uuid_text(&st), "max_pending_per_stream"],
     ));
@@ -550,7 +527,7 @@ fn rows() -> Vec<Row> {
         let st = status("RUNNING");
         rows.push(Row {
             what: format!("Update of the stream {id:?}"),
-            call: Call::Update(checkpointed(update(id, "", &st))),
+            call: Call::Update(common::checkpointed(common::status_update(id, "", &st))),
             expect: Expect::Stored(id.to_string()),
         });
     }
@@ -572,15 +549,17 @@ async fn every_hostile_input_is_rejected_or_confined_to_the_data_dir() {
 
     // The victim, with one pending update; a stream whose queue is full.
     server
-        .accept(update(VICTIM, FRAMEWORK, &status("RUNNING")))
+        .accept(common::status_update(VICTIM, FRAMEWORK, &status("RUNNING")))
         .await;
     for _ in 0..MAX_PENDING {
-        server.accept(update(FULL, "", &status("RUNNING"))).await;
+        server
+            .accept(common::status_update(FULL, "", &status("RUNNING")))
+            .await;
     }
 
     for (i, row) in rows().into_iter().enumerate() {
         let what = format!("row {i}: {}", row.what);
-        let before = snapshot(&server.data_dir);
+        let before = common::snapshot(&server.data_dir);
         let result = server.call(&row.call).await;
         match &row.expect {
             Expect::Rejected(code, names) => {
@@ -597,7 +576,7 @@ async fn every_hostile_input_is_rejected_or_confined_to_the_data_dir() {
                     );
                 }
                 assert_eq!(
-                    snapshot(&server.data_dir),
+                    common::snapshot(&server.data_dir),
                     before,
                     "{what}: the rejected input changed the data dir"
                 );
@@ -611,7 +590,7 @@ async fn every_hostile_input_is_rejected_or_confined_to_the_data_dir() {
                 // A terminal ack ends it, removes its file and frees its slot.
                 let mut end = status("DONE");
                 end.terminal = true;
-                server.accept(update(id, "", &end)).await;
+                server.accept(common::status_update(id, "", &end)).await;
                 let info = server
                     .client
                     .clone()
@@ -652,7 +631,9 @@ async fn every_hostile_input_is_rejected_or_confined_to_the_data_dir() {
     }
 
     // At the stream limit: a third stream fills it, a fourth is refused.
-    server.accept(update("third", "", &status("RUNNING"))).await;
+    server
+        .accept(common::status_update("third", "", &status("RUNNING")))
+        .await;
     let at_limit = [
         ("fourth", false, Code::ResourceExhausted, "max_streams"),
         ("fourth", true, Code::ResourceExhausted, "max_streams"),
@@ -660,10 +641,10 @@ async fn every_hostile_input_is_rejected_or_confined_to_the_data_dir() {
     ];
     for (i, (id, memory_only, code, reason)) in at_limit.into_iter().enumerate() {
         let what = format!("limit row {i}: a new stream {id:?} (memory_only={memory_only}) at max_streams = {MAX_STREAMS}");
-        let before = snapshot(&server.data_dir);
+        let before = common::snapshot(&server.data_dir);
         let result = server
             .call(&Call::Update(UpdateRequest {
-                update: Some(update(id, "", &status("RUNNING"))),
+                update: Some(common::status_update(id, "", &status("RUNNING"))),
                 memory_only,
             }))
             .await;
@@ -677,7 +658,7 @@ async fn every_hostile_input_is_rejected_or_confined_to_the_data_dir() {
             );
         }
         assert_eq!(
-            snapshot(&server.data_dir),
+            common::snapshot(&server.data_dir),
             before,
             "{what}: changed the data dir"
         );
@@ -687,7 +668,9 @@ async fn every_hostile_input_is_rejected_or_confined_to_the_data_dir() {
     let mut st = status("RUNNING");
     st.uuid = vec![1; 15];
     let status = server
-        .call(&Call::Update(checkpointed(update("fifth", "", &st))))
+        .call(&Call::Update(common::checkpointed(common::status_update(
+            "fifth", "", &st,
+        ))))
         .await
         .expect_err("a 15-byte uuid at the stream limit");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
@@ -720,7 +703,7 @@ fn assert_stored(
         "{what}: discovery does not map {} back to {id:?}: {discovered:?}",
         path.display()
     );
-    let after = snapshot(&server.data_dir);
+    let after = common::snapshot(&server.data_dir);
     for (changed, bytes) in &after {
         if before.get(changed) == Some(bytes) {
             continue;
@@ -762,7 +745,7 @@ async fn hostile_stream_ids_are_recovered_by_id_after_a_restart() {
     let mut statuses = Vec::new();
     for id in ids {
         let st = status("RUNNING");
-        server.accept(update(id, "", &st)).await;
+        server.accept(common::status_update(id, "", &st)).await;
         statuses.push(st);
     }
     server.shutdown().await;

@@ -8,6 +8,8 @@
 //! elsewhere the default (10 s) is longer than any wait here, so a forward
 //! that arrives within a wait is a fresh forward or a resume, never a retry.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
@@ -113,7 +115,7 @@ impl Server {
     async fn update(&self, update: StatusUpdate) {
         let what = describe(&update);
         let response = self
-            .send(checkpointed(update))
+            .send(common::checkpointed(update))
             .await
             .unwrap_or_else(|s| panic!("Update of {what} was rejected: {s}"));
         assert!(!response.duplicate, "Update of {what} reported a duplicate");
@@ -208,10 +210,10 @@ impl Server {
         names: &[&str],
         what: &str,
     ) -> tonic::Status {
-        let before = snapshot(&self.data_dir);
+        let before = common::snapshot(&self.data_dir);
         let status = assert_rejected(self.send(request).await, code, names, what);
         assert_eq!(
-            snapshot(&self.data_dir),
+            common::snapshot(&self.data_dir),
             before,
             "{what}: the rejected update changed the data dir"
         );
@@ -311,25 +313,6 @@ fn assert_rejected<T: Debug>(
     status
 }
 
-/// Every file and directory under `dir`, with the files' contents.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
-        for entry in std::fs::read_dir(dir).expect("read the data dir") {
-            let path = entry.expect("a directory entry").path();
-            if path.is_dir() {
-                out.insert(path.clone(), None);
-                walk(&path, out);
-            } else {
-                let bytes = std::fs::read(&path).expect("read a data file");
-                out.insert(path, Some(bytes));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, &mut out);
-    out
-}
-
 /// Files under `dir` this process holds open (empty where `/proc` is missing).
 fn open_files_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
@@ -368,22 +351,6 @@ fn status(state: &str, terminal: bool) -> Status {
         message: format!("{state} now"),
         payload: state.as_bytes().to_vec(),
         timestamp_unix_micros: TIMESTAMP,
-    }
-}
-
-fn update(stream: &str, framework: &str, status: &Status) -> StatusUpdate {
-    StatusUpdate {
-        stream_id: stream.into(),
-        framework_id: framework.into(),
-        status: Some(status.clone()),
-        latest_status: None,
-    }
-}
-
-fn checkpointed(update: StatusUpdate) -> UpdateRequest {
-    UpdateRequest {
-        update: Some(update),
-        memory_only: false,
     }
 }
 
@@ -459,14 +426,14 @@ async fn updates_are_forwarded_in_order_acked_and_a_terminal_ack_ends_the_stream
     let u2 = status("RUNNING", false);
     let u3 = status("FINISHED", true);
 
-    server.update(update(s, "fw", &u1)).await;
+    server.update(common::status_update(s, "fw", &u1)).await;
     let f = next_forward(&mut sub, "first forward of u1").await;
     assert_forward(&f, s, &u1, &u1, 0, "u1 alone in the queue");
     assert_eq!(f.update.as_ref().unwrap().framework_id, "fw");
 
     // Queued behind the head: not forwarded yet, but latest_status follows.
-    server.update(update(s, "fw", &u2)).await;
-    server.update(update(s, "fw", &u3)).await;
+    server.update(common::status_update(s, "fw", &u2)).await;
+    server.update(common::status_update(s, "fw", &u3)).await;
     no_forward_within(&mut sub, QUIET, "u2 and u3 wait behind the unacked u1").await;
     assert!(
         file_len(&server.path(s)) > 0,
@@ -510,7 +477,9 @@ async fn updates_are_forwarded_in_order_acked_and_a_terminal_ack_ends_the_stream
     // The server fills in a missing producer timestamp.
     let mut u4 = status("STAGING", false);
     u4.timestamp_unix_micros = 0;
-    server.update(update("task-2", "", &u4)).await;
+    server
+        .update(common::status_update("task-2", "", &u4))
+        .await;
     let f = next_forward(&mut sub, "u4 without a timestamp").await;
     let forwarded = f.update.unwrap().status.unwrap();
     assert!(
@@ -533,8 +502,8 @@ async fn an_unacked_update_is_retried_to_the_subscriber_with_growing_attempts() 
     let u2 = status("FINISHED", true);
 
     // Both queued before anyone listens: every send of u1 carries u2 as latest_status.
-    server.update(update(s, "", &u1)).await;
-    server.update(update(s, "", &u2)).await;
+    server.update(common::status_update(s, "", &u1)).await;
+    server.update(common::status_update(s, "", &u2)).await;
     let mut sub = server.subscribe("upstream").await;
     for attempt in 0..3 {
         let what = format!("send {attempt} of u1");
@@ -566,33 +535,48 @@ async fn a_duplicate_update_is_answered_duplicate_and_forwarded_once() {
     let s = "dedup";
     let u1 = status("RUNNING", false);
 
-    let first = server.send(checkpointed(update(s, "", &u1))).await.unwrap();
+    let first = server
+        .send(common::checkpointed(common::status_update(s, "", &u1)))
+        .await
+        .unwrap();
     assert!(!first.duplicate, "the first send is new");
     let f = next_forward(&mut sub, "the one forward of u1").await;
     assert_forward(&f, s, &u1, &u1, 0, "u1");
 
-    let before = snapshot(dir.path());
-    let second = server.send(checkpointed(update(s, "", &u1))).await.unwrap();
+    let before = common::snapshot(dir.path());
+    let second = server
+        .send(common::checkpointed(common::status_update(s, "", &u1)))
+        .await
+        .unwrap();
     assert!(second.duplicate, "the same update again is a duplicate");
     // Dedup is by status uuid: another state under the same uuid is the same status.
     let mut same_uuid = status("LOST", false);
     same_uuid.uuid = u1.uuid.clone();
     let third = server
-        .send(checkpointed(update(s, "", &same_uuid)))
+        .send(common::checkpointed(common::status_update(
+            s, "", &same_uuid,
+        )))
         .await
         .unwrap();
     assert!(
         third.duplicate,
         "a known uuid is a duplicate whatever the state"
     );
-    assert_eq!(snapshot(dir.path()), before, "a duplicate writes nothing");
+    assert_eq!(
+        common::snapshot(dir.path()),
+        before,
+        "a duplicate writes nothing"
+    );
     no_forward_within(&mut sub, QUIET, "a duplicate is not forwarded").await;
     let info = server.info(s).await;
     assert_eq!((info.pending, info.received), (1, 1), "{info:?}");
 
     // Still a duplicate once acknowledged.
     assert!(!server.ack_ok(s, &u1).await);
-    let again = server.send(checkpointed(update(s, "", &u1))).await.unwrap();
+    let again = server
+        .send(common::checkpointed(common::status_update(s, "", &u1)))
+        .await
+        .unwrap();
     assert!(again.duplicate, "an acknowledged uuid is a duplicate");
     no_forward_within(
         &mut sub,
@@ -619,12 +603,12 @@ async fn invalid_arguments_are_rejected_with_invalid_argument_and_write_nothing(
     let s = "stream-a";
     // An existing stream, so that the rejections below are not "unknown stream".
     let ok = status("RUNNING", false);
-    server.update(update(s, "", &ok)).await;
+    server.update(common::status_update(s, "", &ok)).await;
 
     let with_uuid = |uuid: Vec<u8>| {
         let mut st = status("RUNNING", false);
         st.uuid = uuid;
-        update(s, "", &st)
+        common::status_update(s, "", &st)
     };
     let bad_uuids: [(&str, Vec<u8>, &str); 4] = [
         ("missing uuid", Vec::new(), "0 bytes"),
@@ -635,7 +619,7 @@ async fn invalid_arguments_are_rejected_with_invalid_argument_and_write_nothing(
     for (what, uuid, reason) in &bad_uuids {
         server
             .assert_update_rejected(
-                checkpointed(with_uuid(uuid.clone())),
+                common::checkpointed(with_uuid(uuid.clone())),
                 Code::InvalidArgument,
                 &[s, reason],
                 &format!("Update with a {what}"),
@@ -646,7 +630,7 @@ async fn invalid_arguments_are_rejected_with_invalid_argument_and_write_nothing(
         fresh.stream_id = "fresh".into();
         server
             .assert_update_rejected(
-                checkpointed(fresh),
+                common::checkpointed(fresh),
                 Code::InvalidArgument,
                 &["fresh", reason],
                 &format!("Update of a new stream with a {what}"),
@@ -663,18 +647,18 @@ async fn invalid_arguments_are_rejected_with_invalid_argument_and_write_nothing(
     let empty_state = status("", false);
     server
         .assert_update_rejected(
-            checkpointed(update(s, "", &empty_state)),
+            common::checkpointed(common::status_update(s, "", &empty_state)),
             Code::InvalidArgument,
             &[s, &uuid_of(&empty_state), "state"],
             "Update with an empty state",
         )
         .await;
 
-    let mut no_status = update(s, "", &ok);
+    let mut no_status = common::status_update(s, "", &ok);
     no_status.status = None;
     server
         .assert_update_rejected(
-            checkpointed(no_status),
+            common::checkpointed(no_status),
             Code::InvalidArgument,
             &[s, "no status"],
             "Update without a status",
@@ -694,11 +678,11 @@ async fn invalid_arguments_are_rejected_with_invalid_argument_and_write_nothing(
         .await;
 
     let fresh = status("RUNNING", false);
-    let mut with_latest = update(s, "", &fresh);
+    let mut with_latest = common::status_update(s, "", &fresh);
     with_latest.latest_status = Some(ok.clone());
     server
         .assert_update_rejected(
-            checkpointed(with_latest),
+            common::checkpointed(with_latest),
             Code::InvalidArgument,
             &[s, &uuid_of(&fresh), "latest_status"],
             "Update with latest_status set",
@@ -715,7 +699,7 @@ async fn invalid_arguments_are_rejected_with_invalid_argument_and_write_nothing(
         let st = status("RUNNING", false);
         server
             .assert_update_rejected(
-                checkpointed(update(id, "", &st)),
+                common::checkpointed(common::status_update(id, "", &st)),
                 Code::InvalidArgument,
                 &[&uuid_of(&st), reason],
                 &format!("Update with {what}"),
@@ -736,7 +720,7 @@ async fn invalid_arguments_are_rejected_with_invalid_argument_and_write_nothing(
     }
     // 256 bytes is allowed.
     server
-        .update(update(&max, "", &status("RUNNING", false)))
+        .update(common::status_update(&max, "", &status("RUNNING", false)))
         .await;
 
     // Just over the limit, and far over it (past the limit plus the 64 KiB
@@ -746,7 +730,7 @@ async fn invalid_arguments_are_rejected_with_invalid_argument_and_write_nothing(
         big.payload = vec![1; len];
         server
             .assert_update_rejected(
-                checkpointed(update(s, "", &big)),
+                common::checkpointed(common::status_update(s, "", &big)),
                 Code::InvalidArgument,
                 &[s, &uuid_of(&big), &format!("{len} bytes"), "16"],
                 &format!("Update with a payload of {len} bytes over server.max_payload_bytes"),
@@ -755,7 +739,7 @@ async fn invalid_arguments_are_rejected_with_invalid_argument_and_write_nothing(
     }
     let mut at_limit = status("RUNNING", false);
     at_limit.payload = vec![1; 16];
-    server.update(update(s, "", &at_limit)).await;
+    server.update(common::status_update(s, "", &at_limit)).await;
 
     assert_rejected(
         server.cleanup("").await,
@@ -790,8 +774,8 @@ async fn not_found_already_exists_and_failed_precondition() {
 
     // ALREADY_EXISTS, checked before "not the head" and "nothing pending".
     let s = "acked";
-    server.update(update(s, "fw", &u1)).await;
-    server.update(update(s, "fw", &u2)).await;
+    server.update(common::status_update(s, "fw", &u1)).await;
+    server.update(common::status_update(s, "fw", &u2)).await;
     assert!(!server.ack_ok(s, &u1).await);
     assert_rejected(
         server.ack(s, &u1).await,
@@ -817,8 +801,8 @@ async fn not_found_already_exists_and_failed_precondition() {
     );
     let h1 = status("RUNNING", false);
     let h2 = status("RUNNING", false);
-    server.update(update(s, "fw", &h1)).await;
-    server.update(update(s, "fw", &h2)).await;
+    server.update(common::status_update(s, "fw", &h1)).await;
+    server.update(common::status_update(s, "fw", &h2)).await;
     assert_rejected(
         server.ack(s, &h2).await,
         Code::FailedPrecondition,
@@ -837,7 +821,7 @@ async fn not_found_already_exists_and_failed_precondition() {
         let st = status("RUNNING", false);
         server
             .assert_update_rejected(
-                checkpointed(update(s, framework, &st)),
+                common::checkpointed(common::status_update(s, framework, &st)),
                 Code::FailedPrecondition,
                 &[s, &uuid_of(&st), "fw"],
                 &format!("update with {what} on a stream of 'fw'"),
@@ -846,12 +830,12 @@ async fn not_found_already_exists_and_failed_precondition() {
     }
     let nofw = "no-framework";
     server
-        .update(update(nofw, "", &status("RUNNING", false)))
+        .update(common::status_update(nofw, "", &status("RUNNING", false)))
         .await;
     let st = status("RUNNING", false);
     server
         .assert_update_rejected(
-            checkpointed(update(nofw, "fw", &st)),
+            common::checkpointed(common::status_update(nofw, "fw", &st)),
             Code::FailedPrecondition,
             &[nofw, &uuid_of(&st), "fw"],
             "update with a framework on a stream without one",
@@ -862,28 +846,28 @@ async fn not_found_already_exists_and_failed_precondition() {
     let st = status("RUNNING", false);
     server
         .assert_update_rejected(
-            memory_only(update(s, "fw", &st)),
+            memory_only(common::status_update(s, "fw", &st)),
             Code::FailedPrecondition,
             &[s, &uuid_of(&st), "checkpoint"],
             "memory_only update on a checkpointed stream",
         )
         .await;
     let mem = "in-memory";
-    let before = snapshot(dir.path());
+    let before = common::snapshot(dir.path());
     let r = server
-        .send(memory_only(update(mem, "", &u1)))
+        .send(memory_only(common::status_update(mem, "", &u1)))
         .await
         .unwrap();
     assert!(!r.duplicate);
     assert_eq!(
-        snapshot(dir.path()),
+        common::snapshot(dir.path()),
         before,
         "a memory_only stream has no file"
     );
     let st = status("RUNNING", false);
     server
         .assert_update_rejected(
-            checkpointed(update(mem, "", &st)),
+            common::checkpointed(common::status_update(mem, "", &st)),
             Code::FailedPrecondition,
             &[mem, &uuid_of(&st), "checkpoint"],
             "checkpointed update on a memory_only stream",
@@ -898,7 +882,7 @@ async fn not_found_already_exists_and_failed_precondition() {
     let st = status("RUNNING", false);
     server
         .assert_update_rejected(
-            checkpointed(update(stale, "", &st)),
+            common::checkpointed(common::status_update(stale, "", &st)),
             Code::FailedPrecondition,
             &[stale, "already exists"],
             "update of a stream whose file exists but is not in memory",
@@ -930,31 +914,34 @@ async fn limits_are_rejected_with_resource_exhausted() {
     let (a, b, c) = ("a", "b", "c");
     let a1 = status("RUNNING", false);
     let a2 = status("RUNNING", false);
-    server.update(update(a, "", &a1)).await;
-    server.update(update(a, "", &a2)).await;
+    server.update(common::status_update(a, "", &a1)).await;
+    server.update(common::status_update(a, "", &a2)).await;
     let a3 = status("RUNNING", false);
     server
         .assert_update_rejected(
-            checkpointed(update(a, "", &a3)),
+            common::checkpointed(common::status_update(a, "", &a3)),
             Code::ResourceExhausted,
             &[a, &uuid_of(&a3), "max_pending_per_stream"],
             "a third pending update with max_pending_per_stream = 2",
         )
         .await;
     // A duplicate of a queued update is still a duplicate, not a rejection.
-    let dup = server.send(checkpointed(update(a, "", &a2))).await.unwrap();
+    let dup = server
+        .send(common::checkpointed(common::status_update(a, "", &a2)))
+        .await
+        .unwrap();
     assert!(dup.duplicate);
     // Room again once the head is acknowledged.
     assert!(!server.ack_ok(a, &a1).await);
-    server.update(update(a, "", &a3)).await;
+    server.update(common::status_update(a, "", &a3)).await;
 
     server
-        .update(update(b, "", &status("RUNNING", false)))
+        .update(common::status_update(b, "", &status("RUNNING", false)))
         .await;
     let c1 = status("RUNNING", false);
     server
         .assert_update_rejected(
-            checkpointed(update(c, "", &c1)),
+            common::checkpointed(common::status_update(c, "", &c1)),
             Code::ResourceExhausted,
             &[c, "max_streams"],
             "a third stream with max_streams = 2",
@@ -963,7 +950,7 @@ async fn limits_are_rejected_with_resource_exhausted() {
     assert!(!server.path(c).exists());
     server
         .assert_update_rejected(
-            memory_only(update(c, "", &c1)),
+            memory_only(common::status_update(c, "", &c1)),
             Code::ResourceExhausted,
             &[c, "max_streams"],
             "a third memory_only stream with max_streams = 2",
@@ -988,9 +975,9 @@ async fn nothing_is_forwarded_before_the_first_subscriber_which_gets_every_head(
     let a1 = status("RUNNING", false);
     let a2 = status("FINISHED", true);
     let b1 = status("RUNNING", false);
-    server.update(update("a", "", &a1)).await;
-    server.update(update("a", "", &a2)).await;
-    server.update(update("b", "fw", &b1)).await;
+    server.update(common::status_update("a", "", &a1)).await;
+    server.update(common::status_update("a", "", &a2)).await;
+    server.update(common::status_update("b", "fw", &b1)).await;
     for s in ["a", "b"] {
         let info = server.info(s).await;
         assert_eq!(
@@ -1015,7 +1002,7 @@ async fn a_subscriber_disconnect_pauses_and_the_next_subscriber_resumes() {
     let server = Server::start(dir.path(), |_| {}).await;
     let mut first = server.subscribe("first").await;
     let a1 = status("RUNNING", false);
-    server.update(update("a", "", &a1)).await;
+    server.update(common::status_update("a", "", &a1)).await;
     let f = next_forward(&mut first, "a1 to the first subscriber").await;
     assert_forward(&f, "a", &a1, &a1, 0, "a1");
     assert!(
@@ -1042,8 +1029,8 @@ async fn a_subscriber_disconnect_pauses_and_the_next_subscriber_resumes() {
     // While nobody listens, a new update is queued, not sent.
     let b1 = status("RUNNING", false);
     let a2 = status("RUNNING", false);
-    server.update(update("b", "", &b1)).await;
-    server.update(update("a", "", &a2)).await;
+    server.update(common::status_update("b", "", &b1)).await;
+    server.update(common::status_update("a", "", &a2)).await;
     let info = server.info("b").await;
     assert_eq!(
         (info.attempt, info.next_retry_in_millis),
@@ -1068,8 +1055,8 @@ async fn a_second_subscriber_replaces_the_first_which_ends_aborted() {
     let mut first = server.subscribe("first").await;
     let a1 = status("RUNNING", false);
     let b1 = status("RUNNING", false);
-    server.update(update("a", "", &a1)).await;
-    server.update(update("b", "fw", &b1)).await;
+    server.update(common::status_update("a", "", &a1)).await;
+    server.update(common::status_update("b", "fw", &b1)).await;
     let got = next_forwards(&mut first, 2, "the first sends").await;
     assert_forward(&got["a"], "a", &a1, &a1, 0, "a1 to the first");
     assert_forward(&got["b"], "b", &b1, &b1, 0, "b1 to the first");
@@ -1088,7 +1075,7 @@ async fn a_second_subscriber_replaces_the_first_which_ends_aborted() {
 
     // The second one is the subscriber now.
     let c1 = status("RUNNING", false);
-    server.update(update("c", "", &c1)).await;
+    server.update(common::status_update("c", "", &c1)).await;
     let f = next_forward(&mut second, "c1 to the second").await;
     assert_forward(&f, "c", &c1, &c1, 0, "c1");
 
@@ -1103,13 +1090,13 @@ async fn admin_pause_holds_forwards_until_resume_even_across_subscribers() {
     let server = Server::start(dir.path(), |_| {}).await;
     let mut first = server.subscribe("first").await;
     let a1 = status("RUNNING", false);
-    server.update(update("a", "", &a1)).await;
+    server.update(common::status_update("a", "", &a1)).await;
     let f = next_forward(&mut first, "a1 before the pause").await;
     assert_forward(&f, "a", &a1, &a1, 0, "a1");
 
     server.pause().await;
     let b1 = status("RUNNING", false);
-    server.update(update("b", "", &b1)).await;
+    server.update(common::status_update("b", "", &b1)).await;
     no_forward_within(&mut first, QUIET, "admin-paused, with a subscriber").await;
     for s in ["a", "b"] {
         let info = server.info(s).await;
@@ -1180,15 +1167,15 @@ async fn cleanup_closes_the_frameworks_streams_and_stops_their_retries() {
     let f2 = status("RUNNING", false);
     let g1 = status("RUNNING", false);
     let n1 = status("RUNNING", false);
-    server.update(update("f-1", "F", &f1)).await;
-    server.update(update("f-2", "F", &f2)).await;
+    server.update(common::status_update("f-1", "F", &f1)).await;
+    server.update(common::status_update("f-2", "F", &f2)).await;
     let r = server
-        .send(memory_only(update("f-mem", "F", &f1)))
+        .send(memory_only(common::status_update("f-mem", "F", &f1)))
         .await
         .unwrap();
     assert!(!r.duplicate);
-    server.update(update("g-1", "G", &g1)).await;
-    server.update(update("n-1", "", &n1)).await;
+    server.update(common::status_update("g-1", "G", &g1)).await;
+    server.update(common::status_update("n-1", "", &n1)).await;
     // Every head is sent at once to the first subscriber: one retry schedule for all.
     let mut sub = server.subscribe("upstream").await;
     let first = next_forwards(&mut sub, 5, "the first sends").await;
@@ -1204,7 +1191,9 @@ async fn cleanup_closes_the_frameworks_streams_and_stops_their_retries() {
     // Forwards of F emitted before the Cleanup took effect may still be on
     // their way; everything after this fresh update's forward is later.
     let fence = status("RUNNING", false);
-    server.update(update("fence", "", &fence)).await;
+    server
+        .update(common::status_update("fence", "", &fence))
+        .await;
 
     for s in ["f-1", "f-2", "f-mem"] {
         assert_rejected(
@@ -1283,14 +1272,14 @@ async fn list_and_get_stream_report_what_was_done() {
     let b1 = status("RUNNING", false);
     let c1 = status("RUNNING", false);
     for st in &a {
-        server.update(update("a", "F", st)).await;
+        server.update(common::status_update("a", "F", st)).await;
     }
     let r = server
-        .send(memory_only(update("b", "", &b1)))
+        .send(memory_only(common::status_update("b", "", &b1)))
         .await
         .unwrap();
     assert!(!r.duplicate);
-    server.update(update("c", "G", &c1)).await;
+    server.update(common::status_update("c", "G", &c1)).await;
 
     // No subscriber yet: paused, nothing sent.
     let all = server.list("").await;
@@ -1440,7 +1429,9 @@ async fn health_is_serving_and_shutdown_stops_accepting() {
 
     let mut sub = server.subscribe("upstream").await;
     let pending = status("RUNNING", false);
-    server.update(update("s", "", &pending)).await;
+    server
+        .update(common::status_update("s", "", &pending))
+        .await;
     next_forward(&mut sub, "the pending update").await;
     let path = server.path("s");
     if Path::new("/proc/self/fd").exists() {
@@ -1482,12 +1473,12 @@ async fn after_a_restart_unacked_updates_are_forwarded_again_from_attempt_0() {
     {
         let server = Server::start(dir.path(), |_| {}).await;
         let mut sub = server.subscribe("before").await;
-        server.update(update("s1", "", &u1)).await;
-        server.update(update("s1", "", &u2)).await;
-        server.update(update("s2", "F", &v1)).await;
-        server.update(update("s3", "", &w1)).await;
+        server.update(common::status_update("s1", "", &u1)).await;
+        server.update(common::status_update("s1", "", &u2)).await;
+        server.update(common::status_update("s2", "F", &v1)).await;
+        server.update(common::status_update("s3", "", &w1)).await;
         let r = server
-            .send(memory_only(update("s4", "", &m1)))
+            .send(memory_only(common::status_update("s4", "", &m1)))
             .await
             .unwrap();
         assert!(!r.duplicate);
@@ -1537,7 +1528,7 @@ async fn after_a_restart_unacked_updates_are_forwarded_again_from_attempt_0() {
         "u1 was acked before the restart",
     );
     let dup = server
-        .send(checkpointed(update("s1", "", &u1)))
+        .send(common::checkpointed(common::status_update("s1", "", &u1)))
         .await
         .unwrap();
     assert!(dup.duplicate, "dedup survives the restart");

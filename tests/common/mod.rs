@@ -2,6 +2,7 @@
 //! helpers, and update builders for the three kinds.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,4 +233,45 @@ pub fn task_uuid(update: &mesos::internal::StatusUpdate) -> Uuid {
 /// The Mesos-format fixtures shared with the other implementations.
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+}
+
+/// Every file and directory under `dir`, with the files' contents.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
+        for entry in std::fs::read_dir(dir).expect("read the data dir") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                out.insert(path.clone(), None);
+                walk(&path, out);
+            } else {
+                let bytes = std::fs::read(&path).expect("read a data file");
+                out.insert(path, Some(bytes));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, &mut out);
+    out
+}
+
+/// A gRPC `StatusUpdate` of `stream` (and `framework`, empty for none) carrying `status`.
+pub fn status_update(
+    stream: &str,
+    framework: &str,
+    status: &native::Status,
+) -> native::StatusUpdate {
+    native::StatusUpdate {
+        stream_id: stream.into(),
+        framework_id: framework.into(),
+        status: Some(status.clone()),
+        latest_status: None,
+    }
+}
+
+/// An `UpdateRequest` for `update`, checkpointed.
+pub fn checkpointed(update: native::StatusUpdate) -> native::UpdateRequest {
+    native::UpdateRequest {
+        update: Some(update),
+        memory_only: false,
+    }
 }
