@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use status_update_manager::cli::{error_text, exit_status, Cli};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match Cli::parse().run() {
         Ok(()) => ExitCode::SUCCESS,
