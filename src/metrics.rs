@@ -30,7 +30,7 @@ pub const STREAMS: &str = "sum_streams";
 pub const PENDING: &str = "sum_pending_updates";
 /// Age of the oldest pending update, over all streams.
 pub const OLDEST_PENDING_AGE: &str = "sum_oldest_pending_age_seconds";
-/// Time to append one record.
+/// Time to write one record, or (write-behind) one stream's records of a commit round.
 pub const APPEND_SECONDS: &str = "sum_checkpoint_append_seconds";
 /// Time of one data sync.
 pub const SYNC_SECONDS: &str = "sum_checkpoint_sync_seconds";

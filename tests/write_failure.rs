@@ -3,8 +3,6 @@
 //! again and nothing accepted is lost.
 mod common;
 
-use std::path::Path;
-
 use actix::Addr;
 use common::*;
 use status_update_manager::error::{AckError, UpdateError};
@@ -12,7 +10,6 @@ use status_update_manager::kind::Native;
 use status_update_manager::messages::{Acknowledge, GetStream, Update, UpdateOutcome};
 use status_update_manager::proto::status_update_manager::v1::StatusUpdate;
 use status_update_manager::store::{Fault, FaultPlan, SyncPolicy};
-use status_update_manager::stream::{replay, UpdateRecords};
 use status_update_manager::{ManagerConfig, StatusUpdateManager};
 
 fn config(sync: SyncPolicy, faults: &FaultPlan) -> ManagerConfig {
@@ -49,29 +46,6 @@ async fn ack(
         .await
         .expect("manager mailbox")
         .map(|a| a.stream_terminated)
-}
-
-/// The states of the UPDATE records in the stream's file, and how many are pending.
-fn file_states(dir: &Path, stream: &str) -> (Vec<String>, usize) {
-    let path = status_update_manager::store::layout::native_stream_path(dir, stream);
-    let bytes = std::fs::read(&path).expect("stream file");
-    let replayed = replay::<Native>(
-        stream.to_string(),
-        &path,
-        &bytes,
-        tokio::time::Instant::now(),
-    )
-    .expect("replay");
-    assert_eq!(
-        replayed.valid_bytes, replayed.file_bytes,
-        "no torn or corrupt bytes left behind"
-    );
-    let pending = replayed.state.pending().len();
-    let states = UpdateRecords::<Native>::new(bytes, replayed.updates)
-        .iter()
-        .map(|u| u.status.as_ref().unwrap().state.clone())
-        .collect();
-    (states, pending)
 }
 
 #[actix::test]

@@ -60,7 +60,8 @@ use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutco
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::metrics as m;
 use crate::store::{
-    CommitResult, Committer, FaultPlan, FileCache, StoreError, StreamLog, SyncPolicy, Ticket,
+    CommitResult, Committer, FaultPlan, FileCache, Staged, StagedWrite, StoreError, StreamLog,
+    SyncPolicy, Ticket,
 };
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState, UpdateDecision};
@@ -109,6 +110,7 @@ impl StreamSettings {
     pub fn attach(&self, log: &mut StreamLog) {
         log.set_faults(self.faults.clone());
         log.set_cache(&self.files);
+        log.set_write_behind(self.committer.is_thread());
     }
 
     /// [`attach`](Self::attach) for a recovered log: its file stays open
@@ -116,6 +118,7 @@ impl StreamSettings {
     pub fn attach_recovered(&self, log: &mut StreamLog) {
         log.set_faults(self.faults.clone());
         log.park_in(&self.files);
+        log.set_write_behind(self.committer.is_thread());
     }
 }
 
@@ -145,11 +148,31 @@ struct Commit {
     committing: Vec<Effect>,
     /// When the round in flight was submitted.
     in_flight: Option<std::time::Instant>,
+    /// Write-behind: frames appended since the last hand-off, for the next round.
+    staged: Staged,
+    /// Write-behind: the frames the round in flight writes.
+    flight: Option<StagedWrite>,
 }
 
 impl Commit {
     fn is_idle(&self) -> bool {
-        self.waiting.is_empty() && self.committing.is_empty() && self.in_flight.is_none()
+        self.waiting.is_empty()
+            && self.committing.is_empty()
+            && self.in_flight.is_none()
+            && self.staged.is_empty()
+            && self.flight.is_none()
+    }
+}
+
+impl Drop for Commit {
+    /// A stream that drops its round in flight (it failed, restarts or
+    /// stopped) answered nothing it covers; the committer must not write it
+    /// after the stream has moved on (a reload would read the file without it
+    /// and append over it).
+    fn drop(&mut self) {
+        if let Some(flight) = &self.flight {
+            flight.abandon();
+        }
     }
 }
 
@@ -321,9 +344,14 @@ impl<K: UpdateKind> StreamActor<K> {
         let Some(log) = self.log.as_mut() else {
             return Ok(());
         };
-        let started = std::time::Instant::now();
-        log.append(frame)?;
-        metrics::histogram!(m::APPEND_SECONDS).record(started.elapsed());
+        if log.writes_behind() {
+            let commit = self.commit.get_or_insert_with(Box::default);
+            log.stage(frame, &mut commit.staged)?;
+        } else {
+            let started = std::time::Instant::now();
+            log.append(frame)?;
+            metrics::histogram!(m::APPEND_SECONDS).record(started.elapsed());
+        }
         if log.needs_sync() && !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| act.flush(ctx)));
@@ -375,11 +403,14 @@ impl<K: UpdateKind> StreamActor<K> {
         let commit = self.commit.get_or_insert_with(Box::default);
         commit.committing = std::mem::take(&mut commit.waiting);
         commit.in_flight = Some(std::time::Instant::now());
+        let write = log.hand_off(std::mem::take(&mut commit.staged));
+        commit.flight.clone_from(&write);
         let addr = ctx.address();
         let incarnation = self.incarnation;
         self.shared.settings.committer.submit(Ticket {
             path: path.clone(),
             device: log.device(),
+            write,
             faults: log.faults().cloned(),
             done: Box::new(move |result| {
                 // A stopped actor has nobody left to tell.
@@ -420,7 +451,10 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// Ends the round in flight; returns when it was submitted.
     fn end_round(&mut self) -> Option<std::time::Instant> {
-        let submitted = self.commit.as_mut().and_then(|c| c.in_flight.take());
+        let submitted = self.commit.as_mut().and_then(|c| {
+            c.flight = None;
+            c.in_flight.take()
+        });
         if self.commit.as_ref().is_some_and(|c| c.is_idle()) {
             self.commit = None;
         }
@@ -428,10 +462,19 @@ impl<K: UpdateKind> StreamActor<K> {
     }
 
     /// Syncs this stream's file on the spot and runs every waiting effect
-    /// (cleanup and shutdown, where nothing may stay pending).
+    /// (cleanup and shutdown, where nothing may stay pending). Under
+    /// write-behind it first writes whatever the committer has not: the
+    /// round in flight (taken back from the committer) and the staged frames.
     fn sync_here(&mut self, ctx: &mut Context<Self>) {
         let synced = match self.log.as_mut() {
-            Some(log) => log.force_sync(),
+            Some(log) => {
+                let (flight, staged) = match self.commit.as_deref_mut() {
+                    Some(c) => (c.flight.take(), std::mem::take(&mut c.staged)),
+                    None => (None, Staged::default()),
+                };
+                log.settle(flight.as_ref(), staged)
+                    .and_then(|()| log.force_sync())
+            }
             None => Ok(()),
         };
         match synced {
@@ -444,8 +487,11 @@ impl<K: UpdateKind> StreamActor<K> {
                 self.run_waiting(ctx);
             }
             Err(err) => {
-                error!(stream = %self.name(), cause = %err, "checkpoint sync failed");
+                error!(stream = %self.name(), cause = %err, "checkpoint sync failed; restarting the stream");
                 self.fail_waiting(Arc::new(err));
+                metrics::counter!(m::STORAGE_ERRORS).increment(1);
+                // The file may end short of what the stream holds: reload it.
+                ctx.stop();
             }
         }
     }
@@ -1102,7 +1148,7 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
                 self.flush(ctx);
             }
             Err(err) => {
-                error!(stream = %self.name(), cause = %err, "checkpoint sync failed; restarting the stream");
+                error!(stream = %self.name(), cause = %err, "checkpoint write or sync failed; restarting the stream");
                 self.fail_waiting(err);
                 metrics::counter!(m::STORAGE_ERRORS).increment(1);
                 ctx.stop();

@@ -45,7 +45,7 @@ use std::sync::Arc;
 use tracing::{debug, error};
 
 use super::faults::FaultPlan;
-use super::StoreError;
+use super::{StagedWrite, StoreError};
 
 /// Threads for blocking file work (creating stream files). ext4 spends a
 /// hundred µs or more of kernel time per new file; a few threads create a
@@ -62,12 +62,15 @@ pub type Completion = Box<dyn FnOnce() + Send>;
 /// What a ticket's callback learns.
 pub type CommitResult = Result<(), Arc<StoreError>>;
 
-/// One stream's request to make its written bytes durable.
+/// One stream's request to make its bytes durable (writing its staged
+/// frames first, under write-behind).
 pub struct Ticket {
     /// The stream's file.
     pub path: Arc<Path>,
     /// The filesystem the file is on (`st_dev`), so `syncfs` covers it.
     pub device: u64,
+    /// Frames to write before the round syncs (write-behind), if any.
+    pub write: Option<StagedWrite>,
     /// Injected faults (tests).
     pub faults: Option<FaultPlan>,
     /// Called from the committer once the round that covers this ticket is done.
@@ -79,6 +82,7 @@ impl std::fmt::Debug for Ticket {
         f.debug_struct("Ticket")
             .field("path", &self.path)
             .field("device", &self.device)
+            .field("write", &self.write.is_some())
             .finish()
     }
 }
@@ -218,35 +222,67 @@ struct Syncer {
 }
 
 impl Syncer {
+    /// One round: every staged write first, then one sync over the files
+    /// that need it (those whose write failed are not synced: they already
+    /// failed), then every ticket's callback, in the order they came.
     fn run(&mut self, round: Vec<Ticket>) {
-        let mut devices: HashMap<u64, Vec<usize>> = HashMap::new();
-        let mut distinct: HashMap<&Path, usize> = HashMap::new();
-        for (i, ticket) in round.iter().enumerate() {
-            distinct.entry(&ticket.path).or_insert(i);
-            devices.entry(ticket.device).or_default().push(i);
+        if let Some(faults) = round
+            .iter()
+            .find_map(|t| t.write.as_ref().and(t.faults.as_ref()))
+        {
+            faults.before_committer_writes();
         }
-        let result: CommitResult = if distinct.len() == 1 {
-            sync_file(&round[0].path)
-        } else {
-            devices.iter().try_for_each(|(device, members)| {
-                self.sync_device(*device, &round[members[0]].path)
+        let written: Vec<CommitResult> = round
+            .iter()
+            .map(|ticket| match &ticket.write {
+                Some(write) => write.write().map_err(Arc::new),
+                None => Ok(()),
             })
+            .collect();
+        // The tickets to sync: those whose frames are in the file.
+        let mut to_sync = (0..round.len()).filter(|&i| written[i].is_ok());
+        let result: CommitResult = match to_sync.next() {
+            None => Ok(()),
+            Some(first) => {
+                let path = &round[first].path;
+                let mut devices: HashMap<u64, usize> =
+                    HashMap::from([(round[first].device, first)]);
+                let mut one_file = true;
+                for i in to_sync {
+                    let other = &round[i].path;
+                    one_file &= Arc::ptr_eq(path, other) || path == other;
+                    devices.entry(round[i].device).or_insert(i);
+                }
+                if one_file {
+                    sync_file(path)
+                } else {
+                    devices
+                        .iter()
+                        .try_for_each(|(device, &i)| self.sync_device(*device, &round[i].path))
+                }
+            }
         };
-        for ticket in round {
-            let injected = ticket
-                .faults
-                .as_ref()
-                .and_then(FaultPlan::on_sync)
-                .map(|source| {
-                    Arc::new(StoreError::Sync {
-                        path: ticket.path.to_path_buf(),
-                        source,
-                    })
-                });
-            let outcome = match (&result, injected) {
-                (Err(err), _) => Err(err.clone()),
-                (Ok(()), Some(err)) => Err(err),
-                (Ok(()), None) => Ok(()),
+        for (ticket, written) in round.into_iter().zip(written) {
+            let outcome = match written {
+                Err(err) => Err(err),
+                Ok(()) => {
+                    let injected =
+                        ticket
+                            .faults
+                            .as_ref()
+                            .and_then(FaultPlan::on_sync)
+                            .map(|source| {
+                                Arc::new(StoreError::Sync {
+                                    path: ticket.path.to_path_buf(),
+                                    source,
+                                })
+                            });
+                    match (&result, injected) {
+                        (Err(err), _) => Err(err.clone()),
+                        (Ok(()), Some(err)) => Err(err),
+                        (Ok(()), None) => Ok(()),
+                    }
+                }
             };
             (ticket.done)(outcome);
         }

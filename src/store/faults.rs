@@ -38,8 +38,34 @@ struct Inner {
     fail_writes: Mutex<BTreeMap<u64, Fault>>,
     fail_syncs: Mutex<BTreeMap<u64, Fault>>,
     disk_full: AtomicBool,
-    held: Mutex<bool>,
-    released: Condvar,
+    syncs_held: Gate,
+    writes_held: Gate,
+}
+
+/// Holds whoever [waits](Gate::wait) while it is closed.
+#[derive(Debug, Default)]
+struct Gate {
+    closed: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn set(&self, closed: bool) {
+        *lock(&self.closed) = closed;
+        if !closed {
+            self.opened.notify_all();
+        }
+    }
+
+    fn wait(&self) {
+        let mut closed = lock(&self.closed);
+        while *closed {
+            closed = self
+                .opened
+                .wait(closed)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
 }
 
 /// Which writes and syncs fail; see the module docs.
@@ -76,13 +102,30 @@ impl FaultPlan {
     /// until [`release_syncs`](Self::release_syncs): shows that nothing is
     /// answered before the sync that covers it.
     pub fn hold_syncs(&self) {
-        *lock(&self.inner.held) = true;
+        self.inner.syncs_held.set(true);
     }
 
     /// Lets held syncs finish.
     pub fn release_syncs(&self) {
-        *lock(&self.inner.held) = false;
-        self.inner.released.notify_all();
+        self.inner.syncs_held.set(false);
+    }
+
+    /// Holds the committer thread's next round before it writes anything
+    /// (write-behind), until [`release_committer_writes`](Self::release_committer_writes):
+    /// shows that nothing is answered before its write, and what a stream does
+    /// while its round is on the way.
+    pub fn hold_committer_writes(&self) {
+        self.inner.writes_held.set(true);
+    }
+
+    /// Lets held committer rounds write.
+    pub fn release_committer_writes(&self) {
+        self.inner.writes_held.set(false);
+    }
+
+    /// Called by the committer before a round writes.
+    pub(crate) fn before_committer_writes(&self) {
+        self.inner.writes_held.wait();
     }
 
     /// Writes seen so far.
@@ -106,15 +149,7 @@ impl FaultPlan {
 
     /// Counts one sync; `Some(error)` if it must fail.
     pub(crate) fn on_sync(&self) -> Option<io::Error> {
-        let mut held = lock(&self.inner.held);
-        while *held {
-            held = self
-                .inner
-                .released
-                .wait(held)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        drop(held);
+        self.inner.syncs_held.wait();
         let n = self.inner.syncs.fetch_add(1, Ordering::SeqCst) + 1;
         lock(&self.inner.fail_syncs).remove(&n).map(Fault::error)
     }

@@ -8,11 +8,21 @@
 //! Durability follows the log's [`SyncPolicy`]: `always` syncs inside [`StreamLog::append`],
 //! `batch` only marks the log dirty and leaves the sync to the owner ([`StreamLog::sync`]),
 //! `none` never syncs. See the [`store`](super) module documentation for the guarantees.
+//!
+//! **Write-behind.** Under `batch`, a log whose file sits in the shared [`FileCache`] may
+//! also leave the `write` itself to the committer thread ([`StreamLog::set_write_behind`]): [`StreamLog::stage`] reserves the frame's place at the end of the log and
+//! copies it into the owner's [`Staged`] bytes, [`StreamLog::hand_off`] turns those into a
+//! [`StagedWrite`] for the next commit round, and the round writes them at their offset before
+//! it syncs. The owner keeps every effect of the staged frames until the round returns, as it
+//! does for a sync. One round per log is in flight at a time, so the frames land in order.
+//! A `StagedWrite` is written once: by the committer, or taken back by its owner
+//! ([`StreamLog::settle`] writes it on the spot; an owner that gives up drops it unwritten),
+//! whichever comes first, so no stale write can land after the owner moved on.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::faults::FaultPlan;
 use super::files::FileCache;
@@ -38,8 +48,11 @@ pub struct StreamLog {
     /// Length of the file as far as this log knows: the end of the last complete append.
     len: u64,
     policy: SyncPolicy,
-    /// Whether bytes were written since the last data sync.
+    /// Whether bytes were appended (written, or staged under write-behind) that no completed
+    /// sync (or write-behind round) covers yet.
     dirty: bool,
+    /// Frames are staged for the committer to write ([`StreamLog::stage`]).
+    write_behind: bool,
     /// Injected faults (tests only).
     faults: Option<FaultPlan>,
     /// The filesystem the file is on (`st_dev`).
@@ -107,6 +120,7 @@ impl StreamLog {
             len: 0,
             policy: sync,
             dirty: false,
+            write_behind: false,
             faults: None,
             device: 0,
         }
@@ -149,6 +163,7 @@ impl StreamLog {
             len: to_u64(contents.len()),
             policy: sync,
             dirty: false,
+            write_behind: false,
             faults: None,
             device: super::commit::device_in(&metadata),
         };
@@ -332,6 +347,86 @@ impl StreamLog {
         std::mem::take(&mut self.dirty)
     }
 
+    /// Leaves the writes to the committer (see the module docs) if `on`, the file is in a
+    /// [`FileCache`] (which the committer thread reaches it through) and the policy is
+    /// `batch`, whose effects wait for a commit round anyway. `always` writes and syncs in
+    /// [`append`](Self::append); `none` writes there too, since a hand-off per write would
+    /// cost its stream more than the `write` (measured in BENCHMARKS.md). Returns whether the
+    /// log writes behind now.
+    pub fn set_write_behind(&mut self, on: bool) -> bool {
+        self.write_behind =
+            on && self.policy == SyncPolicy::Batch && matches!(self.handle, Handle::Cached { .. });
+        self.write_behind
+    }
+
+    /// Whether frames are staged for the committer instead of written here.
+    pub fn writes_behind(&self) -> bool {
+        self.write_behind
+    }
+
+    /// Write-behind: reserves `frame`'s place at the end of the log and appends it to
+    /// `staged`; nothing touches the file until the staged bytes are handed off
+    /// ([`hand_off`](Self::hand_off)) and written, or [settled](Self::settle). The log is dirty
+    /// until then.
+    pub fn stage(&mut self, frame: &[u8], staged: &mut Staged) -> Result<(), StoreError> {
+        let end = self
+            .len
+            .checked_add(to_u64(frame.len()))
+            .filter(|_| staged.bytes.is_empty() || staged.end() == self.len)
+            .ok_or_else(|| StoreError::RecordTooLarge {
+                path: self.path.to_path_buf(),
+                len: frame.len(),
+            })?;
+        if staged.bytes.is_empty() {
+            staged.offset = self.len;
+        }
+        staged.bytes.extend_from_slice(frame);
+        self.len = end;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Turns `staged` into the write a commit round makes (`None` if nothing is staged, or
+    /// the file is not in a cache).
+    pub fn hand_off(&self, staged: Staged) -> Option<StagedWrite> {
+        let Handle::Cached { cache, id } = &self.handle else {
+            return None;
+        };
+        if staged.bytes.is_empty() {
+            return None;
+        }
+        Some(StagedWrite(Arc::new(WriteInner {
+            cache: cache.clone(),
+            id: *id,
+            path: self.path.clone(),
+            offset: staged.offset,
+            faults: self.faults.clone(),
+            slot: Mutex::new(Slot::Pending(staged.bytes)),
+        })))
+    }
+
+    /// Writes, on this thread, whatever of `flight` (the round in flight) the committer has
+    /// not written yet, then `staged`, so that the file holds every frame this log reserved;
+    /// the caller syncs next ([`force_sync`](Self::force_sync)). On failure the file may end
+    /// short of [`len`](Self::len): the owner must reload the stream from its file.
+    pub fn settle(
+        &mut self,
+        flight: Option<&StagedWrite>,
+        staged: Staged,
+    ) -> Result<(), StoreError> {
+        if let Some(flight) = flight {
+            if let Some(bytes) = flight.take_back()? {
+                self.with_file(|file| write_at(file, &bytes, flight.0.offset))
+                    .map_err(io_err!(Write, self.path))?;
+            }
+        }
+        if !staged.bytes.is_empty() {
+            self.with_file(|file| write_at(file, &staged.bytes, staged.offset))
+                .map_err(io_err!(Write, self.path))?;
+        }
+        Ok(())
+    }
+
     /// Makes this log fail writes and syncs as `faults` says (tests).
     pub fn set_faults(&mut self, faults: Option<FaultPlan>) {
         self.faults = faults;
@@ -361,6 +456,115 @@ impl StreamLog {
                 "could not cut a checkpoint file back after a failed append");
         }
     }
+}
+
+/// Frames a write-behind log reserved and its owner has not handed off yet: the bytes, back
+/// to back, and the file offset of the first.
+#[derive(Debug, Default)]
+pub struct Staged {
+    offset: u64,
+    bytes: Vec<u8>,
+}
+
+impl Staged {
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn end(&self) -> u64 {
+        self.offset.saturating_add(to_u64(self.bytes.len()))
+    }
+}
+
+/// Staged frames handed to a commit round, to be written at their offset once: by the
+/// committer ([`write`](Self::write)) or by their owner ([`StreamLog::settle`]), whichever
+/// comes first. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StagedWrite(Arc<WriteInner>);
+
+#[derive(Debug)]
+struct WriteInner {
+    cache: FileCache,
+    id: u64,
+    path: Arc<Path>,
+    offset: u64,
+    faults: Option<FaultPlan>,
+    slot: Mutex<Slot>,
+}
+
+/// Where a [`StagedWrite`]'s frames are.
+#[derive(Debug)]
+enum Slot {
+    /// Not written yet.
+    Pending(Vec<u8>),
+    /// In the file (or taken back by the owner, who writes them itself).
+    Done,
+    /// The committer's write failed (the file may hold part of them).
+    Failed(io::ErrorKind),
+}
+
+impl StagedWrite {
+    /// Writes the frames (the committer thread), unless their owner took them back. The
+    /// lock is held across the write, so an owner that looks afterwards knows where they
+    /// are. An injected write fault writes half of them, as a crash would.
+    pub fn write(&self) -> Result<(), StoreError> {
+        let inner = &*self.0;
+        let mut slot = lock(&inner.slot);
+        let Slot::Pending(bytes) = std::mem::replace(&mut *slot, Slot::Done) else {
+            return Ok(());
+        };
+        let write = |buf: &[u8]| {
+            inner.cache.with(inner.id, &inner.path, |file| {
+                write_at(file, buf, inner.offset)
+            })
+        };
+        let started = std::time::Instant::now();
+        let result = match inner.faults.as_ref().and_then(FaultPlan::on_write) {
+            Some(err) => write(bytes.get(..bytes.len() / 2).unwrap_or_default()).and(Err(err)),
+            None => write(&bytes),
+        };
+        metrics::histogram!(crate::metrics::APPEND_SECONDS).record(started.elapsed());
+        result.map_err(|source| {
+            *slot = Slot::Failed(source.kind());
+            io_err!(Write, inner.path)(source)
+        })
+    }
+
+    /// Takes the frames back if the committer has not written them (waiting while it
+    /// writes): `Ok(None)` if they are in the file, `Err` if the committer failed to write
+    /// them.
+    fn take_back(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let inner = &*self.0;
+        let mut slot = lock(&inner.slot);
+        match std::mem::replace(&mut *slot, Slot::Done) {
+            Slot::Pending(bytes) => Ok(Some(bytes)),
+            Slot::Done => Ok(None),
+            Slot::Failed(kind) => {
+                *slot = Slot::Failed(kind);
+                Err(StoreError::Write {
+                    path: inner.path.to_path_buf(),
+                    source: io::Error::new(kind, "the committer could not write these records"),
+                })
+            }
+        }
+    }
+
+    /// Gives the frames up: the committer will not write them. For an owner that stops
+    /// without answering what they were for.
+    pub fn abandon(&self) {
+        let mut slot = lock(&self.0.slot);
+        if matches!(*slot, Slot::Pending(_)) {
+            *slot = Slot::Done;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The slot holds no invariant a panicking holder could break.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Where a log's file handle lives.
@@ -591,5 +795,86 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(log.len(), 0);
+    }
+
+    /// A batch log in a cache, writing behind.
+    fn write_behind_log(dir: &Path, faults: Option<FaultPlan>) -> Result<StreamLog, StoreError> {
+        let mut log = StreamLog::create(&dir.join("s"), SyncPolicy::Batch)?;
+        log.set_faults(faults);
+        log.set_cache(&FileCache::new(4));
+        assert!(log.set_write_behind(true));
+        Ok(log)
+    }
+
+    #[test]
+    fn write_behind_is_only_for_batch_logs_in_a_cache() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        for policy in POLICIES {
+            let mut log = StreamLog::create(&tmp.path().join(policy.as_str()), policy)?;
+            assert!(!log.set_write_behind(true), "{policy}: not in a cache");
+            log.set_cache(&FileCache::new(4));
+            assert_eq!(log.set_write_behind(true), policy == SyncPolicy::Batch);
+            assert!(!log.set_write_behind(false));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn staged_frames_are_written_once_by_whoever_comes_first() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let mut log = write_behind_log(tmp.path(), None)?;
+        let (a, b, c) = (frame(b"a"), frame(b"bb"), frame(b"ccc"));
+        let mut staged = Staged::default();
+        log.stage(&a, &mut staged)?;
+        log.stage(&b, &mut staged)?;
+        assert!(log.needs_sync(), "staged bytes are not covered yet");
+        assert_eq!(log.len(), to_u64(a.len() + b.len()));
+        assert_eq!(
+            std::fs::metadata(log.path())?.len(),
+            0,
+            "nothing written yet"
+        );
+
+        // The committer writes a hand-off once.
+        let first = log.hand_off(std::mem::take(&mut staged)).ok_or("a write")?;
+        first.write()?;
+        first.write()?;
+        assert_eq!(std::fs::read(log.path())?, [a.clone(), b.clone()].concat());
+
+        // The owner takes a round back, writes it with what it staged since,
+        // and the committer then leaves it alone.
+        log.stage(&c, &mut staged)?;
+        let second = log.hand_off(std::mem::take(&mut staged)).ok_or("a write")?;
+        log.stage(&a, &mut staged)?;
+        log.settle(Some(&second), staged)?;
+        second.write()?;
+        assert_eq!(std::fs::read(log.path())?, [a.clone(), b, c, a].concat());
+        assert!(log.hand_off(Staged::default()).is_none(), "nothing staged");
+        Ok(())
+    }
+
+    #[test]
+    fn an_abandoned_write_is_never_made_and_a_failed_one_fails_its_settle() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let faults = FaultPlan::new();
+        let mut log = write_behind_log(tmp.path(), Some(faults.clone()))?;
+        let mut staged = Staged::default();
+        log.stage(&frame(b"gone"), &mut staged)?;
+        let abandoned = log.hand_off(std::mem::take(&mut staged)).ok_or("a write")?;
+        abandoned.abandon();
+        abandoned.write()?;
+        assert_eq!(std::fs::metadata(log.path())?.len(), 0);
+
+        faults.fail_nth_write(1, super::super::Fault::Eio);
+        log.stage(&frame(b"torn"), &mut staged)?;
+        let failed = log.hand_off(std::mem::take(&mut staged)).ok_or("a write")?;
+        assert!(matches!(failed.write(), Err(StoreError::Write { .. })));
+        let settled = log.settle(Some(&failed), Staged::default());
+        assert!(
+            matches!(&settled, Err(StoreError::Write { source, .. })
+                if source.to_string().contains("could not write")),
+            "{settled:?}"
+        );
+        Ok(())
     }
 }

@@ -104,7 +104,7 @@ pub use layout::{
     discover_native_streams, native_stream_id, native_stream_path, operation_stream_path,
     LayoutError, NameProblem,
 };
-pub use log::{remove_file, Opened, StreamLog};
+pub use log::{remove_file, Opened, Staged, StagedWrite, StreamLog};
 
 /// When an append counts as durable; see the module documentation for the guarantees.
 #[derive(

@@ -275,3 +275,29 @@ pub fn checkpointed(update: native::StatusUpdate) -> native::UpdateRequest {
         memory_only: false,
     }
 }
+
+/// The states of the UPDATE records in native stream `stream`'s file under
+/// `dir`, and how many are pending; asserts the file holds no torn or
+/// corrupt bytes.
+pub fn file_states(dir: &Path, stream: &str) -> (Vec<String>, usize) {
+    let path = status_update_manager::store::layout::native_stream_path(dir, stream);
+    let bytes = std::fs::read(&path).expect("stream file");
+    let replayed = status_update_manager::stream::replay::<Native>(
+        stream.to_string(),
+        &path,
+        &bytes,
+        tokio::time::Instant::now(),
+    )
+    .expect("replay");
+    assert_eq!(
+        replayed.valid_bytes, replayed.file_bytes,
+        "no torn or corrupt bytes left behind"
+    );
+    let pending = replayed.state.pending().len();
+    let states =
+        status_update_manager::stream::UpdateRecords::<Native>::new(bytes, replayed.updates)
+            .iter()
+            .map(|u| u.status.as_ref().unwrap().state.clone())
+            .collect();
+    (states, pending)
+}

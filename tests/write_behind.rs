@@ -1,0 +1,144 @@
+//! Write-behind (`store.sync = batch` on the committer thread): a stream
+//! stages its records and the committer's round writes them, then syncs, so
+//! the actor thread makes no `write`. Nothing is answered before the round
+//! that wrote and synced it; a stream that must sync on the spot (shutdown,
+//! cleanup) writes the round in flight itself, and the committer then leaves
+//! it alone; a write the committer fails restarts the stream from its file.
+//!
+//! These tests use real time (the committer is a thread): waits are bounded
+//! and only ever wait for something to happen, or show it has not yet.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use status_update_manager::error::UpdateError;
+use status_update_manager::kind::Native;
+use status_update_manager::messages::{SyncAll, Update, UpdateOutcome};
+use status_update_manager::store::layout::native_stream_path;
+use status_update_manager::store::{Committer, Fault, FaultPlan, SyncPolicy};
+use status_update_manager::ManagerConfig;
+
+/// How long "not yet" is watched for; a reply that skipped the write would
+/// arrive within microseconds.
+const NOT_YET: Duration = Duration::from_millis(300);
+const BOUND: Duration = Duration::from_secs(10);
+
+fn config(committer: &Committer, faults: &FaultPlan) -> ManagerConfig {
+    ManagerConfig {
+        sync: SyncPolicy::Batch,
+        committer: committer.clone(),
+        faults: Some(faults.clone()),
+        ..ManagerConfig::default()
+    }
+}
+
+fn update(state: &str) -> Update<Native> {
+    Update {
+        update: native_update("s", state, false, ""),
+        checkpoint: true,
+    }
+}
+
+#[actix::test]
+async fn a_round_in_flight_is_written_by_the_stream_that_must_sync_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = native_stream_path(dir.path(), "s");
+    let committer = Committer::thread().unwrap();
+    let faults = FaultPlan::new();
+    let (manager, mut rx) = start::<Native>(config(&committer, &faults), native_paths(dir.path()));
+
+    // The committer holds its round before writing anything.
+    faults.hold_committer_writes();
+    let one = update("ONE");
+    let reply = actix_rt::spawn(manager.send(one.clone()));
+    tokio::time::sleep(NOT_YET).await;
+    assert!(!reply.is_finished(), "answered before its round wrote it");
+    assert!(
+        rx.try_recv().is_err(),
+        "forwarded before its round wrote it"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        0,
+        "the stream's own thread wrote nothing"
+    );
+
+    // Shutdown syncs every stream on the spot: the stream takes its round
+    // back from the held committer, writes and syncs it, and answers.
+    tokio::time::timeout(BOUND, manager.send(SyncAll))
+        .await
+        .unwrap()
+        .unwrap();
+    let outcome = tokio::time::timeout(BOUND, reply)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, UpdateOutcome::Accepted);
+    let forward = recv_or_fail(&mut rx, "ONE forwarded once written").await;
+    assert_eq!(forward.update.status, one.update.status);
+    assert_eq!(file_states(dir.path(), "s"), (vec!["ONE".to_string()], 1));
+
+    // The committer, released, finds its round written and leaves it; the
+    // next record lands right after the first.
+    faults.release_committer_writes();
+    let two = tokio::time::timeout(BOUND, manager.send(update("TWO")))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(two, UpdateOutcome::Accepted);
+    assert_eq!(
+        file_states(dir.path(), "s"),
+        (vec!["ONE".to_string(), "TWO".to_string()], 2)
+    );
+    assert_eq!(faults.writes(), 1, "the committer wrote TWO's round only");
+}
+
+#[actix::test]
+async fn a_write_the_committer_fails_restarts_the_stream_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let committer = Committer::thread().unwrap();
+    let faults = FaultPlan::new();
+    let (manager, mut rx) = start::<Native>(config(&committer, &faults), native_paths(dir.path()));
+    let send = |u: Update<Native>| {
+        let manager = manager.clone();
+        async move {
+            tokio::time::timeout(BOUND, manager.send(u))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+
+    assert_eq!(send(update("ONE")).await.unwrap(), UpdateOutcome::Accepted);
+    let first = recv_or_fail(&mut rx, "ONE forwarded").await;
+    assert_eq!(first.attempt, 0);
+
+    // The committer's next write fails half-way, as a full disk would.
+    faults.fail_nth_write(1, Fault::Enospc);
+    let err = send(update("TWO")).await.unwrap_err();
+    assert!(
+        matches!(&err, UpdateError::Storage { stream, .. } if stream == "s"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("No space left"), "{err}");
+
+    // The restarted stream reloaded ONE (cutting off TWO's torn half) and
+    // sends it again.
+    let again = recv_or_fail(&mut rx, "ONE re-sent after the restart").await;
+    assert_eq!(again.update, first.update);
+    assert_eq!(again.attempt, 1);
+
+    // It serves again, and its file holds ONE and THREE, no torn bytes.
+    assert_eq!(
+        send(update("THREE")).await.unwrap(),
+        UpdateOutcome::Accepted
+    );
+    assert_eq!(
+        file_states(dir.path(), "s"),
+        (vec!["ONE".to_string(), "THREE".to_string()], 2)
+    );
+}
