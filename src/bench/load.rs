@@ -157,7 +157,7 @@ pub async fn in_process(
     let files = FileCache::new(o.max_open_files);
     // As the service runs it: a committer thread (batch rounds, and new
     // files created off the actor thread) whatever the policy.
-    let committer = Committer::thread()?;
+    let committer = Committer::thread_for(sync)?;
     let config = ManagerConfig {
         sync,
         committer,

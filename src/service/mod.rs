@@ -134,7 +134,8 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     let paths = Arc::new(move |id: &String| native_stream_path(&paths_dir, id));
     let mut manager_config = config.manager_config();
     // Group-commit rounds on their own thread: a sync never blocks the actors.
-    manager_config.committer = Committer::thread().map_err(ServeError::Committer)?;
+    manager_config.committer =
+        Committer::thread_for(manager_config.sync).map_err(ServeError::Committer)?;
     let manager =
         StatusUpdateManager::<Native>::start(manager_config, hub.clone().recipient(), paths);
     hub.send(SetManager(manager.clone())).await?;

@@ -45,12 +45,19 @@ use std::sync::Arc;
 use tracing::{debug, error};
 
 use super::faults::FaultPlan;
-use super::{StagedWrite, StoreError};
+use super::{StagedWrite, StoreError, SyncPolicy};
 
-/// Threads for blocking file work (creating stream files). ext4 spends a
-/// hundred µs or more of kernel time per new file; a few threads create a
-/// burst of new streams in parallel without a thread per file.
+/// Threads for blocking file work (creating stream files) where each new
+/// file waits for its directory's sync (`batch`, `always`): a few threads
+/// overlap those waits for a burst of new streams, without a thread per file.
 pub const FILE_THREADS: usize = 4;
+
+/// File threads under `none`: creating a file is then kernel CPU time under
+/// its directory's lock (ext4: 70–200 µs here), so more threads only contend
+/// for the lock and for the cores the actors run on (measured over 10 000
+/// new streams: one thread gave a `ratio_to_baseline` of 0.60–0.89, mean
+/// 0.76; four gave 0.61–0.72; BENCHMARKS.md).
+pub const FILE_THREADS_NO_SYNC: usize = 1;
 
 /// Blocking file work for the committer's file threads: does the work and
 /// returns how to tell its owner.
@@ -90,9 +97,8 @@ impl std::fmt::Debug for Ticket {
 /// Runs group-commit rounds; see the module docs. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub enum Committer {
-    /// Rounds on a dedicated thread (and how many it ran), plus
-    /// [`FILE_THREADS`] threads for other blocking file work (creating
-    /// stream files).
+    /// Rounds on a dedicated thread (and how many it ran), plus a few
+    /// threads for other blocking file work (creating stream files).
     Thread(mpsc::Sender<Ticket>, Arc<AtomicU64>, mpsc::Sender<Job>),
     /// Rounds as a task on the submitting actix arbiter.
     #[default]
@@ -100,8 +106,23 @@ pub enum Committer {
 }
 
 impl Committer {
-    /// Starts a committer thread; it ends when every clone of the handle is gone.
+    /// Starts a committer thread with [`FILE_THREADS`] file threads; it ends
+    /// when every clone of the handle is gone.
     pub fn thread() -> io::Result<Committer> {
+        Self::with_file_threads(FILE_THREADS)
+    }
+
+    /// [`thread`](Self::thread), with the file threads that suit `policy`
+    /// ([`FILE_THREADS_NO_SYNC`] under `none`).
+    pub fn thread_for(policy: SyncPolicy) -> io::Result<Committer> {
+        Self::with_file_threads(if policy.syncs() {
+            FILE_THREADS
+        } else {
+            FILE_THREADS_NO_SYNC
+        })
+    }
+
+    fn with_file_threads(file_threads: usize) -> io::Result<Committer> {
         let (tx, rx) = mpsc::channel::<Ticket>();
         let rounds = Arc::new(AtomicU64::new(0));
         let counter = rounds.clone();
@@ -119,7 +140,7 @@ impl Committer {
             })?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(std::sync::Mutex::new(queue));
-        for n in 0..FILE_THREADS {
+        for n in 0..file_threads.max(1) {
             let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("sum-files-{n}"))
