@@ -25,7 +25,8 @@
 //! round per stream is in flight at a time.
 //!
 //! **New files.** With a committer thread, a new stream's file is created on
-//! the committer's file threads; the actor handles no message until it
+//! the committer's file threads, in batches that share one sync per
+//! directory (`batch`, `always`: the new entry survives power loss); the actor handles no message until it
 //! exists (`ctx.wait`), and a failure answers every update and ends the
 //! stream.
 //!
@@ -695,15 +696,19 @@ impl<K: UpdateKind> StreamActor<K> {
     fn create_file(&mut self, path: Arc<Path>, ctx: &mut Context<Self>) {
         let sync = self.shared.settings.sync;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: crate::store::Job = Box::new(move || {
-            let created = StreamLog::create_shared(path, sync);
-            Box::new(move || {
-                let _ = tx.send(created);
+        let job: crate::store::Job = Box::new(move |syncs| {
+            let created = StreamLog::create_unsynced(path, sync);
+            if let Ok(new) = &created {
+                // One sync of the directory for every file the batch created.
+                syncs.sync_later(new.dirs());
+            }
+            Box::new(move |synced| {
+                let _ = tx.send(created.and_then(|new| new.finish(synced)));
             })
         });
         if let Err(job) = self.shared.settings.committer.run_blocking(job) {
             // No file thread: create it here.
-            job()();
+            crate::store::run_jobs(vec![job]);
         }
         let create = async move { rx.await.map_err(|_| "the file thread stopped") };
         ctx.wait(

@@ -59,12 +59,67 @@ pub const FILE_THREADS: usize = 4;
 /// 0.76; four gave 0.61–0.72; BENCHMARKS.md).
 pub const FILE_THREADS_NO_SYNC: usize = 1;
 
-/// Blocking file work for the committer's file threads: does the work and
-/// returns how to tell its owner.
-pub type Job = Box<dyn FnOnce() -> Completion + Send>;
+/// Blocking file work for the committer's file threads (creating a stream's
+/// file): does the work, may ask for directory syncs, and returns how to
+/// tell its owner. See [`run_jobs`].
+pub type Job = Box<dyn FnOnce(&mut DirSyncs) -> Completion + Send>;
 
-/// Tells a [`Job`]'s owner that it is done.
-pub type Completion = Box<dyn FnOnce() + Send>;
+/// Tells a [`Job`]'s owner that it is done, with how the directory syncs it
+/// asked for went: the first directory that failed, and why.
+pub type Completion = Box<dyn FnOnce(Result<(), (PathBuf, io::Error)>) + Send>;
+
+/// The directories the jobs of one batch want synced.
+#[derive(Debug, Default)]
+pub struct DirSyncs {
+    dirs: Vec<PathBuf>,
+}
+
+impl DirSyncs {
+    /// Syncs `dirs` (in this order) once the batch's jobs have run, before
+    /// the job's owner is told.
+    pub fn sync_later(&mut self, dirs: &[PathBuf]) {
+        self.dirs.extend_from_slice(dirs);
+    }
+}
+
+/// Runs a batch of jobs: every job first, then each directory any of them
+/// asked for is synced once (one `fsync` of a directory covers every entry
+/// created in it, so a burst of new stream files in one directory costs one
+/// directory sync, not one each), then every owner is told, in order.
+pub fn run_jobs(jobs: Vec<Job>) {
+    let mut syncs = DirSyncs::default();
+    let asked: Vec<(Completion, std::ops::Range<usize>)> = jobs
+        .into_iter()
+        .map(|job| {
+            let start = syncs.dirs.len();
+            let done = job(&mut syncs);
+            (done, start..syncs.dirs.len())
+        })
+        .collect();
+    let mut outcomes: HashMap<&Path, Option<io::Error>> = HashMap::new();
+    for dir in &syncs.dirs {
+        outcomes
+            .entry(dir)
+            .or_insert_with(|| super::log::sync_dir(dir).err());
+    }
+    for (done, range) in asked {
+        let failed = syncs
+            .dirs
+            .get(range)
+            .unwrap_or_default()
+            .iter()
+            .find_map(|dir| {
+                let err = outcomes.get(dir.as_path())?.as_ref()?;
+                // Each owner gets its own copy of the error.
+                let copy = err.raw_os_error().map_or_else(
+                    || io::Error::new(err.kind(), err.to_string()),
+                    io::Error::from_raw_os_error,
+                );
+                Some((dir.clone(), copy))
+            });
+        done(failed.map_or(Ok(()), Err));
+    }
+}
 
 /// What a ticket's callback learns.
 pub type CommitResult = Result<(), Arc<StoreError>>;
@@ -145,8 +200,8 @@ impl Committer {
             std::thread::Builder::new()
                 .name(format!("sum-files-{n}"))
                 .spawn(move || {
-                    // Every job queued meanwhile runs before its owners are told,
-                    // so that a burst of new streams starts (and syncs) together.
+                    // Every job queued meanwhile runs in one batch, so that a
+                    // burst of new streams shares its directory syncs.
                     loop {
                         let jobs = {
                             let Ok(queue) = queue.lock() else { return };
@@ -155,8 +210,7 @@ impl Committer {
                             jobs.extend(queue.try_iter());
                             jobs
                         };
-                        let done: Vec<Completion> = jobs.into_iter().map(|job| job()).collect();
-                        done.into_iter().for_each(|tell| tell());
+                        run_jobs(jobs);
                     }
                 })?;
         }
@@ -170,7 +224,7 @@ impl Committer {
 
     /// Runs `job` (blocking file work, such as creating a stream's file) on
     /// one of the committer's file threads; the jobs a thread takes together
-    /// complete together. `Err(job)` without a thread (inline committer) or if the
+    /// run as one batch ([`run_jobs`]). `Err(job)` without a thread (inline committer) or if the
     /// thread stopped.
     pub fn run_blocking(&self, job: Job) -> Result<(), Job> {
         match self {
@@ -389,5 +443,74 @@ pub fn device_in(metadata: &std::fs::Metadata) -> u64 {
     {
         let _ = metadata;
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StreamLog;
+
+    type Told = Arc<std::sync::Mutex<Vec<(usize, Result<(), PathBuf>)>>>;
+
+    /// A job that creates `path` as a `batch` stream file and records what
+    /// its owner is told, as job number `n`.
+    fn create(n: usize, path: PathBuf, told: &Told) -> Job {
+        let told = told.clone();
+        Box::new(move |syncs| {
+            let created = StreamLog::create_unsynced(Arc::from(path), SyncPolicy::Batch);
+            if let Ok(new) = &created {
+                syncs.sync_later(new.dirs());
+            }
+            Box::new(move |synced| {
+                let outcome = match created.and_then(|new| new.finish(synced)) {
+                    Ok(_) => Ok(()),
+                    Err(StoreError::SyncDir { path, .. }) => Err(path),
+                    Err(other) => Err(PathBuf::from(other.to_string())),
+                };
+                if let Ok(mut told) = told.lock() {
+                    told.push((n, outcome));
+                }
+            })
+        })
+    }
+
+    #[test]
+    fn a_batch_of_new_files_shares_its_directory_syncs_and_tells_each_owner_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let told = Told::default();
+        let nested = dir.path().join("new/deeper");
+        run_jobs(vec![
+            create(0, dir.path().join("a"), &told),
+            create(1, nested.join("b"), &told),
+            create(2, dir.path().join("c"), &told),
+        ]);
+        assert_eq!(
+            *told.lock().unwrap(),
+            [(0, Ok(())), (1, Ok(())), (2, Ok(()))]
+        );
+        for file in [dir.path().join("a"), nested.join("b"), dir.path().join("c")] {
+            assert!(file.is_file(), "{}", file.display());
+        }
+    }
+
+    #[test]
+    fn a_directory_that_fails_to_sync_fails_only_the_jobs_that_asked_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let told = Told::default();
+        let missing = dir.path().join("gone");
+        let asks_missing: Job = {
+            let (told, missing) = (told.clone(), missing.clone());
+            Box::new(move |syncs| {
+                syncs.sync_later(std::slice::from_ref(&missing));
+                Box::new(move |synced| {
+                    if let Ok(mut told) = told.lock() {
+                        told.push((9, synced.map_err(|(dir, _)| dir)));
+                    }
+                })
+            })
+        };
+        run_jobs(vec![asks_missing, create(1, dir.path().join("ok"), &told)]);
+        assert_eq!(*told.lock().unwrap(), [(9, Err(missing)), (1, Ok(()))]);
     }
 }

@@ -59,6 +59,39 @@ pub struct StreamLog {
     device: u64,
 }
 
+/// A checkpoint file just created, whose new directory entries may still need a sync
+/// ([`StreamLog::create_unsynced`]).
+#[derive(Debug)]
+pub struct NewLog {
+    log: StreamLog,
+    dirs: Vec<PathBuf>,
+}
+
+impl NewLog {
+    /// The directories to sync so that the new file survives power loss: its own, and the
+    /// parent of every directory created for it. Empty under `none`.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// The log, once `synced` tells how syncing [`dirs`](Self::dirs) went. If a directory
+    /// failed to sync, the new file is removed again and the error names that directory.
+    pub fn finish(self, synced: Result<(), (PathBuf, io::Error)>) -> Result<StreamLog, StoreError> {
+        match synced {
+            Ok(()) => Ok(self.log),
+            Err((dir, source)) => {
+                let path = self.log.path.clone();
+                drop(self.log);
+                if let Err(err) = fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %err,
+                        "could not remove a new checkpoint file after its directory failed to sync");
+                }
+                Err(StoreError::SyncDir { path: dir, source })
+            }
+        }
+    }
+}
+
 /// The result of [`StreamLog::open`].
 #[derive(Debug)]
 pub enum Opened {
@@ -87,8 +120,24 @@ impl StreamLog {
     /// [`create`](Self::create), keeping `path` (one allocation shared with
     /// whoever else holds it, such as the stream actor).
     pub fn create_shared(path: Arc<Path>, sync: SyncPolicy) -> Result<StreamLog, StoreError> {
+        let new = Self::create_unsynced(path, sync)?;
+        let synced = new
+            .dirs()
+            .iter()
+            .try_for_each(|dir| sync_dir(dir).map_err(|source| (dir.clone(), source)));
+        new.finish(synced)
+    }
+
+    /// [`create_shared`](Self::create_shared) without its directory syncs: the caller syncs
+    /// [`NewLog::dirs`] (so that one sync of a directory can cover many new files) and then
+    /// [finishes](NewLog::finish) the log.
+    pub fn create_unsynced(path: Arc<Path>, sync: SyncPolicy) -> Result<NewLog, StoreError> {
         let dir = parent_dir(&path);
-        let dirs = dirs_to_sync(dir);
+        let dirs = if sync.syncs() {
+            dirs_to_sync(dir)
+        } else {
+            Vec::new()
+        };
         fs::create_dir_all(dir).map_err(io_err!(CreateDir, dir))?;
         let file = OpenOptions::new()
             .read(true)
@@ -101,20 +150,7 @@ impl StreamLog {
                 },
                 _ => io_err!(Create, &path)(source),
             })?;
-        if sync.syncs() {
-            if let Some((dir, source)) = dirs.into_iter().find_map(|d| match sync_dir(&d) {
-                Ok(()) => None,
-                Err(source) => Some((d, source)),
-            }) {
-                drop(file);
-                if let Err(err) = fs::remove_file(&path) {
-                    tracing::warn!(path = %path.display(), error = %err,
-                        "could not remove a new checkpoint file after its directory failed to sync");
-                }
-                return Err(StoreError::SyncDir { path: dir, source });
-            }
-        }
-        Ok(StreamLog {
+        let log = StreamLog {
             path,
             handle: Handle::Owned(file),
             len: 0,
@@ -124,7 +160,8 @@ impl StreamLog {
             faults: None,
             device: 0,
         }
-        .with_device())
+        .with_device();
+        Ok(NewLog { log, dirs })
     }
 
     /// Opens an existing checkpoint file for recovery and reads all of it.
@@ -622,12 +659,12 @@ fn dirs_to_sync(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
     // Directories cannot be opened and synced portably; NTFS journals its metadata.
     Ok(())
 }

@@ -96,7 +96,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use commit::{CommitResult, Committer, Completion, Job, Ticket};
+pub use commit::{run_jobs, CommitResult, Committer, Completion, DirSyncs, Job, Ticket};
 pub use faults::{Fault, FaultPlan};
 pub use files::FileCache;
 pub use framing::{encode_frame, FrameReader, FrameTooLarge, Next, LENGTH_PREFIX_BYTES};
@@ -104,7 +104,7 @@ pub use layout::{
     discover_native_streams, native_stream_id, native_stream_path, operation_stream_path,
     LayoutError, NameProblem,
 };
-pub use log::{remove_file, Opened, Staged, StagedWrite, StreamLog};
+pub use log::{remove_file, NewLog, Opened, Staged, StagedWrite, StreamLog};
 
 /// When an append counts as durable; see the module documentation for the guarantees.
 #[derive(
