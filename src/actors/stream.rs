@@ -22,7 +22,11 @@
 //! the mailbox is drained the stream hands a ticket to the
 //! [`Committer`], whose round syncs the writes of
 //! every stream that asked meanwhile, and answers with [`Durable`]; one
-//! round per stream is in flight at a time.
+//! round per stream is in flight at a time. With a committer thread the
+//! stream only stages its records (write-behind) and the round writes them
+//! too; `Close` and `SyncNow` take a round in flight back and write and
+//! sync it on the spot, and a stream that fails or restarts abandons it, so
+//! the committer never writes behind a stream that moved on.
 //!
 //! **New files.** With a committer thread, a new stream's file is created on
 //! the committer's file threads, in batches that share one sync per

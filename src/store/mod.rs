@@ -75,8 +75,12 @@
 //! the count, one `syncfs` ≈ 9.5 k records/s for 2 files, 136 k for 64, 244 k for 1 000 and
 //! 107 k for 10 000; for a single file `fdatasync` (≈ 5.7 k/s) beats `syncfs` (≈ 2.1 k/s).
 //! The service runs rounds on a committer thread, so a sync never blocks an actor and the
-//! next round fills while one is on disk; the library default runs them inline on the
-//! arbiter (deterministic under paused time). `BENCHMARKS.md` has the end-to-end figures.
+//! next round fills while one is on disk; there the stream does not even `write`: it stages
+//! its frames ([`StreamLog::stage`], *write-behind*) and the round writes them before it
+//! syncs, so the actor thread makes no system call per record. The library default runs
+//! rounds inline on the arbiter (deterministic under paused time). New files created
+//! together share one sync of their directory ([`commit::run_jobs`]). `BENCHMARKS.md` has
+//! the end-to-end figures.
 //!
 //! # Layout
 //!
