@@ -35,8 +35,9 @@
 //! - [`store`]: the file format and files: framing (u32 LE length + record),
 //!   `StreamLog` (one stream's file: create, append, sync, truncate,
 //!   remove), the path layout of native streams, injected faults for tests.
-//!   Group commit (`store::commit`) makes many writes share one sync; an LRU
-//!   (`store::files`) bounds the open files.
+//!   Group commit (`store::commit`) makes many writes share one sync (on a
+//!   committer thread, which also does the writes: the actors only stage
+//!   them); an LRU (`store::files`) bounds the open files.
 //! - [`error`]: the manager's errors, one variant per rejection.
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
 //!   is the manager's upstream (`hub`), access control (`auth`: bearer
