@@ -30,9 +30,9 @@
 //!
 //! **New files.** With a committer thread, a new stream's file is created on
 //! the committer's file threads, in batches that share one sync per
-//! directory (`batch`, `always`: the new entry survives power loss); the actor handles no message until it
-//! exists (`ctx.wait`), and a failure answers every update and ends the
-//! stream.
+//! directory (`batch`, `always`: the new entry survives power loss); the
+//! actor handles no message until it exists (`ctx.wait`), and a failure
+//! answers every update and ends the stream.
 //!
 //! **Supervised.** A failed write or sync answers the affected callers with
 //! the error and stops the actor; its supervisor restarts it at once and
