@@ -6,34 +6,18 @@
 //! and only ever wait for something to happen, or show it has not yet.
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use status_update_manager::kind::Native;
 use status_update_manager::messages::{Acknowledge, Update, UpdateOutcome};
-use status_update_manager::store::{Committer, FaultPlan, SyncPolicy};
-use status_update_manager::ManagerConfig;
-
-/// How long "not yet" is watched for; a reply that skipped the sync would
-/// arrive within microseconds.
-const NOT_YET: Duration = Duration::from_millis(300);
-const BOUND: Duration = Duration::from_secs(10);
-
-fn config(committer: &Committer, faults: &FaultPlan) -> ManagerConfig {
-    ManagerConfig {
-        sync: SyncPolicy::Batch,
-        committer: committer.clone(),
-        faults: Some(faults.clone()),
-        ..ManagerConfig::default()
-    }
-}
+use status_update_manager::store::{Committer, FaultPlan};
 
 #[actix::test]
 async fn nothing_is_answered_or_forwarded_before_its_sync() {
     let dir = tempfile::tempdir().unwrap();
     let committer = Committer::thread().unwrap();
     let faults = FaultPlan::new();
-    let (manager, mut rx) = start::<Native>(config(&committer, &faults), native_paths(dir.path()));
+    let (manager, mut rx) =
+        start::<Native>(batch_config(&committer, &faults), native_paths(dir.path()));
 
     for (i, terminal) in [false, true].into_iter().enumerate() {
         // Hold every sync round after it reached the disk, before anyone is told.
@@ -92,7 +76,8 @@ async fn many_writes_share_one_sync_round() {
     let dir = tempfile::tempdir().unwrap();
     let committer = Committer::thread().unwrap();
     let faults = FaultPlan::new();
-    let (manager, _rx) = start::<Native>(config(&committer, &faults), native_paths(dir.path()));
+    let (manager, _rx) =
+        start::<Native>(batch_config(&committer, &faults), native_paths(dir.path()));
     const STREAMS: usize = 500;
 
     let before = committer.rounds();
@@ -132,7 +117,7 @@ async fn a_file_that_cannot_be_created_fails_its_updates_and_leaves_no_stream() 
     let paths: status_update_manager::StreamPaths<Native> =
         std::sync::Arc::new(move |id: &String| blocker.join(id));
     let committer = Committer::thread().unwrap();
-    let (manager, mut rx) = start::<Native>(config(&committer, &FaultPlan::new()), paths);
+    let (manager, mut rx) = start::<Native>(batch_config(&committer, &FaultPlan::new()), paths);
     for attempt in 0..2 {
         let u = native_update("s", "RUNNING", false, "");
         let reply = manager.send(Update {

@@ -9,29 +9,12 @@
 //! and only ever wait for something to happen, or show it has not yet.
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use status_update_manager::error::UpdateError;
 use status_update_manager::kind::Native;
 use status_update_manager::messages::{SyncAll, Update, UpdateOutcome};
 use status_update_manager::store::layout::native_stream_path;
-use status_update_manager::store::{Committer, Fault, FaultPlan, SyncPolicy};
-use status_update_manager::ManagerConfig;
-
-/// How long "not yet" is watched for; a reply that skipped the write would
-/// arrive within microseconds.
-const NOT_YET: Duration = Duration::from_millis(300);
-const BOUND: Duration = Duration::from_secs(10);
-
-fn config(committer: &Committer, faults: &FaultPlan) -> ManagerConfig {
-    ManagerConfig {
-        sync: SyncPolicy::Batch,
-        committer: committer.clone(),
-        faults: Some(faults.clone()),
-        ..ManagerConfig::default()
-    }
-}
+use status_update_manager::store::{Committer, Fault, FaultPlan};
 
 fn update(state: &str) -> Update<Native> {
     Update {
@@ -46,7 +29,8 @@ async fn a_round_in_flight_is_written_by_the_stream_that_must_sync_now() {
     let path = native_stream_path(dir.path(), "s");
     let committer = Committer::thread().unwrap();
     let faults = FaultPlan::new();
-    let (manager, mut rx) = start::<Native>(config(&committer, &faults), native_paths(dir.path()));
+    let (manager, mut rx) =
+        start::<Native>(batch_config(&committer, &faults), native_paths(dir.path()));
 
     // The committer holds its round before writing anything.
     faults.hold_committer_writes();
@@ -102,7 +86,8 @@ async fn a_write_the_committer_fails_restarts_the_stream_from_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let committer = Committer::thread().unwrap();
     let faults = FaultPlan::new();
-    let (manager, mut rx) = start::<Native>(config(&committer, &faults), native_paths(dir.path()));
+    let (manager, mut rx) =
+        start::<Native>(batch_config(&committer, &faults), native_paths(dir.path()));
     let send = |u: Update<Native>| {
         let manager = manager.clone();
         async move {

@@ -301,3 +301,23 @@ pub fn file_states(dir: &Path, stream: &str) -> (Vec<String>, usize) {
             .collect();
     (states, pending)
 }
+
+/// How long "not yet" is watched for in real-time tests of the committer
+/// thread; a reply that skipped a write or a sync would arrive within
+/// microseconds.
+pub const NOT_YET: Duration = Duration::from_millis(300);
+/// The longest a real-time test waits for something that must happen.
+pub const BOUND: Duration = Duration::from_secs(10);
+
+/// `store.sync = batch` on `committer`, with `faults` injected.
+pub fn batch_config(
+    committer: &status_update_manager::store::Committer,
+    faults: &status_update_manager::store::FaultPlan,
+) -> ManagerConfig {
+    ManagerConfig {
+        sync: status_update_manager::store::SyncPolicy::Batch,
+        committer: committer.clone(),
+        faults: Some(faults.clone()),
+        ..ManagerConfig::default()
+    }
+}
