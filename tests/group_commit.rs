@@ -38,12 +38,7 @@ async fn nothing_is_answered_or_forwarded_before_its_sync() {
         );
 
         faults.release_syncs();
-        let outcome = tokio::time::timeout(BOUND, reply)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let outcome = answer(reply).await;
         assert_eq!(outcome, UpdateOutcome::Accepted);
         let forward = tokio::time::timeout(BOUND, rx.recv())
             .await
@@ -61,12 +56,7 @@ async fn nothing_is_answered_or_forwarded_before_its_sync() {
         tokio::time::sleep(NOT_YET).await;
         assert!(!reply.is_finished(), "ack {i} was answered before its sync");
         faults.release_syncs();
-        let acked = tokio::time::timeout(BOUND, reply)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let acked = answer(reply).await;
         assert_eq!(acked.stream_terminated, terminal);
     }
 }

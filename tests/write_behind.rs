@@ -54,12 +54,7 @@ async fn a_round_in_flight_is_written_by_the_stream_that_must_sync_now() {
         .await
         .unwrap()
         .unwrap();
-    let outcome = tokio::time::timeout(BOUND, reply)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let outcome = answer(reply).await;
     assert_eq!(outcome, UpdateOutcome::Accepted);
     let forward = recv_or_fail(&mut rx, "ONE forwarded once written").await;
     assert_eq!(forward.update.status, one.update.status);

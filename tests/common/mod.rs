@@ -321,3 +321,16 @@ pub fn batch_config(
         ..ManagerConfig::default()
     }
 }
+
+/// What a request spawned as `actix_rt::spawn(addr.send(..))` was answered,
+/// within [`BOUND`]; panics on a timeout, a closed mailbox or an error answer.
+pub async fn answer<T, E: std::fmt::Debug>(
+    reply: tokio::task::JoinHandle<Result<Result<T, E>, actix::MailboxError>>,
+) -> T {
+    tokio::time::timeout(BOUND, reply)
+        .await
+        .expect("answered in time")
+        .expect("the request task")
+        .expect("the manager's mailbox")
+        .expect("an OK answer")
+}
