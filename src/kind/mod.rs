@@ -163,8 +163,9 @@ pub trait UpdateKind: fmt::Debug + Sized + Unpin + Send + Sync + 'static {
     fn is_terminal(update: &Self::Update) -> bool;
     /// Whether `latest_status` (or the kind's equivalent) is set.
     fn has_latest_status(update: &Self::Update) -> bool;
-    /// Sets the latest-status field of `update` from the status of `newest`.
-    fn set_latest_status(update: &mut Self::Update, newest: &Self::Update);
+    /// Sets the latest-status field of `update` from the status of `newest`,
+    /// or from its own status when `newest` is `None` (it is the newest).
+    fn set_latest_status(update: &mut Self::Update, newest: Option<&Self::Update>);
     /// The state's name, for logs and `inspect` (enum name for the Mesos kinds).
     fn state_name(update: &Self::Update) -> String;
     /// Kind-specific validation of a live update, beyond the shared checks of

@@ -76,8 +76,8 @@ impl UpdateKind for Native {
         update.latest_status.is_some()
     }
 
-    fn set_latest_status(update: &mut Self::Update, newest: &Self::Update) {
-        update.latest_status = newest.status.clone();
+    fn set_latest_status(update: &mut Self::Update, newest: Option<&Self::Update>) {
+        update.latest_status = newest.unwrap_or(update).status.clone();
     }
 
     fn state_name(update: &Self::Update) -> String {

@@ -103,8 +103,8 @@ impl UpdateKind for Task {
         update.latest_state.is_some()
     }
 
-    fn set_latest_status(update: &mut Self::Update, newest: &Self::Update) {
-        update.latest_state = newest.status.as_ref().map(|s| s.state);
+    fn set_latest_status(update: &mut Self::Update, newest: Option<&Self::Update>) {
+        update.latest_state = newest.unwrap_or(update).status.as_ref().map(|s| s.state);
     }
 
     fn state_name(update: &Self::Update) -> String {

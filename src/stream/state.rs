@@ -374,10 +374,9 @@ impl<K: UpdateKind> StreamState<K> {
         let newest = self.pending.back()?;
         Some(head.update::<K>().and_then(|mut update| {
             if self.pending.len() > 1 {
-                K::set_latest_status(&mut update, &newest.update::<K>()?);
+                K::set_latest_status(&mut update, Some(&newest.update::<K>()?));
             } else {
-                let copy = update.clone();
-                K::set_latest_status(&mut update, &copy);
+                K::set_latest_status(&mut update, None);
             }
             Ok((head.uuid, update))
         }))
