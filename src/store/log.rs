@@ -10,7 +10,8 @@
 //! `none` never syncs. See the [`store`](super) module documentation for the guarantees.
 //!
 //! **Write-behind.** Under `batch`, a log whose file sits in the shared [`FileCache`] may
-//! also leave the `write` itself to the committer thread ([`StreamLog::set_write_behind`]): [`StreamLog::stage`] reserves the frame's place at the end of the log and
+//! also leave the `write` itself to the committer thread ([`StreamLog::set_write_behind`]):
+//! [`StreamLog::stage`] reserves the frame's place at the end of the log and
 //! copies it into the owner's [`Staged`] bytes, [`StreamLog::hand_off`] turns those into a
 //! [`StagedWrite`] for the next commit round, and the round writes them at their offset before
 //! it syncs. The owner keeps every effect of the staged frames until the round returns, as it
