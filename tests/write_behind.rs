@@ -1,6 +1,6 @@
-//! Write-behind (`store.sync = batch` on the committer thread): a stream
-//! stages its records and the committer's round writes them, then syncs, so
-//! the actor thread makes no `write`. Nothing is answered before the round
+//! Write-behind (`store.sync = batch` or `always` on the committer thread):
+//! a stream stages its records and the committer's round writes them, then
+//! syncs, so the actor thread makes no `write` and waits for no sync. Nothing is answered before the round
 //! that wrote and synced it; a stream that must sync on the spot (shutdown,
 //! cleanup) writes the round in flight itself, and the committer then leaves
 //! it alone; a write the committer fails restarts the stream from its file.
@@ -12,9 +12,10 @@ mod common;
 use common::*;
 use status_update_manager::error::UpdateError;
 use status_update_manager::kind::Native;
-use status_update_manager::messages::{SyncAll, Update, UpdateOutcome};
+use status_update_manager::messages::{GetStream, SyncAll, Update, UpdateOutcome};
 use status_update_manager::store::layout::native_stream_path;
-use status_update_manager::store::{Committer, Fault, FaultPlan};
+use status_update_manager::store::{Committer, Fault, FaultPlan, SyncPolicy};
+use status_update_manager::ManagerConfig;
 
 fn update(state: &str) -> Update<Native> {
     Update {
@@ -121,4 +122,41 @@ async fn a_write_the_committer_fails_restarts_the_stream_from_its_file() {
         file_states(dir.path(), "s"),
         (vec!["ONE".to_string(), "THREE".to_string()], 2)
     );
+}
+
+#[actix::test]
+async fn always_syncs_on_the_committer_and_its_stream_keeps_serving_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let committer = Committer::thread().unwrap();
+    let faults = FaultPlan::new();
+    let config = ManagerConfig {
+        sync: SyncPolicy::Always,
+        ..batch_config(&committer, &faults)
+    };
+    let (manager, mut rx) = start::<Native>(config, native_paths(dir.path()));
+    let one = update("ONE");
+
+    // Every sync is held after it reached the disk.
+    faults.hold_syncs();
+    let reply = actix_rt::spawn(manager.send(one.clone()));
+    tokio::time::sleep(NOT_YET).await;
+    assert!(!reply.is_finished(), "answered before its sync");
+    assert!(rx.try_recv().is_err(), "forwarded before its sync");
+    // The stream's thread is not stuck in that sync: the stream answers.
+    let stats = tokio::time::timeout(
+        BOUND,
+        manager.send(GetStream::<Native> { stream: "s".into() }),
+    )
+    .await
+    .expect("the stream answers while its sync is held")
+    .unwrap()
+    .unwrap();
+    assert_eq!(stats.pending, 1);
+
+    faults.release_syncs();
+    assert_eq!(answer(reply).await, UpdateOutcome::Accepted);
+    let forward = recv_or_fail(&mut rx, "ONE forwarded once synced").await;
+    assert_eq!(forward.update.status, one.update.status);
+    assert_eq!(file_states(dir.path(), "s"), (vec!["ONE".to_string()], 1));
+    assert_eq!(faults.syncs(), 1, "one fdatasync of the stream's own file");
 }

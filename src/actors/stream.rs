@@ -18,7 +18,8 @@
 //! **Checkpoint before effect.** A record is appended before the state
 //! changes; every effect that must not precede durability (the reply, a
 //! forward, the end of the stream) waits while the file has unsynced bytes
-//! (`store.sync = batch`) and runs after the sync that covers them. Once
+//! (`store.sync = batch`, and `always` with a committer thread) and runs
+//! after the sync that covers them. Once
 //! the mailbox is drained the stream hands a ticket to the
 //! [`Committer`], whose round syncs the writes of
 //! every stream that asked meanwhile, and answers with [`Durable`]; one
@@ -310,8 +311,9 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// Encodes `record` and appends it to the file (a stream without a file
     /// appends nothing), then hands the encoded body to `then`. Under
-    /// `always` the record is durable on return; under `batch` a flush is
-    /// scheduled.
+    /// write-behind the record is only staged; otherwise it is written, and
+    /// under `always` durable on return. Whatever is not durable yet gets a
+    /// flush scheduled.
     fn append<T>(
         &mut self,
         record: RecordRef<'_, K::Update>,
@@ -416,6 +418,7 @@ impl<K: UpdateKind> StreamActor<K> {
             path: path.clone(),
             device: log.device(),
             write,
+            own_sync: log.policy() == SyncPolicy::Always,
             faults: log.faults().cloned(),
             done: Box::new(move |result| {
                 // A stopped actor has nobody left to tell.

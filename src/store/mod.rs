@@ -57,7 +57,7 @@
 //! | policy | answered after | a crash can lose |
 //! |---|---|---|
 //! | `none` | the `write` returned (page cache) | on power loss, whatever the OS had not flushed; nothing on a process crash |
-//! | `always` | `fdatasync` of that file returned | nothing |
+//! | `always` | `fdatasync` of that file returned (on the committer thread, when there is one) | nothing |
 //! | `batch` | a sync of that file that covers the write returned; one sync is shared by many writes | nothing: the same guarantee as `always` |
 //!
 //! A new stream file syncs its directory once under `always` and `batch` (and the parents of
