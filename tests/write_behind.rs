@@ -1,7 +1,7 @@
-//! Write-behind (`store.sync = batch` or `always` on the committer thread):
-//! a stream stages its records and the committer's round writes them, then
-//! syncs, so the actor thread makes no `write` and waits for no sync. Nothing is answered before the round
-//! that wrote and synced it; a stream that must sync on the spot (shutdown,
+//! Write-behind (any `store.sync` on the committer thread): a stream stages
+//! its records and the committer's round writes them, then (`batch`,
+//! `always`) syncs, so the actor thread makes no `write` and waits for no
+//! sync. Nothing is answered before the round that wrote (and synced) it; a stream that must sync on the spot (shutdown,
 //! cleanup) writes the round in flight itself, and the committer then leaves
 //! it alone; a write the committer fails restarts the stream from its file.
 //!
@@ -24,14 +24,33 @@ fn update(state: &str) -> Update<Native> {
     }
 }
 
+/// `batch_config` with `policy`.
+fn config(policy: SyncPolicy, committer: &Committer, faults: &FaultPlan) -> ManagerConfig {
+    ManagerConfig {
+        sync: policy,
+        ..batch_config(committer, faults)
+    }
+}
+
 #[actix::test]
-async fn a_round_in_flight_is_written_by_the_stream_that_must_sync_now() {
+async fn a_batch_round_in_flight_is_written_by_the_stream_that_must_sync_now() {
+    round_in_flight_written_by_the_stream(SyncPolicy::Batch).await;
+}
+
+#[actix::test]
+async fn a_none_round_in_flight_is_written_by_the_stream_that_must_sync_now() {
+    round_in_flight_written_by_the_stream(SyncPolicy::None).await;
+}
+
+async fn round_in_flight_written_by_the_stream(policy: SyncPolicy) {
     let dir = tempfile::tempdir().unwrap();
     let path = native_stream_path(dir.path(), "s");
-    let committer = Committer::thread().unwrap();
+    let committer = Committer::thread_for(policy).unwrap();
     let faults = FaultPlan::new();
-    let (manager, mut rx) =
-        start::<Native>(batch_config(&committer, &faults), native_paths(dir.path()));
+    let (manager, mut rx) = start::<Native>(
+        config(policy, &committer, &faults),
+        native_paths(dir.path()),
+    );
 
     // The committer holds its round before writing anything.
     faults.hold_committer_writes();
@@ -78,12 +97,23 @@ async fn a_round_in_flight_is_written_by_the_stream_that_must_sync_now() {
 }
 
 #[actix::test]
-async fn a_write_the_committer_fails_restarts_the_stream_from_its_file() {
+async fn a_batch_write_the_committer_fails_restarts_the_stream_from_its_file() {
+    failed_committer_write_restarts_the_stream(SyncPolicy::Batch).await;
+}
+
+#[actix::test]
+async fn a_none_write_the_committer_fails_restarts_the_stream_from_its_file() {
+    failed_committer_write_restarts_the_stream(SyncPolicy::None).await;
+}
+
+async fn failed_committer_write_restarts_the_stream(policy: SyncPolicy) {
     let dir = tempfile::tempdir().unwrap();
-    let committer = Committer::thread().unwrap();
+    let committer = Committer::thread_for(policy).unwrap();
     let faults = FaultPlan::new();
-    let (manager, mut rx) =
-        start::<Native>(batch_config(&committer, &faults), native_paths(dir.path()));
+    let (manager, mut rx) = start::<Native>(
+        config(policy, &committer, &faults),
+        native_paths(dir.path()),
+    );
     let send = |u: Update<Native>| {
         let manager = manager.clone();
         async move {
@@ -122,6 +152,9 @@ async fn a_write_the_committer_fails_restarts_the_stream_from_its_file() {
         file_states(dir.path(), "s"),
         (vec!["ONE".to_string(), "THREE".to_string()], 2)
     );
+    if policy == SyncPolicy::None {
+        assert_eq!(faults.syncs(), 0, "a `none` round writes and never syncs");
+    }
 }
 
 #[actix::test]
@@ -129,11 +162,10 @@ async fn always_syncs_on_the_committer_and_its_stream_keeps_serving_meanwhile() 
     let dir = tempfile::tempdir().unwrap();
     let committer = Committer::thread().unwrap();
     let faults = FaultPlan::new();
-    let config = ManagerConfig {
-        sync: SyncPolicy::Always,
-        ..batch_config(&committer, &faults)
-    };
-    let (manager, mut rx) = start::<Native>(config, native_paths(dir.path()));
+    let (manager, mut rx) = start::<Native>(
+        config(SyncPolicy::Always, &committer, &faults),
+        native_paths(dir.path()),
+    );
     let one = update("ONE");
 
     // Every sync is held after it reached the disk.

@@ -67,7 +67,7 @@ use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdat
 use crate::metrics as m;
 use crate::store::{
     CommitResult, Committer, FaultPlan, FileCache, Staged, StagedWrite, StoreError, StreamLog,
-    SyncPolicy, Ticket,
+    SyncPolicy, Ticket, TicketSync,
 };
 use crate::stream::recover::recover_file;
 use crate::stream::{RetryPolicy, StreamState, UpdateDecision};
@@ -418,7 +418,7 @@ impl<K: UpdateKind> StreamActor<K> {
             path: path.clone(),
             device: log.device(),
             write,
-            own_sync: log.policy() == SyncPolicy::Always,
+            sync: TicketSync::for_policy(log.policy()),
             faults: log.faults().cloned(),
             done: Box::new(move |result| {
                 // A stopped actor has nobody left to tell.
@@ -1150,7 +1150,9 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
         let Some(submitted) = self.end_round() else {
             return;
         };
-        metrics::histogram!(m::SYNC_SECONDS).record(submitted.elapsed());
+        if self.shared.settings.sync.syncs() {
+            metrics::histogram!(m::SYNC_SECONDS).record(submitted.elapsed());
+        }
         match msg.result {
             Ok(()) => {
                 for effect in self.take_effects(true) {

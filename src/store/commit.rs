@@ -1,5 +1,6 @@
 //! Group commit for `store.sync = batch`: many writes, one sync; and, with a
-//! committer thread, the writes and syncs of `always` off the actor thread.
+//! committer thread, the writes (and the syncs of `always`) of every policy
+//! off the actor thread.
 //!
 //! A stream actor keeps every effect of its records that must not precede
 //! durability — the reply, a forward, the end of the stream — until a sync
@@ -17,12 +18,16 @@
 //! stalls the committer, not every stream. The round trip to the committer
 //! is the one the sync needs anyway, so write-behind adds none. Under
 //! `always` the same rounds carry each stream's records, but the round syncs
-//! every such file with an `fdatasync` of its own ([`Ticket::own_sync`]):
+//! every such file with an `fdatasync` of its own ([`TicketSync::Own`]):
 //! the guarantee and cost per file of `always`, without a stream thread ever
 //! waiting in a sync (3.4 k acknowledged updates/s over 10 000 streams, where
-//! syncing on the actor thread gave 2.3–2.4 k). (Under `none`, which needs no
-//! round, streams write at once: a hand-off per write cost more than the
-//! write.)
+//! syncing on the actor thread gave 2.3–2.4 k). Under `none` the round only
+//! writes ([`TicketSync::Skip`]): a stream's replies still wait for their
+//! bytes to be in the file, but the `write` (and, past the open-file bound,
+//! the reopen and close around it) runs on the committer's core instead of
+//! the actor thread, one round per stream at a time for every record it
+//! took meanwhile (10 000 streams: 53 k → 69–77 k acknowledged updates/s
+//! on tmpfs, BENCHMARKS.md).
 //!
 //! One round syncs with the cheapest call that covers every file in it:
 //!
@@ -157,9 +162,8 @@ pub struct Ticket {
     pub device: u64,
     /// Frames to write before the round syncs (write-behind), if any.
     pub write: Option<StagedWrite>,
-    /// Sync this file with an `fdatasync` of its own (`always`), not as part
-    /// of the round's shared sync (`batch`).
-    pub own_sync: bool,
+    /// How the round makes this ticket's bytes durable.
+    pub sync: TicketSync,
     /// Injected faults (tests).
     pub faults: Option<FaultPlan>,
     /// Called from the committer once the round that covers this ticket is done.
@@ -172,8 +176,31 @@ impl std::fmt::Debug for Ticket {
             .field("path", &self.path)
             .field("device", &self.device)
             .field("write", &self.write.is_some())
-            .field("own_sync", &self.own_sync)
+            .field("sync", &self.sync)
             .finish()
+    }
+}
+
+/// How a round makes a [`Ticket`]'s bytes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketSync {
+    /// Covered by the round's one shared sync (`batch`): `fdatasync` if the
+    /// round holds one file, else `syncfs`.
+    Shared,
+    /// An `fdatasync` of the ticket's own file (`always`).
+    Own,
+    /// No sync (`none`): the round only writes the staged frames.
+    Skip,
+}
+
+impl TicketSync {
+    /// The sync a ticket of a log under `policy` asks for.
+    pub fn for_policy(policy: SyncPolicy) -> TicketSync {
+        match policy {
+            SyncPolicy::Batch => TicketSync::Shared,
+            SyncPolicy::Always => TicketSync::Own,
+            SyncPolicy::None => TicketSync::Skip,
+        }
     }
 }
 
@@ -351,17 +378,16 @@ impl Syncer {
             let outcome = match written {
                 Err(err) => Err(err),
                 Ok(()) => {
-                    let injected =
-                        ticket
-                            .faults
-                            .as_ref()
-                            .and_then(FaultPlan::on_sync)
-                            .map(|source| {
-                                Arc::new(StoreError::Sync {
-                                    path: ticket.path.to_path_buf(),
-                                    source,
-                                })
-                            });
+                    let injected = (ticket.sync != TicketSync::Skip)
+                        .then_some(ticket.faults.as_ref())
+                        .flatten()
+                        .and_then(FaultPlan::on_sync)
+                        .map(|source| {
+                            Arc::new(StoreError::Sync {
+                                path: ticket.path.to_path_buf(),
+                                source,
+                            })
+                        });
                     match (own.as_ref().unwrap_or(&result), injected) {
                         (Err(err), _) => Err(err.clone()),
                         (Ok(()), Some(err)) => Err(err),
@@ -374,10 +400,11 @@ impl Syncer {
     }
 
     /// One sync for every ticket of the round that shares it (not
-    /// `own_sync`, written): `fdatasync` for a single file, else one
+    /// [`TicketSync::Shared`], written): `fdatasync` for a single file, else one
     /// `syncfs` per filesystem.
     fn shared_sync(&mut self, round: &[Ticket], written: &[CommitResult]) -> CommitResult {
-        let mut shared = (0..round.len()).filter(|&i| !round[i].own_sync && written[i].is_ok());
+        let mut shared =
+            (0..round.len()).filter(|&i| round[i].sync == TicketSync::Shared && written[i].is_ok());
         let Some(first) = shared.next() else {
             return Ok(());
         };
@@ -420,20 +447,24 @@ impl Syncer {
     }
 }
 
-/// The `fdatasync` of each `own_sync` ticket's file (once per file), for
-/// the tickets whose frames are in the file; `None` for the others.
+/// The outcome of each ticket that does not share the round's sync: the
+/// `fdatasync` of each [`TicketSync::Own`] ticket's file (once per file)
+/// whose frames are in the file, and nothing to do for a written
+/// [`TicketSync::Skip`]; `None` for the others.
 fn own_syncs(round: &[Ticket], written: &[CommitResult]) -> Vec<Option<CommitResult>> {
     let mut synced: HashMap<&Path, CommitResult> = HashMap::new();
     round
         .iter()
         .zip(written)
-        .map(|(ticket, written)| {
-            (ticket.own_sync && written.is_ok()).then(|| {
+        .map(|(ticket, written)| match (ticket.sync, written.is_ok()) {
+            (_, false) | (TicketSync::Shared, true) => None,
+            (TicketSync::Skip, true) => Some(Ok(())),
+            (TicketSync::Own, true) => Some(
                 synced
                     .entry(&ticket.path)
                     .or_insert_with(|| sync_file(&ticket.path))
-                    .clone()
-            })
+                    .clone(),
+            ),
         })
         .collect()
 }

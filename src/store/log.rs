@@ -9,8 +9,9 @@
 //! `batch` only marks the log dirty and leaves the sync to the owner ([`StreamLog::sync`]),
 //! `none` never syncs. See the [`store`](super) module documentation for the guarantees.
 //!
-//! **Write-behind.** Under `batch` and `always`, a log whose file sits in the shared
-//! [`FileCache`] may leave the `write` and the sync to the committer thread ([`StreamLog::set_write_behind`]):
+//! **Write-behind.** A log whose file sits in the shared [`FileCache`] may leave the `write`
+//! (and, under `batch` and `always`, the sync) to the committer thread
+//! ([`StreamLog::set_write_behind`]):
 //! [`StreamLog::stage`] reserves the frame's place at the end of the log and
 //! copies it into the owner's [`Staged`] bytes, [`StreamLog::hand_off`] turns those into a
 //! [`StagedWrite`] for the next commit round, and the round writes them at their offset before
@@ -385,15 +386,13 @@ impl StreamLog {
         std::mem::take(&mut self.dirty)
     }
 
-    /// Leaves the writes to the committer (see the module docs) if `on`, the file is in a
-    /// [`FileCache`] (which the committer thread reaches it through) and the policy syncs
-    /// (`batch`, `always`), whose effects wait for the committer's sync anyway. `none` writes
-    /// in [`append`](Self::append): it needs no sync, and a hand-off per write would cost its
-    /// stream more than the `write` (measured in BENCHMARKS.md). Returns whether the log writes
-    /// behind now.
+    /// Leaves the writes to the committer (see the module docs) if `on` and the file is in a
+    /// [`FileCache`] (which the committer thread reaches it through), whatever the policy:
+    /// under `none` the round only writes, and the owner's effects wait for that write as they
+    /// wait for a sync under `batch`, so nothing is answered before its bytes are in the file.
+    /// Returns whether the log writes behind now.
     pub fn set_write_behind(&mut self, on: bool) -> bool {
-        self.write_behind =
-            on && self.policy.syncs() && matches!(self.handle, Handle::Cached { .. });
+        self.write_behind = on && matches!(self.handle, Handle::Cached { .. });
         self.write_behind
     }
 
@@ -845,13 +844,13 @@ mod tests {
     }
 
     #[test]
-    fn write_behind_is_only_for_syncing_logs_in_a_cache() -> TestResult {
+    fn write_behind_is_for_logs_in_a_cache_whatever_the_policy() -> TestResult {
         let tmp = tempfile::tempdir()?;
         for policy in POLICIES {
             let mut log = StreamLog::create(&tmp.path().join(policy.as_str()), policy)?;
             assert!(!log.set_write_behind(true), "{policy}: not in a cache");
             log.set_cache(&FileCache::new(4));
-            assert_eq!(log.set_write_behind(true), policy != SyncPolicy::None);
+            assert!(log.set_write_behind(true), "{policy}");
             assert!(!log.set_write_behind(false));
         }
         Ok(())

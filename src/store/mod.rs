@@ -77,7 +77,8 @@
 //! The service runs rounds on a committer thread, so a sync never blocks an actor and the
 //! next round fills while one is on disk; there the stream does not even `write`: it stages
 //! its frames ([`StreamLog::stage`], *write-behind*) and the round writes them before it
-//! syncs, so the actor thread makes no system call per record. The library default runs
+//! syncs, so the actor thread makes no system call per record. Under `none` the same rounds
+//! write without syncing: replies wait for the write, as they would inline. The library default runs
 //! rounds inline on the arbiter (deterministic under paused time). New files created
 //! together share one sync of their directory ([`commit::run_jobs`]). `BENCHMARKS.md` has
 //! the end-to-end figures.
@@ -100,7 +101,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use commit::{run_jobs, CommitResult, Committer, Completion, DirSyncs, Job, Ticket};
+pub use commit::{
+    run_jobs, CommitResult, Committer, Completion, DirSyncs, Job, Ticket, TicketSync,
+};
 pub use faults::{Fault, FaultPlan};
 pub use files::FileCache;
 pub use framing::{encode_frame, FrameReader, FrameTooLarge, Next, LENGTH_PREFIX_BYTES};
