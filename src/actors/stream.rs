@@ -130,7 +130,7 @@ impl StreamSettings {
 
 /// An effect that waits for the file's unsynced bytes to be synced.
 #[derive(Debug)]
-enum Effect {
+enum Effect<U> {
     ReplyUpdate(
         Option<OneshotSender<Result<UpdateOutcome, UpdateError>>>,
         Result<UpdateOutcome, UpdateError>,
@@ -141,17 +141,20 @@ enum Effect {
         Result<AckOutcome, AckError>,
         StatusUuid,
     ),
-    ForwardHead,
+    /// Forward the head; with the update as it arrived (boxed: rare in a
+    /// queue of effects) when that update became the head, which saves
+    /// decoding it from its record.
+    ForwardHead(Option<Box<(StatusUuid, U)>>),
     End,
 }
 
 /// Effects that wait for durability, and the commit round in flight.
-#[derive(Debug, Default)]
-struct Commit {
+#[derive(Debug)]
+struct Commit<U> {
     /// Effects waiting for bytes that no commit round covers yet.
-    waiting: Vec<Effect>,
+    waiting: Vec<Effect<U>>,
     /// Effects covered by the commit round in flight (at most one).
-    committing: Vec<Effect>,
+    committing: Vec<Effect<U>>,
     /// When the round in flight was submitted.
     in_flight: Option<std::time::Instant>,
     /// Write-behind: frames appended since the last hand-off, for the next round.
@@ -160,7 +163,19 @@ struct Commit {
     flight: Option<StagedWrite>,
 }
 
-impl Commit {
+impl<U> Default for Commit<U> {
+    fn default() -> Self {
+        Commit {
+            waiting: Vec::new(),
+            committing: Vec::new(),
+            in_flight: None,
+            staged: Staged::default(),
+            flight: None,
+        }
+    }
+}
+
+impl<U> Commit<U> {
     fn is_idle(&self) -> bool {
         self.waiting.is_empty()
             && self.committing.is_empty()
@@ -170,7 +185,7 @@ impl Commit {
     }
 }
 
-impl Drop for Commit {
+impl<U> Drop for Commit<U> {
     /// A stream that drops its round in flight (it failed, restarts or
     /// stopped) answered nothing it covers; the committer must not write it
     /// after the stream has moved on (a reload would read the file without it
@@ -223,7 +238,7 @@ pub struct StreamActor<K: UpdateKind> {
     retry: Retry,
     /// Effects waiting for durability; allocated only while there are any,
     /// so an idle stream pays one pointer for it.
-    commit: Option<Box<Commit>>,
+    commit: Option<Box<Commit<K::Update>>>,
     /// Bumped by each restart, so a late commit result of a failed
     /// incarnation is ignored.
     incarnation: u32,
@@ -368,7 +383,7 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// Runs `effect` now if the file holds nothing unsynced, else after the
     /// next flush.
-    fn effect(&mut self, effect: Effect, ctx: &mut Context<Self>) {
+    fn effect(&mut self, effect: Effect<K::Update>, ctx: &mut Context<Self>) {
         if self.log.as_ref().is_some_and(StreamLog::needs_sync)
             || self.commit.as_ref().is_some_and(|c| !c.is_idle())
         {
@@ -381,13 +396,13 @@ impl<K: UpdateKind> StreamActor<K> {
         }
     }
 
-    fn run(&mut self, effect: Effect, ctx: &mut Context<Self>) {
+    fn run(&mut self, effect: Effect<K::Update>, ctx: &mut Context<Self>) {
         match effect {
             Effect::ReplyUpdate(tx, result, _) => send(tx, result),
             Effect::ReplyAck(tx, result, _) => send(tx, result),
-            Effect::ForwardHead => {
+            Effect::ForwardHead(fresh) => {
                 self.retry.doublings = 0;
-                self.send_head(ctx);
+                self.send_head(fresh, ctx);
             }
             Effect::End => self.end(),
         }
@@ -438,7 +453,7 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// Takes the effects covered by the round in flight (`committing`) or
     /// the ones waiting for the next round; frees the box once idle.
-    fn take_effects(&mut self, committing: bool) -> Vec<Effect> {
+    fn take_effects(&mut self, committing: bool) -> Vec<Effect<K::Update>> {
         let Some(commit) = self.commit.as_mut() else {
             return Vec::new();
         };
@@ -552,18 +567,19 @@ impl<K: UpdateKind> StreamActor<K> {
                         source: err.clone(),
                     }),
                 ),
-                Effect::ForwardHead | Effect::End => {}
+                Effect::ForwardHead(_) | Effect::End => {}
             }
         }
     }
 
-    /// Sends the head upstream and arms the retry timer for it.
-    fn send_head(&mut self, ctx: &mut Context<Self>) {
+    /// Sends the head upstream and arms the retry timer for it; `fresh` is
+    /// the head's update as it arrived, if it is at hand.
+    fn send_head(&mut self, fresh: Option<Box<(StatusUuid, K::Update)>>, ctx: &mut Context<Self>) {
         self.cancel_timer();
         if self.paused || self.ended {
             return;
         }
-        let (uuid, update) = match self.state.forward_copy() {
+        let (uuid, update) = match self.state.forward_copy_from(fresh.map(|fresh| *fresh)) {
             None => return,
             Some(Ok(head)) => head,
             Some(Err(err)) => {
@@ -655,7 +671,7 @@ impl<K: UpdateKind> StreamActor<K> {
         info!(stream = %self.name(), %uuid, "resending unacknowledged update");
         metrics::counter!(m::RETRIES).increment(1);
         self.retry.doublings = self.retry.doublings.saturating_add(1);
-        self.send_head(ctx);
+        self.send_head(None, ctx);
     }
 
     /// Disarms the retry timer (a wake-up already asked for finds nothing to do).
@@ -701,16 +717,21 @@ impl<K: UpdateKind> StreamActor<K> {
     /// the actor handles no message (`ctx.wait`), so its first update waits
     /// for it. A failure answers every update and ends the stream.
     fn create_file(&mut self, path: Arc<Path>, ctx: &mut Context<Self>) {
-        let sync = self.shared.settings.sync;
+        let settings = self.shared.settings.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: crate::store::Job = Box::new(move |syncs| {
-            let created = StreamLog::create_unsynced(path, sync);
+            let created = StreamLog::create_unsynced(path, settings.sync);
             if let Ok(new) = &created {
                 // One sync of the directory for every file the batch created.
                 syncs.sync_later(new.dirs());
             }
             Box::new(move |synced| {
-                let _ = tx.send(created.and_then(|new| new.finish(synced)));
+                // Into the file cache here, so that closing the file it
+                // evicts is this thread's work, not the actor thread's.
+                let _ = tx.send(created.and_then(|new| new.finish(synced)).map(|mut log| {
+                    settings.attach(&mut log);
+                    log
+                }));
             })
         });
         if let Err(job) = self.shared.settings.committer.run_blocking(job) {
@@ -722,10 +743,7 @@ impl<K: UpdateKind> StreamActor<K> {
             actix::fut::wrap_future(create).map(|created, act: &mut Self, _ctx| {
                 let stream = act.name();
                 match created {
-                    Ok(Ok(mut log)) => {
-                        act.shared.settings.attach(&mut log);
-                        act.log = Some(log);
-                    }
+                    Ok(Ok(log)) => act.log = Some(log),
                     Ok(Err(StoreError::AlreadyExists { path })) => {
                         act.fault = Some(Box::new(Fault::Create(UpdateError::FileExists {
                             stream,
@@ -880,7 +898,7 @@ impl<K: UpdateKind> Actor for StreamActor<K> {
         if self.state.terminated() {
             self.end();
         } else if self.state.head().is_some() {
-            self.effect(Effect::ForwardHead, ctx);
+            self.effect(Effect::ForwardHead(None), ctx);
         }
     }
 }
@@ -959,7 +977,8 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
                     }
                 };
                 if effect.forward_head {
-                    self.effect(Effect::ForwardHead, ctx);
+                    let fresh = Box::new((uuid, update));
+                    self.effect(Effect::ForwardHead(Some(fresh)), ctx);
                 }
                 Ok(UpdateOutcome::Accepted)
             }
@@ -1021,7 +1040,7 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
                         if effect.terminated {
                             self.effect(Effect::End, ctx);
                         } else if effect.forward_head {
-                            self.effect(Effect::ForwardHead, ctx);
+                            self.effect(Effect::ForwardHead(None), ctx);
                         }
                         Ok(AckOutcome {
                             stream_terminated: effect.terminated,
@@ -1061,7 +1080,7 @@ impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
         }
         let delay = self.shared.settings.retry.resume_delay(fastrand::f64());
         if delay.is_zero() {
-            self.effect(Effect::ForwardHead, ctx);
+            self.effect(Effect::ForwardHead(None), ctx);
         } else {
             self.arm(delay, OnDue::Forward, ctx);
         }
@@ -1122,7 +1141,7 @@ impl<K: UpdateKind> Handler<Due> for StreamActor<K> {
         self.retry.due = None;
         match on_due {
             OnDue::Resend => self.on_timer(ctx),
-            OnDue::Forward => self.effect(Effect::ForwardHead, ctx),
+            OnDue::Forward => self.effect(Effect::ForwardHead(None), ctx),
         }
     }
 }

@@ -77,12 +77,17 @@ impl FileCache {
     }
 
     fn insert(&self, id: u64, file: File) {
-        let mut files = self.lock();
-        // `push` evicts (and so closes) the least recently used file when full.
-        drop(files.push(id, file));
-        self.inner
-            .peak
-            .fetch_max(files.len() as u64, Ordering::Relaxed);
+        // `push` evicts the least recently used file when full; it is closed
+        // after the lock is released, so no other thread waits for a `close`.
+        let evicted = {
+            let mut files = self.lock();
+            let evicted = files.push(id, file);
+            self.inner
+                .peak
+                .fetch_max(files.len() as u64, Ordering::Relaxed);
+            evicted
+        };
+        drop(evicted);
     }
 
     /// Runs `op` on slot `id`'s file, reopening `path` if it was evicted.
@@ -107,7 +112,8 @@ impl FileCache {
 
     /// Closes slot `id`'s file if it is open.
     pub(crate) fn forget(&self, id: u64) {
-        drop(self.lock().pop(&id));
+        let file = self.lock().pop(&id);
+        drop(file);
     }
 
     /// Files open now.

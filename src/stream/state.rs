@@ -367,6 +367,25 @@ impl<K: UpdateKind> StreamState<K> {
         self.pending.reserve_exact(additional);
     }
 
+    /// [`forward_copy`](Self::forward_copy), from `fresh` (an update as it
+    /// arrived, with its uuid) instead of decoding the head's record when
+    /// `fresh` is the head and the only update queued: the record was
+    /// encoded from it, so the copy is the same, without a decode.
+    pub fn forward_copy_from(
+        &self,
+        fresh: Option<(StatusUuid, K::Update)>,
+    ) -> Option<Result<(StatusUuid, K::Update), RecordError>> {
+        match (fresh, self.pending.front()) {
+            (Some((uuid, mut update)), Some(head))
+                if head.uuid == uuid && self.pending.len() == 1 =>
+            {
+                K::set_latest_status(&mut update, None);
+                Some(Ok((uuid, update)))
+            }
+            _ => self.forward_copy(),
+        }
+    }
+
     /// The head as it is forwarded: decoded from its record, with
     /// `latest_status` set to the status of the newest queued update.
     pub fn forward_copy(&self) -> Option<Result<(StatusUuid, K::Update), RecordError>> {

@@ -176,3 +176,36 @@ fn uuid_hashes_spread_over_the_low_bits() {
         buckets.len()
     );
 }
+
+#[test]
+fn a_fresh_head_is_forwarded_as_its_record_would_decode() {
+    let now = Instant::now();
+    let mut s = stream();
+    let (u1, id1) = update(1, false, "fw");
+    // As it arrived (an agent's update never sets latest_status).
+    let arrived = u1.clone();
+    s.apply_update(&arrived, id1, now).unwrap();
+    let decoded = s.forward_copy().unwrap().unwrap();
+    let fresh = s
+        .forward_copy_from(Some((id1, arrived.clone())))
+        .unwrap()
+        .unwrap();
+    assert_eq!(fresh, decoded);
+    assert_eq!(
+        fresh.1.latest_status, u1.status,
+        "its own status is the newest"
+    );
+
+    // Not the head, or no longer the only update: decoded from the records.
+    let (u2, id2) = update(2, false, "fw");
+    let stale = s
+        .forward_copy_from(Some((id2, u2.clone())))
+        .unwrap()
+        .unwrap();
+    assert_eq!(stale, decoded, "an update that is not the head is ignored");
+    s.apply_update(&u2, id2, now).unwrap();
+    let (head, fwd) = s.forward_copy_from(Some((id1, arrived))).unwrap().unwrap();
+    assert_eq!(head, id1);
+    assert_eq!(fwd.latest_status, u2.status, "the newest queued status");
+    assert_eq!((head, fwd), s.forward_copy().unwrap().unwrap());
+}
