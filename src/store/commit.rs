@@ -209,7 +209,7 @@ impl TicketSync {
 pub enum Committer {
     /// Rounds on a dedicated thread (and how many it ran), plus a few
     /// threads for other blocking file work (creating stream files).
-    Thread(mpsc::Sender<Ticket>, Arc<AtomicU64>, mpsc::Sender<Job>),
+    Thread(mpsc::Sender<Vec<Ticket>>, Arc<AtomicU64>, mpsc::Sender<Job>),
     /// Rounds as a task on the submitting actix arbiter.
     #[default]
     Inline,
@@ -233,16 +233,15 @@ impl Committer {
     }
 
     fn with_file_threads(file_threads: usize) -> io::Result<Committer> {
-        let (tx, rx) = mpsc::channel::<Ticket>();
+        let (tx, rx) = mpsc::channel::<Vec<Ticket>>();
         let rounds = Arc::new(AtomicU64::new(0));
         let counter = rounds.clone();
         std::thread::Builder::new()
             .name("sum-committer".into())
             .spawn(move || {
                 let mut syncer = Syncer::default();
-                while let Ok(first) = rx.recv() {
-                    let mut round = vec![first];
-                    round.extend(rx.try_iter());
+                while let Ok(mut round) = rx.recv() {
+                    round.extend(rx.try_iter().flatten());
                     syncer.run(round);
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
@@ -304,14 +303,34 @@ impl Committer {
     /// Queues a ticket for the next round.
     pub fn submit(&self, ticket: Ticket) {
         match self {
-            Committer::Thread(tx, _, _) => {
-                if let Err(mpsc::SendError(ticket)) = tx.send(ticket) {
-                    let err = io::Error::other("the committer thread stopped");
-                    (ticket.done)(Err(Arc::new(StoreError::Sync {
-                        path: ticket.path.to_path_buf(),
-                        source: err,
-                    })));
+            Committer::Thread(tx, rounds, _) => {
+                if actix_rt::Arbiter::try_current().is_none() {
+                    return send_tickets(tx, vec![ticket]);
                 }
+                // Every ticket this thread submits until it next runs its
+                // tasks goes over in one batch: one wake-up of the committer
+                // thread per batch instead of one per ticket.
+                OUTBOX.with(|outbox| {
+                    let mut outbox = outbox.borrow_mut();
+                    let key = Arc::as_ptr(rounds) as usize;
+                    match outbox.batches.iter_mut().find(|batch| batch.0 == key) {
+                        Some(batch) => batch.2.push(ticket),
+                        None => outbox.batches.push((key, tx.clone(), vec![ticket])),
+                    }
+                    if !outbox.scheduled {
+                        outbox.scheduled = true;
+                        actix_rt::spawn(async {
+                            let batches = OUTBOX.with(|outbox| {
+                                let mut outbox = outbox.borrow_mut();
+                                outbox.scheduled = false;
+                                std::mem::take(&mut outbox.batches)
+                            });
+                            for (_, tx, tickets) in batches {
+                                send_tickets(&tx, tickets);
+                            }
+                        });
+                    }
+                });
             }
             Committer::Inline => INLINE.with(|queue| {
                 let mut queue = queue.borrow_mut();
@@ -333,6 +352,27 @@ impl Committer {
     }
 }
 
+/// Hands `tickets` to the committer thread; if it stopped, fails each.
+fn send_tickets(tx: &mpsc::Sender<Vec<Ticket>>, tickets: Vec<Ticket>) {
+    if let Err(mpsc::SendError(tickets)) = tx.send(tickets) {
+        for ticket in tickets {
+            let err = io::Error::other("the committer thread stopped");
+            (ticket.done)(Err(Arc::new(StoreError::Sync {
+                path: ticket.path.to_path_buf(),
+                source: err,
+            })));
+        }
+    }
+}
+
+/// Tickets an arbiter thread submitted to committer threads since it last
+/// ran its tasks, by committer (keyed by its round counter's address).
+#[derive(Default)]
+struct Outbox {
+    batches: Vec<(usize, mpsc::Sender<Vec<Ticket>>, Vec<Ticket>)>,
+    scheduled: bool,
+}
+
 #[derive(Default)]
 struct InlineQueue {
     tickets: Vec<Ticket>,
@@ -340,6 +380,7 @@ struct InlineQueue {
 }
 
 thread_local! {
+    static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox::default());
     static INLINE: RefCell<InlineQueue> = RefCell::new(InlineQueue::default());
     static INLINE_SYNCER: RefCell<Syncer> = RefCell::new(Syncer::default());
     static INLINE_ROUNDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
@@ -352,9 +393,10 @@ struct Syncer {
 }
 
 impl Syncer {
-    /// One round: every staged write first, then one sync over the files
-    /// that need it (those whose write failed are not synced: they already
-    /// failed), then every ticket's callback, in the order they came.
+    /// One round: each `none` ticket's write, answered at once; then every
+    /// other staged write, one sync over the files that need it (those whose
+    /// write failed are not synced: they already failed), and every such
+    /// ticket's callback, in the order they came.
     fn run(&mut self, round: Vec<Ticket>) {
         if let Some(faults) = round
             .iter()
@@ -362,13 +404,21 @@ impl Syncer {
         {
             faults.before_committer_writes();
         }
-        let written: Vec<CommitResult> = round
-            .iter()
-            .map(|ticket| match &ticket.write {
-                Some(write) => write.write().map_err(Arc::new),
-                None => Ok(()),
+        // A `none` ticket needs nothing but its write: it is answered as soon
+        // as it is written, so its stream goes on while the rest of the round
+        // is written (rather than both threads taking turns, round by round).
+        let round: Vec<Ticket> = round
+            .into_iter()
+            .filter_map(|ticket| {
+                if ticket.sync != TicketSync::Skip {
+                    return Some(ticket);
+                }
+                let written = write_of(&ticket);
+                (ticket.done)(written);
+                None
             })
             .collect();
+        let written: Vec<CommitResult> = round.iter().map(write_of).collect();
         // Sync what is in the files: `always` tickets with an `fdatasync`
         // of their own file each, the others with the cheapest sync that
         // covers them all.
@@ -399,7 +449,7 @@ impl Syncer {
         }
     }
 
-    /// One sync for every ticket of the round that shares it (not
+    /// One sync for every ticket of the round that shares it (
     /// [`TicketSync::Shared`], written): `fdatasync` for a single file, else one
     /// `syncfs` per filesystem.
     fn shared_sync(&mut self, round: &[Ticket], written: &[CommitResult]) -> CommitResult {
@@ -444,6 +494,14 @@ impl Syncer {
             self.roots.remove(&device);
             Arc::new(StoreError::Sync { path: dir, source })
         })
+    }
+}
+
+/// Writes a ticket's staged frames, if it has any.
+fn write_of(ticket: &Ticket) -> CommitResult {
+    match &ticket.write {
+        Some(write) => write.write().map_err(Arc::new),
+        None => Ok(()),
     }
 }
 
