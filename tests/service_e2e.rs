@@ -1435,18 +1435,24 @@ async fn health_is_serving_and_shutdown_stops_accepting() {
     next_forward(&mut sub, "the pending update").await;
     let path = server.path("s");
     if Path::new("/proc/self/fd").exists() {
-        let open = open_files_under(dir.path());
+        let mut open = open_files_under(dir.path());
+        open.sort();
+        let journal = dir.path().join(status_update_manager::store::JOURNAL_FILE);
         assert_eq!(
             open,
-            [path.canonicalize().unwrap()],
-            "the stream's file is open while serving"
+            [
+                journal.canonicalize().unwrap(),
+                path.canonicalize().unwrap()
+            ],
+            "the commit journal and the stream's file are open while serving"
         );
     }
     let url = server.url.clone();
     server.shutdown().await;
     let end = stream_error(&mut sub, "the subscriber at shutdown").await;
     assert_eq!(end.code(), Code::Unavailable, "{end:?}");
-    // The service lets go of its streams: their files are closed, and kept.
+    // The service lets go of its streams and its journal: their files are
+    // closed, and kept.
     files_closed(dir.path()).await;
     assert!(path.exists(), "an unfinished stream's file is kept");
 

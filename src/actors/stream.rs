@@ -19,12 +19,13 @@
 //! changes; every effect that must not precede durability (the reply, a
 //! forward, the end of the stream) waits while the file has unsynced bytes
 //! (`store.sync = batch`, and `always` with a committer thread) and runs
-//! after the sync that covers them. At the end of the message that wrote
-//! them the stream hands a ticket to the [`Committer`] (the tickets of
-//! every stream served in one turn of the arbiter travel together), whose
-//! round syncs the writes of every stream that asked meanwhile, and answers
-//! with [`Durable`]; one round per stream is in flight at a time, and what
-//! a stream writes meanwhile goes into its next round. With a committer thread the
+//! after the sync that covers them. Once the messages queued with the one
+//! that wrote them are handled, the stream hands a ticket to the
+//! [`Committer`] (the tickets of every stream served in one turn of the
+//! arbiter travel together), whose round syncs the writes of every stream
+//! that asked meanwhile, and answers with [`Durable`]; one round per stream
+//! is in flight at a time, and what a stream writes meanwhile goes into its
+//! next round. With a committer thread the
 //! stream only stages its records (write-behind) and the round writes them
 //! too; `Close` and `SyncNow` take a round in flight back and write and
 //! sync it on the spot, and a stream that fails or restarts abandons it, so
@@ -245,9 +246,7 @@ pub struct StreamActor<K: UpdateKind> {
     incarnation: u32,
     /// This stream's share of the pending gauge.
     reported_pending: u32,
-    /// The message being handled appended bytes that need a round
-    /// ([`flush_due`](Self::flush_due) hands them over).
-    unflushed: bool,
+    flush_scheduled: bool,
     /// Why the stream cannot serve, if it cannot (boxed: rare).
     fault: Option<Box<Fault>>,
     /// The file is still to be created (off this thread) when the actor starts.
@@ -307,7 +306,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 retry: Retry::default(),
                 commit: None,
                 incarnation: 0,
-                unflushed: false,
+                flush_scheduled: false,
                 fault: None,
                 needs_file,
                 ended: false,
@@ -330,17 +329,18 @@ impl<K: UpdateKind> StreamActor<K> {
     /// Encodes `record` and appends it to the file (a stream without a file
     /// appends nothing), then hands the encoded body to `then`. Under
     /// write-behind the record is only staged; otherwise it is written, and
-    /// under `always` durable on return. Whatever is not durable yet is
-    /// marked [`unflushed`](Self::flush_due).
+    /// under `always` durable on return. Whatever is not durable yet gets a
+    /// flush scheduled.
     fn append<T>(
         &mut self,
         record: RecordRef<'_, K::Update>,
+        ctx: &mut Context<Self>,
         then: impl FnOnce(&mut Self, &[u8]) -> T,
     ) -> Result<T, StoreError> {
         let mut frame = SCRATCH.with(|scratch| std::mem::take(&mut *scratch.borrow_mut()));
         frame.clear();
         let result = self
-            .append_frame(record, &mut frame)
+            .append_frame(record, &mut frame, ctx)
             .map(|()| then(self, &frame[crate::store::framing::LENGTH_PREFIX_BYTES..]));
         SCRATCH.with(|scratch| *scratch.borrow_mut() = frame);
         result
@@ -350,6 +350,7 @@ impl<K: UpdateKind> StreamActor<K> {
         &mut self,
         record: RecordRef<'_, K::Update>,
         frame: &mut Vec<u8>,
+        ctx: &mut Context<Self>,
     ) -> Result<(), StoreError> {
         if let Err(err) = encode_framed::<K>(record, frame) {
             return Err(StoreError::RecordTooLarge {
@@ -375,21 +376,13 @@ impl<K: UpdateKind> StreamActor<K> {
             log.append(frame)?;
             metrics::histogram!(m::APPEND_SECONDS).record(started.elapsed());
         }
-        // Flushed once the message that wrote it has queued its effects
-        // ([`flush_due`](Self::flush_due)).
-        self.unflushed |= log.needs_sync();
-        Ok(())
-    }
-
-    /// At the end of a message that appended: hands what it wrote to the
-    /// committer, unless a round is in flight (then the round's return
-    /// does). The tickets of every stream served in one turn of the arbiter
-    /// reach the committer together ([`Committer::submit`]), so rounds
-    /// still cover many streams without a task per flush.
-    fn flush_due(&mut self, ctx: &mut Context<Self>) {
-        if self.unflushed {
-            self.flush(ctx);
+        // Flushed once the messages queued now are handled, so that an ack
+        // and the next update that arrive together share one round.
+        if log.needs_sync() && !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| act.flush(ctx)));
         }
+        Ok(())
     }
 
     /// Runs `effect` now if the file holds nothing unsynced, else after the
@@ -423,7 +416,7 @@ impl<K: UpdateKind> StreamActor<K> {
     /// when its round is done ([`Durable`]). With a round already in flight,
     /// the next one is submitted when that one returns.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        self.unflushed = false;
+        self.flush_scheduled = false;
         if self.in_flight().is_some() {
             return;
         }
@@ -916,7 +909,7 @@ impl<K: UpdateKind> Actor for StreamActor<K> {
 
 impl<K: UpdateKind> Supervised for StreamActor<K> {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.unflushed = false;
+        self.flush_scheduled = false;
         // Everything that waited was answered before the stop.
         self.commit = None;
         self.incarnation = self.incarnation.wrapping_add(1);
@@ -969,7 +962,7 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
             }
             Ok(UpdateDecision::Accept) => {
                 let now = Instant::now();
-                let applied = self.append(RecordRef::Update(&update), |act, body| {
+                let applied = self.append(RecordRef::Update(&update), ctx, |act, body| {
                     act.state.apply_record(&update, body, uuid, now)
                 });
                 let effect = match applied {
@@ -1002,7 +995,6 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
         metrics::counter!(m::UPDATES, "outcome" => outcome).increment(1);
         self.report_pending();
         self.effect(Effect::ReplyUpdate(reply, result, uuid), ctx);
-        self.flush_due(ctx);
     }
 }
 
@@ -1030,7 +1022,7 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
         let result = match checked {
             Err(err) => Err(err),
             Ok(()) => {
-                if let Err(err) = self.append(RecordRef::Ack(uuid), |_, _| ()) {
+                if let Err(err) = self.append(RecordRef::Ack(uuid), ctx, |_, _| ()) {
                     return self.write_failed(uuid, err, ctx, |stream, source| {
                         send(
                             reply,
@@ -1074,7 +1066,6 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
         metrics::counter!(m::ACKS, "outcome" => outcome).increment(1);
         self.report_pending();
         self.effect(Effect::ReplyAck(reply, result, uuid), ctx);
-        self.flush_due(ctx);
     }
 }
 
@@ -1109,7 +1100,7 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
             return;
         }
         // Whatever waited for a sync is answered first.
-        if self.unflushed || self.commit.is_some() {
+        if self.flush_scheduled || self.commit.is_some() {
             self.sync_here(ctx);
         }
         self.remove_on_end = Some(msg.remove_file);

@@ -19,7 +19,7 @@ use crate::kind::Native;
 use crate::messages::{Acknowledge, Forward, Update};
 use crate::proto::status_update_manager::v1::{Status, StatusUpdate};
 use crate::store::layout::native_stream_path;
-use crate::store::{Committer, FileCache};
+use crate::store::{Committer, FileCache, JOURNAL_FILE};
 use crate::{ManagerConfig, StatusUpdateManager};
 
 /// Default requests in flight at once from the producers.
@@ -157,7 +157,8 @@ pub async fn in_process(
     let files = FileCache::new(o.max_open_files);
     // As the service runs it: a committer thread (batch rounds, and new
     // files created off the actor thread) whatever the policy.
-    let committer = Committer::thread_for(sync)?;
+    let (committer, _) = Committer::thread_with_journal(sync, &dir.join(JOURNAL_FILE))
+        .map_err(|err| BenchError::Load(err.to_string()))?;
     let config = ManagerConfig {
         sync,
         committer,

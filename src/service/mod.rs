@@ -37,7 +37,7 @@ use crate::kind::Native;
 use crate::messages::{ListStreams, Recover, SyncAll};
 use crate::proto::status_update_manager::v1::status_update_manager_server::StatusUpdateManagerServer;
 use crate::store::layout::{discover_native_streams, native_stream_path, LayoutError};
-use crate::store::Committer;
+use crate::store::{Committer, JOURNAL_FILE};
 use crate::StatusUpdateManager;
 use auth::RequireToken;
 use grpc::GrpcService;
@@ -82,9 +82,9 @@ pub enum ServeError {
         /// Why.
         source: metrics_exporter_prometheus::BuildError,
     },
-    /// The committer thread could not start.
-    #[error("cannot start the committer thread: {0}")]
-    Committer(std::io::Error),
+    /// The committer thread could not start, or its journal could not be replayed.
+    #[error("cannot start the committer: {0}")]
+    Committer(crate::store::StoreError),
     /// The TLS certificate or key was refused (not parseable, or they do not match).
     #[error("TLS (server.tls_cert_file, server.tls_key_file): {0}")]
     Tls(tonic::transport::Error),
@@ -134,8 +134,19 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     let paths = Arc::new(move |id: &String| native_stream_path(&paths_dir, id));
     let mut manager_config = config.manager_config();
     // Group-commit rounds on their own thread: a sync never blocks the actors.
-    manager_config.committer =
-        Committer::thread_for(manager_config.sync).map_err(ServeError::Committer)?;
+    // Its journal is replayed first (whatever the policy now: a `batch` run
+    // may have left one), so recovery reads complete stream files.
+    let (committer, replayed) =
+        Committer::thread_with_journal(manager_config.sync, &data_dir.join(JOURNAL_FILE))
+            .map_err(ServeError::Committer)?;
+    if replayed.applied > 0 || replayed.skipped > 0 {
+        info!(
+            applied = replayed.applied,
+            skipped = replayed.skipped,
+            "commit journal replayed"
+        );
+    }
+    manager_config.committer = committer;
     let manager =
         StatusUpdateManager::<Native>::start(manager_config, hub.clone().recipient(), paths);
     hub.send(SetManager(manager.clone())).await?;

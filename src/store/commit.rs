@@ -74,6 +74,8 @@ use std::sync::Arc;
 use tracing::{debug, error};
 
 use super::faults::FaultPlan;
+use super::journal::{Journal, Landed, Replayed};
+use super::log::Wrote;
 use super::{StagedWrite, StoreError, SyncPolicy};
 
 /// Threads for blocking file work (creating stream files) where each new
@@ -225,26 +227,53 @@ impl Committer {
     /// [`thread`](Self::thread), with the file threads that suit `policy`
     /// ([`FILE_THREADS_NO_SYNC`] under `none`).
     pub fn thread_for(policy: SyncPolicy) -> io::Result<Committer> {
-        Self::with_file_threads(if policy.syncs() {
-            FILE_THREADS
-        } else {
-            FILE_THREADS_NO_SYNC
-        })
+        Self::with_file_threads(file_threads_for(policy))
+    }
+
+    /// [`thread_for`](Self::thread_for), with the commit journal at `path`
+    /// (see [`journal`](super::journal)): first replays what a crash left in
+    /// it into the stream files (on this thread, before any stream is
+    /// recovered), then makes every `batch` round durable with one sync of
+    /// the journal instead of a `syncfs`. Fails, naming the journal, if it
+    /// cannot be replayed; its records then stay in it for the next start.
+    pub fn thread_with_journal(
+        policy: SyncPolicy,
+        path: &Path,
+    ) -> Result<(Committer, Replayed), StoreError> {
+        let (journal, replayed) = Journal::open(path)?;
+        let committer = Self::start(file_threads_for(policy), Some(journal)).map_err(|source| {
+            StoreError::Journal {
+                path: path.to_path_buf(),
+                action: "start the committer thread of",
+                source,
+            }
+        })?;
+        Ok((committer, replayed))
     }
 
     fn with_file_threads(file_threads: usize) -> io::Result<Committer> {
+        Self::start(file_threads, None)
+    }
+
+    fn start(file_threads: usize, journal: Option<Journal>) -> io::Result<Committer> {
         let (tx, rx) = mpsc::channel::<Vec<Ticket>>();
         let rounds = Arc::new(AtomicU64::new(0));
         let counter = rounds.clone();
         std::thread::Builder::new()
             .name("sum-committer".into())
             .spawn(move || {
-                let mut syncer = Syncer::default();
+                let mut syncer = Syncer {
+                    journal,
+                    ..Syncer::default()
+                };
                 while let Ok(mut round) = rx.recv() {
                     round.extend(rx.try_iter().flatten());
                     syncer.run(round);
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
+                // A clean stop leaves the stream files durable by themselves
+                // and the journal empty.
+                syncer.checkpoint();
                 debug!("committer thread stopped");
             })?;
         let (jobs, queue) = mpsc::channel::<Job>();
@@ -352,6 +381,15 @@ impl Committer {
     }
 }
 
+/// The file threads that suit `policy` ([`FILE_THREADS_NO_SYNC`] under `none`).
+fn file_threads_for(policy: SyncPolicy) -> usize {
+    if policy.syncs() {
+        FILE_THREADS
+    } else {
+        FILE_THREADS_NO_SYNC
+    }
+}
+
 /// Hands `tickets` to the committer thread; if it stopped, fails each.
 fn send_tickets(tx: &mpsc::Sender<Vec<Ticket>>, tickets: Vec<Ticket>) {
     if let Err(mpsc::SendError(tickets)) = tx.send(tickets) {
@@ -386,17 +424,25 @@ thread_local! {
     static INLINE_ROUNDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// Performs rounds; keeps one directory handle per filesystem for `syncfs`.
+/// Performs rounds; keeps one directory handle per filesystem for `syncfs`,
+/// and the commit journal, if there is one.
 #[derive(Default)]
 struct Syncer {
     roots: HashMap<u64, File>,
+    /// Where `batch` rounds make their records durable, instead of `syncfs`.
+    journal: Option<Journal>,
+    /// The filesystems (and a file on each) of the journal's entries since
+    /// the last checkpoint: the `syncfs` that lets the journal be emptied.
+    journaled: HashMap<u64, Arc<Path>>,
 }
 
 impl Syncer {
     /// One round: each `none` ticket's write, answered at once; then every
     /// other staged write, one sync over the files that need it (those whose
     /// write failed are not synced: they already failed), and every such
-    /// ticket's callback, in the order they came.
+    /// ticket's callback, in the order they came. With a journal, what the
+    /// round wrote for `batch` tickets is appended to it and synced with it
+    /// alone; the shared sync is left for what the journal cannot name.
     fn run(&mut self, round: Vec<Ticket>) {
         if let Some(faults) = round
             .iter()
@@ -413,32 +459,79 @@ impl Syncer {
                 if ticket.sync != TicketSync::Skip {
                     return Some(ticket);
                 }
-                let written = write_of(&ticket);
+                let written = write_of(&ticket, false).map(|_| ());
                 (ticket.done)(written);
                 None
             })
             .collect();
-        let written: Vec<CommitResult> = round.iter().map(write_of).collect();
+        let journaling = self.journal.is_some();
+        let written: Vec<Result<Wrote, Arc<StoreError>>> = round
+            .iter()
+            .map(|ticket| write_of(ticket, journaling && ticket.sync == TicketSync::Shared))
+            .collect();
+        // What the journal takes: the `batch` records the round wrote into
+        // a file it can name, when they are in more than one file (for one,
+        // its own `fdatasync` is cheapest: the journal's would also write
+        // the file's new blocks, ext4 ordering data before metadata).
+        let mut landed: Vec<Option<&Landed>> = written
+            .iter()
+            .map(|w| match w {
+                Ok(Wrote::Here(Some(landed))) => Some(landed),
+                _ => None,
+            })
+            .collect();
+        let mut files = landed.iter().flatten().map(|l| &l.path);
+        if let Some(first) = files.next() {
+            if files.all(|other| other == first) {
+                landed.iter_mut().for_each(|l| *l = None);
+            }
+        }
+        let journal_result = match self.journal.as_mut() {
+            Some(journal) if landed.iter().any(Option::is_some) => {
+                for (ticket, _) in round.iter().zip(&landed).filter(|(_, l)| l.is_some()) {
+                    self.journaled
+                        .entry(ticket.device)
+                        .or_insert_with(|| ticket.path.clone());
+                }
+                journal
+                    .commit(landed.iter().flatten().copied())
+                    .map_err(Arc::new)
+            }
+            _ => Ok(()),
+        };
         // Sync what is in the files: `always` tickets with an `fdatasync`
-        // of their own file each, the others with the cheapest sync that
-        // covers them all.
-        let own = own_syncs(&round, &written);
-        let result = self.shared_sync(&round, &written);
-        for ((ticket, written), own) in round.into_iter().zip(written).zip(own) {
+        // of their own file each, the other `batch` ones with the cheapest
+        // sync that covers them all.
+        let ok: Vec<bool> = written.iter().map(Result::is_ok).collect();
+        let own = own_syncs(&round, &ok);
+        let shared: Vec<bool> = (0..round.len())
+            .map(|i| round[i].sync == TicketSync::Shared && ok[i] && landed[i].is_none())
+            .collect();
+        let result = self.shared_sync(&round, &shared);
+        drop(landed);
+        for (((ticket, written), own), shared) in
+            round.into_iter().zip(written).zip(own).zip(shared)
+        {
             let outcome = match written {
                 Err(err) => Err(err),
-                Ok(()) => {
-                    let injected = (ticket.sync != TicketSync::Skip)
-                        .then_some(ticket.faults.as_ref())
-                        .flatten()
-                        .and_then(FaultPlan::on_sync)
-                        .map(|source| {
-                            Arc::new(StoreError::Sync {
-                                path: ticket.path.to_path_buf(),
-                                source,
-                            })
-                        });
-                    match (own.as_ref().unwrap_or(&result), injected) {
+                Ok(_) => {
+                    let injected =
+                        ticket
+                            .faults
+                            .as_ref()
+                            .and_then(FaultPlan::on_sync)
+                            .map(|source| {
+                                Arc::new(StoreError::Sync {
+                                    path: ticket.path.to_path_buf(),
+                                    source,
+                                })
+                            });
+                    let synced = match (&own, shared) {
+                        (Some(own), _) => own,
+                        (None, true) => &result,
+                        (None, false) => &journal_result,
+                    };
+                    match (synced, injected) {
                         (Err(err), _) => Err(err.clone()),
                         (Ok(()), Some(err)) => Err(err),
                         (Ok(()), None) => Ok(()),
@@ -447,14 +540,44 @@ impl Syncer {
             };
             (ticket.done)(outcome);
         }
+        if self.journal.as_ref().is_some_and(Journal::wants_checkpoint) {
+            self.checkpoint();
+        }
     }
 
-    /// One sync for every ticket of the round that shares it (
-    /// [`TicketSync::Shared`], written): `fdatasync` for a single file, else one
-    /// `syncfs` per filesystem.
-    fn shared_sync(&mut self, round: &[Ticket], written: &[CommitResult]) -> CommitResult {
-        let mut shared =
-            (0..round.len()).filter(|&i| round[i].sync == TicketSync::Shared && written[i].is_ok());
+    /// Makes every file the journal names durable by itself (one `syncfs`
+    /// per filesystem), then empties the journal. On failure the journal is
+    /// kept, so a restart still replays it, and the next round tries again.
+    fn checkpoint(&mut self) {
+        if self.journal.as_ref().is_none_or(Journal::is_empty) {
+            return;
+        }
+        let devices: Vec<(u64, Arc<Path>)> = self.journaled.drain().collect();
+        for (device, sample) in &devices {
+            if let Err(err) = self.sync_device(*device, sample) {
+                error!(cause = %err, "commit journal checkpoint failed; keeping the journal");
+                self.journaled.extend(devices);
+                return;
+            }
+        }
+        if let Some(journal) = self.journal.as_mut() {
+            match journal.reset() {
+                Ok(()) => {
+                    debug!(journal = %journal.path().display(), "commit journal checkpointed")
+                }
+                Err(err) => {
+                    error!(cause = %err, "could not empty the commit journal after a checkpoint");
+                    self.journaled.extend(devices);
+                }
+            }
+        }
+    }
+
+    /// One sync for the tickets of the round marked in `covered` (written
+    /// [`TicketSync::Shared`] ones the journal did not take): `fdatasync`
+    /// for a single file, else one `syncfs` per filesystem.
+    fn shared_sync(&mut self, round: &[Ticket], covered: &[bool]) -> CommitResult {
+        let mut shared = (0..round.len()).filter(|&i| covered[i]);
         let Some(first) = shared.next() else {
             return Ok(());
         };
@@ -497,11 +620,11 @@ impl Syncer {
     }
 }
 
-/// Writes a ticket's staged frames, if it has any.
-fn write_of(ticket: &Ticket) -> CommitResult {
+/// Writes a ticket's staged frames, if it has any (see [`StagedWrite::write`]).
+fn write_of(ticket: &Ticket, identify: bool) -> Result<Wrote, Arc<StoreError>> {
     match &ticket.write {
-        Some(write) => write.write().map_err(Arc::new),
-        None => Ok(()),
+        Some(write) => write.write(identify).map_err(Arc::new),
+        None => Ok(Wrote::Here(None)),
     }
 }
 
@@ -509,12 +632,12 @@ fn write_of(ticket: &Ticket) -> CommitResult {
 /// `fdatasync` of each [`TicketSync::Own`] ticket's file (once per file)
 /// whose frames are in the file, and nothing to do for a written
 /// [`TicketSync::Skip`]; `None` for the others.
-fn own_syncs(round: &[Ticket], written: &[CommitResult]) -> Vec<Option<CommitResult>> {
+fn own_syncs(round: &[Ticket], written: &[bool]) -> Vec<Option<CommitResult>> {
     let mut synced: HashMap<&Path, CommitResult> = HashMap::new();
     round
         .iter()
         .zip(written)
-        .map(|(ticket, written)| match (ticket.sync, written.is_ok()) {
+        .map(|(ticket, &written)| match (ticket.sync, written) {
             (_, false) | (TicketSync::Shared, true) => None,
             (TicketSync::Skip, true) => Some(Ok(())),
             (TicketSync::Own, true) => Some(

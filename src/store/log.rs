@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use super::faults::FaultPlan;
 use super::files::FileCache;
 use super::framing::{encode_frame, to_u64, LENGTH_PREFIX_BYTES};
+use super::journal::{FileId, Landed};
 use super::{StoreError, SyncPolicy};
 
 /// `io_err!(Variant, path)`: a closure turning an `io::Error` into `StoreError::Variant` for
@@ -530,6 +531,15 @@ struct WriteInner {
     slot: Mutex<Slot>,
 }
 
+/// What [`StagedWrite::write`] did.
+#[derive(Debug)]
+pub enum Wrote {
+    /// The committer wrote the frames; what it wrote, if it was asked to identify it.
+    Here(Option<Landed>),
+    /// Their owner had taken them back: it writes and syncs them itself.
+    TakenBack,
+}
+
 /// Where a [`StagedWrite`]'s frames are.
 #[derive(Debug)]
 enum Slot {
@@ -545,15 +555,19 @@ impl StagedWrite {
     /// Writes the frames (the committer thread), unless their owner took them back. The
     /// lock is held across the write, so an owner that looks afterwards knows where they
     /// are. An injected write fault writes half of them, as a crash would.
-    pub fn write(&self) -> Result<(), StoreError> {
+    ///
+    /// With `identify`, what the committer wrote comes back as a [`Landed`] (the bytes, and
+    /// the file's identity, when the filesystem has one) for the commit journal.
+    pub fn write(&self, identify: bool) -> Result<Wrote, StoreError> {
         let inner = &*self.0;
         let mut slot = lock(&inner.slot);
         let Slot::Pending(bytes) = std::mem::replace(&mut *slot, Slot::Done) else {
-            return Ok(());
+            return Ok(Wrote::TakenBack);
         };
         let write = |buf: &[u8]| {
             inner.cache.with(inner.id, &inner.path, |file| {
-                write_at(file, buf, inner.offset)
+                write_at(file, buf, inner.offset)?;
+                Ok(if identify { FileId::of(file) } else { None })
             })
         };
         let started = std::time::Instant::now();
@@ -562,10 +576,19 @@ impl StagedWrite {
             None => write(&bytes),
         };
         metrics::histogram!(crate::metrics::APPEND_SECONDS).record(started.elapsed());
-        result.map_err(|source| {
-            *slot = Slot::Failed(source.kind());
-            io_err!(Write, inner.path)(source)
-        })
+        match result {
+            Ok(Some(file)) => Ok(Wrote::Here(Some(Landed {
+                path: inner.path.clone(),
+                file,
+                offset: inner.offset,
+                bytes,
+            }))),
+            Ok(None) => Ok(Wrote::Here(None)),
+            Err(source) => {
+                *slot = Slot::Failed(source.kind());
+                Err(io_err!(Write, inner.path)(source))
+            }
+        }
     }
 
     /// Takes the frames back if the committer has not written them (waiting while it
@@ -874,8 +897,8 @@ mod tests {
 
         // The committer writes a hand-off once.
         let first = log.hand_off(std::mem::take(&mut staged)).ok_or("a write")?;
-        first.write()?;
-        first.write()?;
+        first.write(false)?;
+        first.write(false)?;
         assert_eq!(std::fs::read(log.path())?, [a.clone(), b.clone()].concat());
 
         // The owner takes a round back, writes it with what it staged since,
@@ -884,7 +907,7 @@ mod tests {
         let second = log.hand_off(std::mem::take(&mut staged)).ok_or("a write")?;
         log.stage(&a, &mut staged)?;
         log.settle(Some(&second), staged)?;
-        second.write()?;
+        second.write(false)?;
         assert_eq!(std::fs::read(log.path())?, [a.clone(), b, c, a].concat());
         assert!(log.hand_off(Staged::default()).is_none(), "nothing staged");
         Ok(())
@@ -899,13 +922,13 @@ mod tests {
         log.stage(&frame(b"gone"), &mut staged)?;
         let abandoned = log.hand_off(std::mem::take(&mut staged)).ok_or("a write")?;
         abandoned.abandon();
-        abandoned.write()?;
+        abandoned.write(false)?;
         assert_eq!(std::fs::metadata(log.path())?.len(), 0);
 
         faults.fail_nth_write(1, super::super::Fault::Eio);
         log.stage(&frame(b"torn"), &mut staged)?;
         let failed = log.hand_off(std::mem::take(&mut staged)).ok_or("a write")?;
-        assert!(matches!(failed.write(), Err(StoreError::Write { .. })));
+        assert!(matches!(failed.write(false), Err(StoreError::Write { .. })));
         let settled = log.settle(Some(&failed), Staged::default());
         assert!(
             matches!(&settled, Err(StoreError::Write { source, .. })

@@ -93,6 +93,7 @@ pub mod commit;
 pub mod faults;
 pub mod files;
 pub mod framing;
+pub mod journal;
 pub mod layout;
 pub mod log;
 
@@ -107,11 +108,12 @@ pub use commit::{
 pub use faults::{Fault, FaultPlan};
 pub use files::FileCache;
 pub use framing::{encode_frame, FrameReader, FrameTooLarge, Next, LENGTH_PREFIX_BYTES};
+pub use journal::{Journal, Replayed, JOURNAL_FILE};
 pub use layout::{
     discover_native_streams, native_stream_id, native_stream_path, operation_stream_path,
     LayoutError, NameProblem,
 };
-pub use log::{remove_file, NewLog, Opened, Staged, StagedWrite, StreamLog};
+pub use log::{remove_file, NewLog, Opened, Staged, StagedWrite, StreamLog, Wrote};
 
 /// When an append counts as durable; see the module documentation for the guarantees.
 #[derive(
@@ -269,6 +271,17 @@ pub enum StoreError {
         /// The OS error.
         source: io::Error,
     },
+    /// The commit journal (or a stream file it replays into) could not be read, written or
+    /// synced.
+    #[error("failed to {action} commit journal file '{}': {source}", .path.display())]
+    Journal {
+        /// The journal, or the stream file being replayed into.
+        path: PathBuf,
+        /// What failed (`"write"`, `"sync"`, `"replay into"`, …).
+        action: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
     /// A record does not fit the format's 32-bit length prefix (or the file's 64-bit length).
     #[error("record of {len} bytes is too large for checkpoint file '{}'", .path.display())]
     RecordTooLarge {
@@ -294,6 +307,7 @@ impl StoreError {
             | StoreError::TruncateBeyondEnd { path, .. }
             | StoreError::Remove { path, .. }
             | StoreError::CreateDir { path, .. }
+            | StoreError::Journal { path, .. }
             | StoreError::RecordTooLarge { path, .. } => path,
         }
     }
@@ -309,7 +323,8 @@ impl StoreError {
             | StoreError::Read { source, .. }
             | StoreError::Truncate { source, .. }
             | StoreError::Remove { source, .. }
-            | StoreError::CreateDir { source, .. } => Some(source),
+            | StoreError::CreateDir { source, .. }
+            | StoreError::Journal { source, .. } => Some(source),
             StoreError::AlreadyExists { .. }
             | StoreError::TruncateBeyondEnd { .. }
             | StoreError::RecordTooLarge { .. } => None,

@@ -1,0 +1,549 @@
+//! The commit journal: how a `batch` round becomes durable with one sequential `fdatasync`.
+//!
+//! A round of `store.sync = batch` first writes each stream's records into its own file
+//! (positioned writes, page cache only), then appends a copy of every one of them to this
+//! journal — one `write` for the whole round — and syncs the journal alone. Once that
+//! `fdatasync` returns, every record of the round is on stable storage twice over: in the
+//! journal for certain, and in its stream file as soon as the kernel writes it back. The
+//! alternative, a `syncfs` of the filesystem, must write back one scattered page per stream
+//! file in the round and so runs at the disk's random-write rate; the journal runs at its
+//! sequential one (BENCHMARKS.md has both).
+//!
+//! **Stream files stay the format.** The journal is never read except to *replay* it:
+//! [`Journal::open`] (when the committer starts, before any stream is recovered) writes every
+//! complete entry back at its offset into its stream file, syncs those files, and only then
+//! empties the journal. A replayed write puts back the very bytes the round had written, so
+//! replaying twice, or replaying entries whose bytes did reach the file, changes nothing.
+//! After a clean shutdown, or once replayed, the stream files alone are complete Mesos-format
+//! checkpoints.
+//!
+//! **Bounded.** Once the journal holds [`CHECKPOINT_BYTES`], the committer *checkpoints*:
+//! one `syncfs` of every filesystem the journal's entries were on makes their stream files
+//! durable by themselves, and the journal is cut back to empty. It does so again when it
+//! stops, so a clean shutdown leaves an empty journal.
+//!
+//! **Which file.** An entry names its stream file by path *and* identity: device, inode and
+//! birth time (`statx`). Replay skips an entry whose file is gone (the stream ended and its
+//! file was removed) or is another file now (removed, then created again for a new stream of
+//! the same id): a journal never writes one stream's records into another's file. On a
+//! filesystem without birth times the committer does not journal (it syncs the round with
+//! `syncfs` as before). Replay also skips, with a warning, any entry whose path is not
+//! inside the journal's own directory, so a damaged journal cannot write elsewhere.
+//!
+//! **Entry format** (little-endian), one frame ([`encode_frame`]) per record run:
+//! `crc32c u32` of the rest, `kind u8` (1 = write), `dev u64`, `ino u64`, `birth secs i64`,
+//! `birth nanos u32`, `offset u64`, `path length u32`, the path's bytes, then the bytes
+//! written. Replay stops at the first torn or corrupt frame: a round's entries are appended
+//! and synced together, so nothing after a torn one was ever answered.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use tracing::{info, warn};
+
+use super::framing::{encode_frame, FrameReader, Next};
+use super::StoreError;
+
+/// Journal bytes after which the committer checkpoints (64 MiB: about 300 000 records of
+/// 200 bytes, so the `syncfs` of a checkpoint is shared by that many).
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// The name of the journal file in its directory (the service's `store.data_dir`).
+pub const JOURNAL_FILE: &str = "commit.journal";
+
+const WRITE_ENTRY: u8 = 1;
+/// crc, kind, dev, ino, birth secs, birth nanos, offset, path length.
+const HEADER_BYTES: usize = 4 + 1 + 8 + 8 + 8 + 4 + 8 + 4;
+
+/// Which file a journal entry is for: not only its path, which a new file can take over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    birth_secs: i64,
+    birth_nanos: u32,
+}
+
+impl FileId {
+    /// The identity of an open file, or `None` where the filesystem keeps no birth time
+    /// (then its records are not journaled).
+    pub fn of(file: &File) -> Option<FileId> {
+        Self::from_metadata(&file.metadata().ok()?)
+    }
+
+    fn from_metadata(metadata: &fs::Metadata) -> Option<FileId> {
+        let birth = metadata.created().ok()?;
+        let (birth_secs, birth_nanos) = match birth.duration_since(UNIX_EPOCH) {
+            Ok(after) => (i64::try_from(after.as_secs()).ok()?, after.subsec_nanos()),
+            Err(before) => {
+                let before = before.duration();
+                (
+                    -i64::try_from(before.as_secs()).ok()?,
+                    before.subsec_nanos(),
+                )
+            }
+        };
+        Some(FileId {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            birth_secs,
+            birth_nanos,
+        })
+    }
+}
+
+/// One run of records a round wrote into a stream file, to journal.
+#[derive(Debug)]
+pub struct Landed {
+    /// The stream file.
+    pub path: std::sync::Arc<Path>,
+    /// Its identity when the round wrote it.
+    pub file: FileId,
+    /// Where the bytes start in the file.
+    pub offset: u64,
+    /// The bytes written.
+    pub bytes: Vec<u8>,
+}
+
+/// What [`Journal::open`] replayed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// Entries written back into their stream files.
+    pub applied: usize,
+    /// Entries whose file is gone or is another file now.
+    pub skipped: usize,
+    /// Bytes after the last complete entry (a round torn by the crash), ignored.
+    pub torn_bytes: u64,
+}
+
+/// The open journal of one committer; see the module docs.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    dir: PathBuf,
+    file: File,
+    len: u64,
+    checkpoint_at: u64,
+    buf: Vec<u8>,
+}
+
+fn journal_err<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Journal {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+impl Journal {
+    /// Opens (creating it if needed) the journal at `path`, replays what a crash left in it
+    /// into the stream files, makes them durable and empties the journal. Fails, naming the
+    /// journal, if it cannot be read or written, or a replayed file cannot be written or synced:
+    /// the records it holds are then still in the journal for the next start.
+    pub fn open(path: &Path) -> Result<(Journal, Replayed), StoreError> {
+        Self::open_with(path, CHECKPOINT_BYTES)
+    }
+
+    /// [`open`](Self::open), checkpointing after `checkpoint_at` bytes.
+    pub fn open_with(path: &Path, checkpoint_at: u64) -> Result<(Journal, Replayed), StoreError> {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&dir).map_err(journal_err(path, "create the directory of"))?;
+        let existed = path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(journal_err(path, "open"))?;
+        if !existed {
+            super::log::sync_dir(&dir).map_err(|source| StoreError::SyncDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let mut contents = Vec::new();
+        file.read_to_end(&mut contents)
+            .map_err(journal_err(path, "read"))?;
+        let replayed =
+            replay(&dir, &contents).map_err(|(action, target, source)| StoreError::Journal {
+                path: target,
+                action,
+                source,
+            })?;
+        let mut journal = Journal {
+            path: path.to_path_buf(),
+            dir,
+            file,
+            len: super::framing::to_u64(contents.len()),
+            checkpoint_at,
+            buf: Vec::new(),
+        };
+        if journal.len > 0 {
+            // Every replayed file is synced: the journal may go.
+            journal.reset()?;
+            info!(journal = %path.display(), applied = replayed.applied, skipped = replayed.skipped,
+                torn_bytes = replayed.torn_bytes, "replayed the commit journal into the stream files");
+        }
+        Ok((journal, replayed))
+    }
+
+    /// The journal's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory its entries' files must be in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes in the journal now.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the journal is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the journal has grown enough to [`reset`](Self::reset) after a checkpoint.
+    pub fn wants_checkpoint(&self) -> bool {
+        self.len >= self.checkpoint_at
+    }
+
+    /// Appends an entry for each of `landed` in one write and syncs the journal: on `Ok`
+    /// every one of them survives power loss. On failure the journal is cut back to where it
+    /// was (best effort) and none of them may be answered.
+    pub fn commit<'a>(
+        &mut self,
+        landed: impl IntoIterator<Item = &'a Landed>,
+    ) -> Result<(), StoreError> {
+        self.buf.clear();
+        for entry in landed {
+            let path = entry.path.as_os_str().as_bytes();
+            let path_len = u32::try_from(path.len()).map_err(|_| StoreError::RecordTooLarge {
+                path: entry.path.to_path_buf(),
+                len: path.len(),
+            })?;
+            let mut body = Vec::with_capacity(HEADER_BYTES + path.len() + entry.bytes.len());
+            body.extend_from_slice(&[0; 4]);
+            body.push(WRITE_ENTRY);
+            body.extend_from_slice(&entry.file.dev.to_le_bytes());
+            body.extend_from_slice(&entry.file.ino.to_le_bytes());
+            body.extend_from_slice(&entry.file.birth_secs.to_le_bytes());
+            body.extend_from_slice(&entry.file.birth_nanos.to_le_bytes());
+            body.extend_from_slice(&entry.offset.to_le_bytes());
+            body.extend_from_slice(&path_len.to_le_bytes());
+            body.extend_from_slice(path);
+            body.extend_from_slice(&entry.bytes);
+            let crc = crc32c::crc32c(body.get(4..).unwrap_or_default());
+            body[..4].copy_from_slice(&crc.to_le_bytes());
+            encode_frame(&body, &mut self.buf).map_err(|e| StoreError::RecordTooLarge {
+                path: entry.path.to_path_buf(),
+                len: e.len,
+            })?;
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = self
+            .file
+            .write_all_at(&self.buf, self.len)
+            .map_err(journal_err(&self.path, "write"))
+            .and_then(|()| {
+                self.file
+                    .sync_data()
+                    .map_err(journal_err(&self.path, "sync"))
+            });
+        match written {
+            Ok(()) => {
+                self.len += super::framing::to_u64(self.buf.len());
+                Ok(())
+            }
+            Err(err) => {
+                if let Err(cut) = self.file.set_len(self.len) {
+                    warn!(journal = %self.path.display(), error = %cut,
+                        "could not cut the commit journal back after a failed append");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Empties the journal. Only once every file its entries name is durable by itself (a
+    /// checkpoint's `syncfs`, or a replay's syncs).
+    pub fn reset(&mut self) -> Result<(), StoreError> {
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.sync_data())
+            .map_err(journal_err(&self.path, "empty"))?;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+/// Why replay failed: what it was doing, to which file, and the OS error.
+type ReplayError = (&'static str, PathBuf, io::Error);
+
+/// Writes every complete entry of `contents` back into its file (see the module docs), then
+/// syncs each file written.
+fn replay(dir: &Path, contents: &[u8]) -> Result<Replayed, ReplayError> {
+    let mut replayed = Replayed::default();
+    let mut touched: Vec<(PathBuf, File)> = Vec::new();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut reader = FrameReader::new(contents);
+    loop {
+        let start = reader.offset();
+        let body = match reader.next_frame() {
+            Next::Record { body, .. } => body,
+            Next::End => break,
+            _ => {
+                replayed.torn_bytes = super::framing::to_u64(contents.len()) - start;
+                break;
+            }
+        };
+        let Some(entry) = Entry::parse(body) else {
+            replayed.torn_bytes = super::framing::to_u64(contents.len()) - start;
+            break;
+        };
+        if !is_inside(dir, &entry.path) {
+            warn!(path = %entry.path.display(), dir = %dir.display(),
+                "skipping a commit journal entry for a file outside the journal's directory");
+            replayed.skipped += 1;
+            continue;
+        }
+        let file = match OpenOptions::new().write(true).open(&entry.path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                replayed.skipped += 1;
+                continue;
+            }
+            Err(err) => return Err(("open for replay", entry.path, err)),
+        };
+        if FileId::of(&file) != Some(entry.file) {
+            replayed.skipped += 1;
+            continue;
+        }
+        file.write_all_at(entry.bytes, entry.offset)
+            .map_err(|err| ("replay into", entry.path.clone(), err))?;
+        replayed.applied += 1;
+        if seen.insert(entry.path.clone()) {
+            touched.push((entry.path, file));
+        }
+    }
+    for (path, file) in touched {
+        file.sync_data()
+            .map_err(|err| ("sync after replay", path, err))?;
+    }
+    Ok(replayed)
+}
+
+/// A parsed journal entry.
+struct Entry<'a> {
+    file: FileId,
+    offset: u64,
+    path: PathBuf,
+    bytes: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    fn parse(body: &'a [u8]) -> Option<Entry<'a>> {
+        let (crc, rest) = body.split_first_chunk::<4>()?;
+        if u32::from_le_bytes(*crc) != crc32c::crc32c(rest) {
+            return None;
+        }
+        let (&kind, rest) = rest.split_first()?;
+        if kind != WRITE_ENTRY {
+            return None;
+        }
+        let (dev, rest) = rest.split_first_chunk::<8>()?;
+        let (ino, rest) = rest.split_first_chunk::<8>()?;
+        let (birth_secs, rest) = rest.split_first_chunk::<8>()?;
+        let (birth_nanos, rest) = rest.split_first_chunk::<4>()?;
+        let (offset, rest) = rest.split_first_chunk::<8>()?;
+        let (path_len, rest) = rest.split_first_chunk::<4>()?;
+        let path_len = usize::try_from(u32::from_le_bytes(*path_len)).ok()?;
+        let (path, bytes) = rest.split_at_checked(path_len)?;
+        Some(Entry {
+            file: FileId {
+                dev: u64::from_le_bytes(*dev),
+                ino: u64::from_le_bytes(*ino),
+                birth_secs: i64::from_le_bytes(*birth_secs),
+                birth_nanos: u32::from_le_bytes(*birth_nanos),
+            },
+            offset: u64::from_le_bytes(*offset),
+            path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+            bytes,
+        })
+    }
+}
+
+/// Whether `path` is lexically inside `dir` (no `..`, and `dir` a prefix).
+fn is_inside(dir: &Path, path: &Path) -> bool {
+    path.starts_with(dir)
+        && path
+            .components()
+            .all(|c| !matches!(c, Component::ParentDir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// Writes `bytes` at `offset` of `path` as a round would, and returns what it journals.
+    fn land(path: &Path, offset: u64, bytes: &[u8]) -> Result<Landed, Box<dyn std::error::Error>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)?;
+        file.write_all_at(bytes, offset)?;
+        Ok(Landed {
+            path: Arc::from(path),
+            file: FileId::of(&file).ok_or("no birth time on this filesystem")?,
+            offset,
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    #[test]
+    fn replay_puts_back_what_the_stream_files_lost_and_empties_the_journal() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let journal_path = dir.path().join(JOURNAL_FILE);
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        {
+            let (mut journal, replayed) = Journal::open(&journal_path)?;
+            assert_eq!(replayed, Replayed::default());
+            let first = [land(&a, 0, b"one")?, land(&b, 0, b"uno")?];
+            journal.commit(&first)?;
+            journal.commit([&land(&a, 3, b"two")?])?;
+            assert!(!journal.is_empty());
+        }
+        // Power loss: the stream files never reached the disk; the journal did.
+        fs::write(&a, b"")?;
+        fs::write(&b, b"u")?;
+        let (journal, replayed) = Journal::open(&journal_path)?;
+        assert_eq!(
+            (replayed.applied, replayed.skipped, replayed.torn_bytes),
+            (3, 0, 0)
+        );
+        assert_eq!(fs::read(&a)?, b"onetwo");
+        assert_eq!(fs::read(&b)?, b"uno");
+        assert!(journal.is_empty() && fs::metadata(&journal_path)?.len() == 0);
+        // Replaying the emptied journal changes nothing.
+        drop(journal);
+        let (_, again) = Journal::open(&journal_path)?;
+        assert_eq!(again, Replayed::default());
+        assert_eq!(fs::read(&a)?, b"onetwo");
+        Ok(())
+    }
+
+    #[test]
+    fn replay_never_writes_into_a_file_that_is_gone_or_another_one_now() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let journal_path = dir.path().join(JOURNAL_FILE);
+        let (gone, reborn) = (dir.path().join("gone"), dir.path().join("reborn"));
+        {
+            let (mut journal, _) = Journal::open(&journal_path)?;
+            journal.commit(&[land(&gone, 0, b"old")?, land(&reborn, 0, b"old stream")?])?;
+        }
+        fs::remove_file(&gone)?;
+        // A new stream of the same id: a new file at the same path.
+        fs::remove_file(&reborn)?;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        fs::write(&reborn, b"new")?;
+        let (_, replayed) = Journal::open(&journal_path)?;
+        assert_eq!((replayed.applied, replayed.skipped), (0, 2));
+        assert!(!gone.exists(), "replay creates no file");
+        assert_eq!(fs::read(&reborn)?, b"new", "the new file is left alone");
+        Ok(())
+    }
+
+    #[test]
+    fn a_torn_round_and_entries_outside_the_directory_are_skipped() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let inner = dir.path().join("data");
+        let journal_path = inner.join(JOURNAL_FILE);
+        let (kept, outside) = (inner.join("kept"), dir.path().join("outside"));
+        {
+            let (mut journal, _) = Journal::open(&journal_path)?;
+            fs::write(&outside, b"")?;
+            journal.commit(&[land(&kept, 0, b"kept")?, land(&outside, 0, b"evil")?])?;
+            journal.commit([&land(&kept, 4, b"torn")?])?;
+        }
+        // The last round is torn by the crash: its frame lacks its tail.
+        let len = fs::metadata(&journal_path)?.len();
+        OpenOptions::new()
+            .write(true)
+            .open(&journal_path)?
+            .set_len(len - 3)?;
+        fs::write(&kept, b"")?;
+        fs::write(&outside, b"")?;
+        let (_, replayed) = Journal::open(&journal_path)?;
+        assert_eq!((replayed.applied, replayed.skipped), (1, 1));
+        assert!(replayed.torn_bytes > 0);
+        assert_eq!(
+            fs::read(&kept)?,
+            b"kept",
+            "the torn round was never answered"
+        );
+        assert_eq!(
+            fs::read(&outside)?,
+            b"",
+            "nothing is written outside the directory"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_corrupt_entry_ends_the_replay_there() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let journal_path = dir.path().join(JOURNAL_FILE);
+        let a = dir.path().join("a");
+        {
+            let (mut journal, _) = Journal::open(&journal_path)?;
+            journal.commit([&land(&a, 0, b"good")?])?;
+            journal.commit([&land(&a, 4, b"flip")?])?;
+        }
+        let mut bytes = fs::read(&journal_path)?;
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&journal_path, &bytes)?;
+        fs::write(&a, b"")?;
+        let (_, replayed) = Journal::open(&journal_path)?;
+        assert_eq!(replayed.applied, 1);
+        assert!(replayed.torn_bytes > 0);
+        assert_eq!(fs::read(&a)?, b"good");
+        Ok(())
+    }
+
+    #[test]
+    fn wants_a_checkpoint_past_its_bound_and_reset_empties_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (mut journal, _) = Journal::open_with(&dir.path().join(JOURNAL_FILE), 1024)?;
+        let a = dir.path().join("a");
+        journal.commit([&land(&a, 0, b"short")?])?;
+        assert!(!journal.wants_checkpoint());
+        journal.commit([&land(&a, 5, &[7; 1024])?])?;
+        assert!(journal.wants_checkpoint());
+        journal.reset()?;
+        assert!(journal.is_empty() && !journal.wants_checkpoint());
+        Ok(())
+    }
+}
