@@ -37,7 +37,10 @@
 //!   remove), the path layout of native streams, injected faults for tests.
 //!   Group commit (`store::commit`) makes many writes share one sync (on a
 //!   committer thread, which also does the writes: the actors only stage
-//!   them); an LRU (`store::files`) bounds the open files.
+//!   them); under `batch` a round over many files syncs one sequential
+//!   commit journal (`store::journal`, replayed into the stream files at
+//!   start) instead of the filesystem; an LRU (`store::files`) bounds the
+//!   open files.
 //! - [`error`]: the manager's errors, one variant per rejection.
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
 //!   is the manager's upstream (`hub`), access control (`auth`: bearer

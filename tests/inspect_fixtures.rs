@@ -315,3 +315,30 @@ async fn recovering_the_fixtures_arrives_at_the_same_facts() {
         recover_fixture::<Task>("task_running.updates", strict).await;
     }
 }
+
+#[test]
+fn a_data_dir_whose_commit_journal_holds_records_is_flagged_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join(status_update_manager::store::JOURNAL_FILE);
+    std::fs::write(&journal, b"not yet replayed").unwrap();
+    let output = inspect(&["--json"], &[dir.path().to_path_buf()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "inspect failed: {stderr}");
+    assert!(
+        stderr.contains("commit.journal") && stderr.contains("replays them first"),
+        "{stderr}"
+    );
+    let doc: Value = serde_json::from_slice(&output.stdout).expect("JSON stays on stdout");
+    assert_eq!(doc["streams"], Value::Array(Vec::new()));
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        b"not yet replayed",
+        "never modified"
+    );
+
+    // An empty journal (a clean stop) says nothing.
+    std::fs::write(&journal, b"").unwrap();
+    let output = inspect(&["--json"], &[dir.path().to_path_buf()]);
+    assert!(output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("commit.journal"));
+}

@@ -159,6 +159,7 @@ pub async fn in_process(
     // files created off the actor thread) whatever the policy.
     let (committer, _) = Committer::thread_with_journal(sync, &dir.join(JOURNAL_FILE))
         .map_err(|err| BenchError::Load(err.to_string()))?;
+    let committer_stopped = committer.stopped();
     let config = ManagerConfig {
         sync,
         committer,
@@ -238,6 +239,15 @@ pub async fn in_process(
     drop(manager);
     drop(acker);
     wait_closed(&files).await;
+    // The committer's final checkpoint (a `syncfs` of what the journal
+    // covered) belongs to the load, not to the recovery measured next.
+    if let Some(stopped) = committer_stopped {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stopped.is_stopped() && Instant::now() < deadline {
+            settle_actors().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
     let latency = Rc::try_unwrap(latency)
         .map(RefCell::into_inner)
         .unwrap_or_else(|rc| rc.borrow().clone());

@@ -28,6 +28,22 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// Says on stderr if `dir`'s commit journal holds records: after a power loss they may be
+/// missing from the stream files until `serve` replays them (files are never modified here).
+fn warn_of_journal(dir: &std::path::Path) {
+    let journal = dir.join(crate::store::JOURNAL_FILE);
+    if let Ok(meta) = std::fs::metadata(&journal) {
+        if meta.len() > 0 {
+            eprintln!(
+                "warning: '{}' holds {} bytes of records that a crash may have kept out of the \
+                 stream files shown here; `serve` on this data directory replays them first",
+                journal.display(),
+                meta.len()
+            );
+        }
+    }
+}
+
 /// The values of `--kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KindArg {
@@ -52,6 +68,9 @@ impl From<KindArg> for InspectKind {
 impl InspectArgs {
     /// Inspects the paths and prints the report on stdout.
     pub fn run(self) -> anyhow::Result<()> {
+        for dir in self.paths.iter().filter(|p| p.is_dir()) {
+            warn_of_journal(dir);
+        }
         let report = inspect_paths(&self.paths, self.kind.map(InspectKind::from))?;
         let mut out = io::stdout().lock();
         let written = if self.json {

@@ -206,6 +206,18 @@ impl TicketSync {
     }
 }
 
+/// Whether a committer thread has stopped ([`Committer::stopped`]): the
+/// thread holds its round counter until it ends.
+#[derive(Debug, Clone)]
+pub struct Stopped(std::sync::Weak<AtomicU64>);
+
+impl Stopped {
+    /// True once the thread ended (and no handle of it is left).
+    pub fn is_stopped(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
 /// Runs group-commit rounds; see the module docs. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub enum Committer {
@@ -298,6 +310,16 @@ impl Committer {
                 })?;
         }
         Ok(Committer::Thread(tx, rounds, jobs))
+    }
+
+    /// A way to tell when this committer's thread has stopped: after every
+    /// handle is gone, its last round ran and its final checkpoint is done.
+    /// `None` for the inline runner.
+    pub fn stopped(&self) -> Option<Stopped> {
+        match self {
+            Committer::Thread(_, rounds, _) => Some(Stopped(Arc::downgrade(rounds))),
+            Committer::Inline => None,
+        }
     }
 
     /// The inline runner.
@@ -672,8 +694,9 @@ fn sync_file(path: &Path) -> CommitResult {
     })
 }
 
+/// `syncfs` of the filesystem `file` is on (elsewhere than Linux: `sync`).
 #[cfg(target_os = "linux")]
-fn syncfs(file: &File) -> io::Result<()> {
+pub(super) fn syncfs(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: `syncfs` only reads the descriptor, which `file` keeps open.
     let rc = unsafe { libc::syncfs(file.as_raw_fd()) };
@@ -685,7 +708,7 @@ fn syncfs(file: &File) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn syncfs(_file: &File) -> io::Result<()> {
+pub(super) fn syncfs(_file: &File) -> io::Result<()> {
     // No per-filesystem sync: flush everything.
     // SAFETY: `sync` takes no arguments and cannot fail.
     unsafe { libc::sync() };

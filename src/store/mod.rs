@@ -103,7 +103,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use commit::{
-    run_jobs, CommitResult, Committer, Completion, DirSyncs, Job, Ticket, TicketSync,
+    run_jobs, CommitResult, Committer, Completion, DirSyncs, Job, Stopped, Ticket, TicketSync,
 };
 pub use faults::{Fault, FaultPlan};
 pub use files::FileCache;
