@@ -30,7 +30,8 @@
 //! `syncfs` as before). Replay also skips, with a warning, any entry whose path is not
 //! inside the journal's own directory, so a damaged journal cannot write elsewhere.
 //!
-//! **Entry format** (little-endian), one frame ([`encode_frame`]) per record run:
+//! **Entry format** (little-endian), one frame (`u32` length, then the body, as in stream
+//! files) per record run:
 //! `crc32c u32` of the rest, `kind u8` (1 = write), `dev u64`, `ino u64`, `birth secs i64`,
 //! `birth nanos u32`, `offset u64`, `path length u32`, the path's bytes, then the bytes
 //! written. Replay stops at the first torn or corrupt frame: a round's entries are appended
@@ -46,7 +47,7 @@ use std::time::UNIX_EPOCH;
 
 use tracing::{info, warn};
 
-use super::framing::{encode_frame, FrameReader, Next};
+use super::framing::{FrameReader, Next, LENGTH_PREFIX_BYTES};
 use super::StoreError;
 
 /// Journal bytes after which the committer checkpoints (64 MiB: about 300 000 records of
@@ -234,27 +235,35 @@ impl Journal {
         self.buf.clear();
         for entry in landed {
             let path = entry.path.as_os_str().as_bytes();
-            let path_len = u32::try_from(path.len()).map_err(|_| StoreError::RecordTooLarge {
+            let too_large = |len| StoreError::RecordTooLarge {
                 path: entry.path.to_path_buf(),
-                len: path.len(),
-            })?;
-            let mut body = Vec::with_capacity(HEADER_BYTES + path.len() + entry.bytes.len());
-            body.extend_from_slice(&[0; 4]);
-            body.push(WRITE_ENTRY);
-            body.extend_from_slice(&entry.file.dev.to_le_bytes());
-            body.extend_from_slice(&entry.file.ino.to_le_bytes());
-            body.extend_from_slice(&entry.file.birth_secs.to_le_bytes());
-            body.extend_from_slice(&entry.file.birth_nanos.to_le_bytes());
-            body.extend_from_slice(&entry.offset.to_le_bytes());
-            body.extend_from_slice(&path_len.to_le_bytes());
-            body.extend_from_slice(path);
-            body.extend_from_slice(&entry.bytes);
-            let crc = crc32c::crc32c(body.get(4..).unwrap_or_default());
-            body[..4].copy_from_slice(&crc.to_le_bytes());
-            encode_frame(&body, &mut self.buf).map_err(|e| StoreError::RecordTooLarge {
-                path: entry.path.to_path_buf(),
-                len: e.len,
-            })?;
+                len,
+            };
+            let path_len = u32::try_from(path.len()).map_err(|_| too_large(path.len()))?;
+            let body_len = HEADER_BYTES + path.len() + entry.bytes.len();
+            let frame_len = u32::try_from(body_len).map_err(|_| too_large(body_len))?;
+            // The frame is built in place: length prefix, then the body with
+            // its checksum filled in last.
+            let start = self.buf.len();
+            self.buf.reserve(LENGTH_PREFIX_BYTES + body_len);
+            self.buf.extend_from_slice(&frame_len.to_le_bytes());
+            self.buf.extend_from_slice(&[0; 4]);
+            self.buf.push(WRITE_ENTRY);
+            self.buf.extend_from_slice(&entry.file.dev.to_le_bytes());
+            self.buf.extend_from_slice(&entry.file.ino.to_le_bytes());
+            self.buf
+                .extend_from_slice(&entry.file.birth_secs.to_le_bytes());
+            self.buf
+                .extend_from_slice(&entry.file.birth_nanos.to_le_bytes());
+            self.buf.extend_from_slice(&entry.offset.to_le_bytes());
+            self.buf.extend_from_slice(&path_len.to_le_bytes());
+            self.buf.extend_from_slice(path);
+            self.buf.extend_from_slice(&entry.bytes);
+            let body = start + LENGTH_PREFIX_BYTES;
+            let crc = crc32c::crc32c(self.buf.get(body + 4..).unwrap_or_default());
+            if let Some(slot) = self.buf.get_mut(body..body + 4) {
+                slot.copy_from_slice(&crc.to_le_bytes());
+            }
         }
         if self.buf.is_empty() {
             return Ok(());

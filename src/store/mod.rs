@@ -70,10 +70,16 @@
 //! once its mailbox is drained, hands a [`Ticket`] to the [`Committer`]
 //! ([`commit`]), which gathers the tickets of every stream that arrived meanwhile into one
 //! **round** and syncs it with the cheapest call that covers all of them: `fdatasync` when the
-//! round holds one file, one `syncfs` per filesystem otherwise. Measured here (ext4, 2 cores,
-//! one 200 B record per file per round): `fdatasync` of each file ≈ 6–7 k records/s whatever
-//! the count, one `syncfs` ≈ 9.5 k records/s for 2 files, 136 k for 64, 244 k for 1 000 and
-//! 107 k for 10 000; for a single file `fdatasync` (≈ 5.7 k/s) beats `syncfs` (≈ 2.1 k/s).
+//! round holds one file; with a commit journal ([`journal`], the service's choice), one
+//! append and `fdatasync` of the journal for a round over many files; without one, a `syncfs`
+//! per filesystem. Measured here (ext4, 2 cores, one 200 B record per file per round):
+//! `fdatasync` of each file ≈ 6–7 k records/s whatever the count, one `syncfs` ≈ 9.5 k
+//! records/s for 2 files, 136 k for 64, 244 k for 1 000 and 107 k for 10 000; for a single
+//! file `fdatasync` (≈ 5.7 k/s) beats `syncfs` (≈ 2.1 k/s). A `syncfs` writes back one
+//! scattered page per file, at the disk's random-write rate; the journal is one sequential
+//! write: over 10 000 streams the manager acknowledges 63–68 k updates/s with it against
+//! 35–44 k with `syncfs` rounds (BENCHMARKS.md). The journal is replayed into the stream files
+//! when the committer starts, so they stay the format; see [`journal`] for its rules.
 //! The service runs rounds on a committer thread, so a sync never blocks an actor and the
 //! next round fills while one is on disk; there the stream does not even `write`: it stages
 //! its frames ([`StreamLog::stage`], *write-behind*) and the round writes them before it
