@@ -36,6 +36,11 @@ pub const APPEND_SECONDS: &str = "sum_checkpoint_append_seconds";
 pub const SYNC_SECONDS: &str = "sum_checkpoint_sync_seconds";
 /// 1 while a subscriber is connected (service only).
 pub const SUBSCRIBERS: &str = "sum_subscribers";
+/// Bytes in the commit journal: records of `batch` rounds whose stream files
+/// are not yet durable by themselves.
+pub const JOURNAL_BYTES: &str = "sum_commit_journal_bytes";
+/// Checkpoints of the commit journal (a `syncfs`, then the journal emptied).
+pub const JOURNAL_CHECKPOINTS: &str = "sum_commit_journal_checkpoints_total";
 
 /// Describes every metric (units and help text) to the installed recorder.
 pub fn describe() {
@@ -82,6 +87,15 @@ pub fn describe() {
         "Time of one checkpoint data sync."
     );
     describe_gauge!(SUBSCRIBERS, "1 while an upstream subscriber is connected.");
+    describe_gauge!(
+        JOURNAL_BYTES,
+        Unit::Bytes,
+        "Bytes in the commit journal not yet checkpointed into the stream files."
+    );
+    describe_counter!(
+        JOURNAL_CHECKPOINTS,
+        "Checkpoints of the commit journal: a syncfs, then the journal emptied."
+    );
 }
 
 /// Installs the Prometheus recorder and serves `/metrics` on `addr`. Must

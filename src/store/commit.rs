@@ -281,6 +281,9 @@ impl Committer {
         std::thread::Builder::new()
             .name("sum-committer".into())
             .spawn(move || {
+                if let Some(journal) = &journal {
+                    metrics::gauge!(crate::metrics::JOURNAL_BYTES).set(journal.len() as f64);
+                }
                 let mut syncer = Syncer {
                     journal,
                     ..Syncer::default()
@@ -522,9 +525,11 @@ impl Syncer {
                         .entry(ticket.device)
                         .or_insert_with(|| ticket.path.clone());
                 }
-                journal
+                let committed = journal
                     .commit(landed.iter().flatten().copied())
-                    .map_err(Arc::new)
+                    .map_err(Arc::new);
+                metrics::gauge!(crate::metrics::JOURNAL_BYTES).set(journal.len() as f64);
+                committed
             }
             _ => Ok(()),
         };
@@ -592,7 +597,9 @@ impl Syncer {
         if let Some(journal) = self.journal.as_mut() {
             match journal.reset() {
                 Ok(()) => {
-                    debug!(journal = %journal.path().display(), "commit journal checkpointed")
+                    metrics::counter!(crate::metrics::JOURNAL_CHECKPOINTS).increment(1);
+                    metrics::gauge!(crate::metrics::JOURNAL_BYTES).set(0.0);
+                    debug!(journal = %journal.path().display(), "commit journal checkpointed");
                 }
                 Err(err) => {
                     error!(cause = %err, "could not empty the commit journal after a checkpoint");
