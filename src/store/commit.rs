@@ -586,6 +586,7 @@ impl Syncer {
         if self.journal.as_ref().is_none_or(Journal::is_empty) {
             return;
         }
+        let started = std::time::Instant::now();
         let devices: Vec<(u64, Arc<Path>)> = self.journaled.drain().collect();
         for (device, sample) in &devices {
             if let Err(err) = self.sync_device(*device, sample) {
@@ -599,7 +600,8 @@ impl Syncer {
                 Ok(()) => {
                     metrics::counter!(crate::metrics::JOURNAL_CHECKPOINTS).increment(1);
                     metrics::gauge!(crate::metrics::JOURNAL_BYTES).set(0.0);
-                    debug!(journal = %journal.path().display(), "commit journal checkpointed");
+                    debug!(journal = %journal.path().display(), seconds = started.elapsed().as_secs_f64(),
+                        "commit journal checkpointed");
                 }
                 Err(err) => {
                     error!(cause = %err, "could not empty the commit journal after a checkpoint");
