@@ -35,15 +35,7 @@ async fn send_round(
     state: &str,
 ) -> Vec<Update<Native>> {
     let updates: Vec<_> = (0..STREAMS).map(|i| update(i, state)).collect();
-    let replies: Vec<_> = updates.iter().map(|u| manager.send(u.clone())).collect();
-    for reply in replies {
-        let outcome = tokio::time::timeout(BOUND, reply)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(outcome, UpdateOutcome::Accepted);
-    }
+    all_accepted(updates.iter().map(|u| manager.send(u.clone())).collect()).await;
     updates
 }
 

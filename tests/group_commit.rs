@@ -80,14 +80,7 @@ async fn many_writes_share_one_sync_round() {
             })
         })
         .collect();
-    for reply in replies {
-        let outcome = tokio::time::timeout(BOUND, reply)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(outcome, UpdateOutcome::Accepted);
-    }
+    all_accepted(replies).await;
     let rounds = committer.rounds() - before;
     assert!(rounds >= 1, "at least one sync");
     assert!(

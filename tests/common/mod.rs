@@ -334,3 +334,30 @@ pub async fn answer<T, E: std::fmt::Debug>(
         .expect("the manager's mailbox")
         .expect("an OK answer")
 }
+
+/// Waits for each of `replies` (requests to a manager), within [`BOUND`]
+/// each, and checks that every one was accepted.
+pub async fn all_accepted<R>(replies: Vec<R>)
+where
+    R: std::future::Future<
+        Output = Result<
+            Result<
+                status_update_manager::messages::UpdateOutcome,
+                status_update_manager::UpdateError,
+            >,
+            actix::MailboxError,
+        >,
+    >,
+{
+    for reply in replies {
+        let outcome = tokio::time::timeout(BOUND, reply)
+            .await
+            .expect("answered in time")
+            .expect("the manager's mailbox")
+            .expect("an OK answer");
+        assert_eq!(
+            outcome,
+            status_update_manager::messages::UpdateOutcome::Accepted
+        );
+    }
+}
