@@ -578,6 +578,37 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_that_cannot_write_fails_naming_the_file_and_keeps_the_journal() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let journal_path = dir.path().join(JOURNAL_FILE);
+        let a = dir.path().join("a");
+        {
+            let (mut journal, _) = Journal::open(&journal_path)?;
+            journal.commit([&land(&a, 0, b"kept")?])?;
+        }
+        let held = fs::read(&journal_path)?;
+        // Something that cannot be written now stands at the entry's path.
+        fs::remove_file(&a)?;
+        fs::create_dir(&a)?;
+        let err = Journal::open(&journal_path).expect_err("a directory cannot be replayed into");
+        assert!(
+            matches!(&err, StoreError::Journal { path, .. } if path == &a),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("commit journal: failed to open for replay"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read(&journal_path)?,
+            held,
+            "the records stay for the next start"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn wants_a_checkpoint_past_its_bound_and_reset_empties_it() -> TestResult {
         let dir = tempfile::tempdir()?;
         let (mut journal, _) = Journal::open_with(&dir.path().join(JOURNAL_FILE), 1024)?;

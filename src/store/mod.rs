@@ -279,7 +279,7 @@ pub enum StoreError {
     },
     /// The commit journal (or a stream file it replays into) could not be read, written or
     /// synced.
-    #[error("failed to {action} commit journal file '{}': {source}", .path.display())]
+    #[error("commit journal: failed to {action} '{}': {source}", .path.display())]
     Journal {
         /// The journal, or the stream file being replayed into.
         path: PathBuf,
