@@ -17,9 +17,9 @@
 //!
 //! **Checkpoint before effect.** A record is appended before the state
 //! changes; every effect that must not precede durability (the reply, a
-//! forward, the end of the stream) waits while the file has unsynced bytes
-//! (`store.sync = batch`, and `always` with a committer thread) and runs
-//! after the sync that covers them. Once the messages queued with the one
+//! forward, the end of the stream) waits while the file has bytes no round
+//! covers yet (`store.sync = batch`, and any policy with a committer thread)
+//! and runs after the round that writes (and, but for `none`, syncs) them. Once the messages queued with the one
 //! that wrote them are handled, the stream hands a ticket to the
 //! [`Committer`] (the tickets of every stream served in one turn of the
 //! arbiter travel together), whose round syncs the writes of every stream
