@@ -22,18 +22,19 @@
 //! durable by themselves, and the journal is cut back to empty. It does so again when it
 //! stops, so a clean shutdown leaves an empty journal.
 //!
-//! **Which file.** An entry names its stream file by path *and* identity: device, inode and
-//! birth time (`statx`). Replay skips an entry whose file is gone (the stream ended and its
-//! file was removed) or is another file now (removed, then created again for a new stream of
-//! the same id): a journal never writes one stream's records into another's file. On a
-//! filesystem without birth times the committer does not journal (it syncs the round with
-//! `syncfs` as before). Replay also skips, with a warning, any entry whose path is not
+//! **Which file.** An entry names its stream file by path *and* identity: device, inode, the
+//! inode's generation (`FS_IOC_GETVERSION`, new for each inode the filesystem allocates, so a
+//! reused inode number is told apart) and birth time (`statx`). Replay skips an entry whose
+//! file is gone (the stream ended and its file was removed) or is another file now (removed,
+//! then created again for a new stream of the same id): a journal never writes one stream's
+//! records into another's file. On a filesystem that keeps no generation or birth time the
+//! committer does not journal (it syncs the round with `syncfs` as before). Replay also skips, with a warning, any entry whose path is not
 //! inside the journal's own directory, so a damaged journal cannot write elsewhere.
 //!
 //! **Entry format** (little-endian), one frame (`u32` length, then the body, as in stream
 //! files) per record run:
-//! `crc32c u32` of the rest, `kind u8` (1 = write), `dev u64`, `ino u64`, `birth secs i64`,
-//! `birth nanos u32`, `offset u64`, `path length u32`, the path's bytes, then the bytes
+//! `crc32c u32` of the rest, `kind u8` (1 = write), `dev u64`, `ino u64`, `generation u32`,
+//! `birth secs i64`, `birth nanos u32`, `offset u64`, `path length u32`, the path's bytes, then the bytes
 //! written. Replay stops at the first torn or corrupt frame: a round's entries are appended
 //! and synced together, so nothing after a torn one was ever answered.
 
@@ -58,26 +59,28 @@ pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 pub const JOURNAL_FILE: &str = "commit.journal";
 
 const WRITE_ENTRY: u8 = 1;
-/// crc, kind, dev, ino, birth secs, birth nanos, offset, path length.
-const HEADER_BYTES: usize = 4 + 1 + 8 + 8 + 8 + 4 + 8 + 4;
+/// crc, kind, dev, ino, generation, birth secs, birth nanos, offset, path length.
+const HEADER_BYTES: usize = 4 + 1 + 8 + 8 + 4 + 8 + 4 + 8 + 4;
 
 /// Which file a journal entry is for: not only its path, which a new file can take over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileId {
     dev: u64,
     ino: u64,
+    generation: u32,
     birth_secs: i64,
     birth_nanos: u32,
 }
 
 impl FileId {
-    /// The identity of an open file, or `None` where the filesystem keeps no birth time
-    /// (then its records are not journaled).
+    /// The identity of an open file, or `None` where the filesystem keeps no inode
+    /// generation or birth time (then its records are not journaled).
     pub fn of(file: &File) -> Option<FileId> {
-        Self::from_metadata(&file.metadata().ok()?)
+        let generation = inode_generation(file)?;
+        Self::from_metadata(&file.metadata().ok()?, generation)
     }
 
-    fn from_metadata(metadata: &fs::Metadata) -> Option<FileId> {
+    fn from_metadata(metadata: &fs::Metadata, generation: u32) -> Option<FileId> {
         let birth = metadata.created().ok()?;
         let (birth_secs, birth_nanos) = match birth.duration_since(UNIX_EPOCH) {
             Ok(after) => (i64::try_from(after.as_secs()).ok()?, after.subsec_nanos()),
@@ -92,10 +95,35 @@ impl FileId {
         Some(FileId {
             dev: metadata.dev(),
             ino: metadata.ino(),
+            generation,
             birth_secs,
             birth_nanos,
         })
     }
+}
+
+/// The inode's generation number (`FS_IOC_GETVERSION`), if the filesystem keeps one.
+#[cfg(target_os = "linux")]
+fn inode_generation(file: &File) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    // The kernel stores an `int`; a zeroed `long` holds it whichever half it fills.
+    let mut generation: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETVERSION writes at most a `long` through the pointer, which points to
+    // one; the descriptor is open for the duration of the call.
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            libc::FS_IOC_GETVERSION,
+            &mut generation as *mut libc::c_long,
+        )
+    };
+    // Truncation is intended: the value is a 32-bit `int`.
+    (rc == 0).then_some(generation as u32)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn inode_generation(_file: &File) -> Option<u32> {
+    None
 }
 
 /// One run of records a round wrote into a stream file, to journal.
@@ -252,6 +280,8 @@ impl Journal {
             self.buf.extend_from_slice(&entry.file.dev.to_le_bytes());
             self.buf.extend_from_slice(&entry.file.ino.to_le_bytes());
             self.buf
+                .extend_from_slice(&entry.file.generation.to_le_bytes());
+            self.buf
                 .extend_from_slice(&entry.file.birth_secs.to_le_bytes());
             self.buf
                 .extend_from_slice(&entry.file.birth_nanos.to_le_bytes());
@@ -380,6 +410,7 @@ impl<'a> Entry<'a> {
         }
         let (dev, rest) = rest.split_first_chunk::<8>()?;
         let (ino, rest) = rest.split_first_chunk::<8>()?;
+        let (generation, rest) = rest.split_first_chunk::<4>()?;
         let (birth_secs, rest) = rest.split_first_chunk::<8>()?;
         let (birth_nanos, rest) = rest.split_first_chunk::<4>()?;
         let (offset, rest) = rest.split_first_chunk::<8>()?;
@@ -390,6 +421,7 @@ impl<'a> Entry<'a> {
             file: FileId {
                 dev: u64::from_le_bytes(*dev),
                 ino: u64::from_le_bytes(*ino),
+                generation: u32::from_le_bytes(*generation),
                 birth_secs: i64::from_le_bytes(*birth_secs),
                 birth_nanos: u32::from_le_bytes(*birth_nanos),
             },
@@ -425,7 +457,7 @@ mod tests {
         file.write_all_at(bytes, offset)?;
         Ok(Landed {
             path: Arc::from(path),
-            file: FileId::of(&file).ok_or("no birth time on this filesystem")?,
+            file: FileId::of(&file).ok_or("no inode generation or birth time here")?,
             offset,
             bytes: bytes.to_vec(),
         })
@@ -473,14 +505,37 @@ mod tests {
             journal.commit(&[land(&gone, 0, b"old")?, land(&reborn, 0, b"old stream")?])?;
         }
         fs::remove_file(&gone)?;
-        // A new stream of the same id: a new file at the same path.
+        // A new stream of the same id: a new file at the same path (at once: the filesystem
+        // may hand it the same inode number, in the same clock tick).
         fs::remove_file(&reborn)?;
-        std::thread::sleep(std::time::Duration::from_millis(2));
         fs::write(&reborn, b"new")?;
         let (_, replayed) = Journal::open(&journal_path)?;
         assert_eq!((replayed.applied, replayed.skipped), (0, 2));
         assert!(!gone.exists(), "replay creates no file");
         assert_eq!(fs::read(&reborn)?, b"new", "the new file is left alone");
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_created_again_at_once_is_another_file_even_on_a_reused_inode() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("s");
+        let mut reused = 0;
+        for _ in 0..20 {
+            let old = FileId::of(&File::create(&path)?).ok_or("no identity here")?;
+            fs::remove_file(&path)?;
+            let new = FileId::of(&File::create(&path)?).ok_or("no identity here")?;
+            fs::remove_file(&path)?;
+            assert_ne!(old, new);
+            if old.ino == new.ino {
+                reused += 1;
+                assert_ne!(
+                    old.generation, new.generation,
+                    "a reused inode has a new generation"
+                );
+            }
+        }
+        eprintln!("inode numbers reused at once: {reused} of 20");
         Ok(())
     }
 
