@@ -12,13 +12,14 @@ use status_update_manager::cli::{error_text, exit_status, Cli};
 #[global_allocator]
 static ALLOCATOR: Mimalloc = Mimalloc;
 
-/// mimalloc, asked for an alignment only when the layout needs more than
-/// every block has (8 bytes: blocks come in multiples of a word, from
-/// 16-byte aligned pages). The `mimalloc` crate passes every
-/// layout's alignment to `mi_malloc_aligned`, whose checks cost a plain
-/// allocation a fifth more here, and which serves any allocation its fast
-/// path misses (a new page, a block over 1 KiB) by over-allocating and
-/// aligning; measured with callgrind in BENCHMARKS.md.
+/// mimalloc (built without transparent huge pages), asked for an alignment
+/// only when the layout needs more than every block has (8 bytes: blocks
+/// come in multiples of a word, from 16-byte aligned pages). The `mimalloc`
+/// crate's allocator passes every layout's alignment to `mi_malloc_aligned`,
+/// which took nearly twice the instructions of `mi_malloc` here (callgrind:
+/// 123 M against 68 M over one bench run, BENCHMARKS.md) and serves any
+/// allocation its fast path misses (a new page, a block over 1 KiB) by
+/// over-allocating and aligning.
 struct Mimalloc;
 
 /// Every block mimalloc returns is aligned to at least this.

@@ -157,8 +157,7 @@ pub async fn in_process(
     let files = FileCache::new(o.max_open_files);
     // As the service runs it: a committer thread (batch rounds, and new
     // files created off the actor thread) whatever the policy.
-    let (committer, _) = Committer::thread_with_journal(sync, &dir.join(JOURNAL_FILE))
-        .map_err(|err| BenchError::Load(err.to_string()))?;
+    let (committer, _) = Committer::thread_with_journal(sync, &dir.join(JOURNAL_FILE))?;
     let committer_stopped = committer.stopped();
     let config = ManagerConfig {
         sync,

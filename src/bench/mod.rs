@@ -78,6 +78,9 @@ pub enum BenchError {
     /// An actor went away.
     #[error("actor mailbox: {0}")]
     Mailbox(#[from] actix::MailboxError),
+    /// The commit journal could not be opened or replayed.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
     /// Recovery failed.
     #[error("recovery: {0}")]
     Recover(#[from] crate::error::RecoverError),

@@ -26,16 +26,19 @@
 //! bytes to be in the file, but the `write` (and, past the open-file bound,
 //! the reopen and close around it) runs on the committer's core instead of
 //! the actor thread, one round per stream at a time for every record it
-//! took meanwhile (10 000 streams: 53 k → 69–77 k acknowledged updates/s
-//! on tmpfs, BENCHMARKS.md).
+//! took meanwhile; each `none` ticket is answered as soon as its write
+//! returns, without waiting for the rest of the round (10 000 streams on
+//! ext4: 34–53 k → 55–75 k acknowledged updates/s; on tmpfs, where a write
+//! is cheap, no change; BENCHMARKS.md). An arbiter's tickets reach the
+//! committer thread in one hand-off per turn of the arbiter, not one each.
 //!
 //! One round syncs with the cheapest call that covers every file in it:
 //!
 //! | files in the round | sync | measured here (ext4, 2 cores), records/s |
 //! |---|---|---|
 //! | 1 | `fdatasync` of that file | ≈ 5.7 k (one record per sync) |
-//! | 2 or more, with a commit journal ([`Committer::thread_with_journal`]) | the round's records appended to the journal, one `fdatasync` of it | CPU-bound: 10 000 streams, 63–68 k acknowledged updates/s (≈ 130 k records/s) |
-//! | 2 or more, without one | one `syncfs` per filesystem | 2 files ≈ 9.5 k, 64 ≈ 136 k, 1 000 ≈ 244 k, 10 000 ≈ 107 k; 10 000 streams: 35–44 k acknowledged updates/s |
+//! | 2 or more, with a commit journal ([`Committer::thread_with_journal`]) | the round's records appended to the journal, one `fdatasync` of it | bound by the actor thread: 10 000 streams, 36–80 k acknowledged updates/s as this machine's speed moved |
+//! | 2 or more, without one | one `syncfs` per filesystem | 2 files ≈ 9.5 k, 64 ≈ 136 k, 1 000 ≈ 244 k, 10 000 ≈ 107 k; 10 000 streams: 34–44 k acknowledged updates/s |
 //!
 //! A `syncfs` must write back a scattered page of every file in the round
 //! (the disk's random-write rate); the journal is one sequential write, and
@@ -371,46 +374,70 @@ impl Committer {
                 // Every ticket this thread submits until it next runs its
                 // tasks goes over in one batch: one wake-up of the committer
                 // thread per batch instead of one per ticket.
-                OUTBOX.with(|outbox| {
-                    let mut outbox = outbox.borrow_mut();
-                    let key = Arc::as_ptr(rounds) as usize;
-                    match outbox.batches.iter_mut().find(|batch| batch.0 == key) {
-                        Some(batch) => batch.2.push(ticket),
-                        None => outbox.batches.push((key, tx.clone(), vec![ticket])),
-                    }
-                    if !outbox.scheduled {
-                        outbox.scheduled = true;
-                        actix_rt::spawn(async {
-                            let batches = OUTBOX.with(|outbox| {
-                                let mut outbox = outbox.borrow_mut();
-                                outbox.scheduled = false;
-                                std::mem::take(&mut outbox.batches)
-                            });
-                            for (_, tx, tickets) in batches {
-                                send_tickets(&tx, tickets);
-                            }
-                        });
+                let batch = |batches: &mut Vec<Batch>| match batches
+                    .iter_mut()
+                    .find(|b| Arc::ptr_eq(&b.0, rounds))
+                {
+                    Some(batch) => batch.2.push(ticket),
+                    None => batches.push((rounds.clone(), tx.clone(), vec![ticket])),
+                };
+                at_end_of_turn(&OUTBOX, batch, |batches| {
+                    for (_, tx, tickets) in batches {
+                        send_tickets(&tx, tickets);
                     }
                 });
             }
-            Committer::Inline => INLINE.with(|queue| {
-                let mut queue = queue.borrow_mut();
-                queue.tickets.push(ticket);
-                if !queue.scheduled {
-                    queue.scheduled = true;
-                    actix_rt::spawn(async {
-                        let round = INLINE.with(|queue| {
-                            let mut queue = queue.borrow_mut();
-                            queue.scheduled = false;
-                            std::mem::take(&mut queue.tickets)
-                        });
-                        INLINE_SYNCER.with(|syncer| syncer.borrow_mut().run(round));
-                        INLINE_ROUNDS.with(|rounds| rounds.set(rounds.get() + 1));
-                    });
-                }
-            }),
+            Committer::Inline => at_end_of_turn(
+                &INLINE,
+                |round: &mut Vec<Ticket>| round.push(ticket),
+                |round| {
+                    INLINE_SYNCER.with(|syncer| syncer.borrow_mut().run(round));
+                    INLINE_ROUNDS.with(|rounds| rounds.set(rounds.get() + 1));
+                },
+            ),
         }
     }
+}
+
+/// What an arbiter thread gathers for the end of its turn, and whether a
+/// task to take it is already spawned.
+struct TurnQueue<T> {
+    items: Vec<T>,
+    scheduled: bool,
+}
+
+impl<T> Default for TurnQueue<T> {
+    fn default() -> Self {
+        TurnQueue {
+            items: Vec::new(),
+            scheduled: false,
+        }
+    }
+}
+
+/// Adds to `queue` with `add`; the first addition of a turn spawns one task
+/// that, once the actors ready now have run, hands everything gathered
+/// meanwhile to `take`.
+fn at_end_of_turn<T: 'static>(
+    queue: &'static std::thread::LocalKey<RefCell<TurnQueue<T>>>,
+    add: impl FnOnce(&mut Vec<T>),
+    take: fn(Vec<T>),
+) {
+    queue.with(|cell| {
+        let mut pending = cell.borrow_mut();
+        add(&mut pending.items);
+        if !pending.scheduled {
+            pending.scheduled = true;
+            actix_rt::spawn(async move {
+                let items = queue.with(|cell| {
+                    let mut pending = cell.borrow_mut();
+                    pending.scheduled = false;
+                    std::mem::take(&mut pending.items)
+                });
+                take(items);
+            });
+        }
+    });
 }
 
 /// The file threads that suit `policy` ([`FILE_THREADS_NO_SYNC`] under `none`).
@@ -435,23 +462,16 @@ fn send_tickets(tx: &mpsc::Sender<Vec<Ticket>>, tickets: Vec<Ticket>) {
     }
 }
 
-/// Tickets an arbiter thread submitted to committer threads since it last
-/// ran its tasks, by committer (keyed by its round counter's address).
-#[derive(Default)]
-struct Outbox {
-    batches: Vec<(usize, mpsc::Sender<Vec<Ticket>>, Vec<Ticket>)>,
-    scheduled: bool,
-}
-
-#[derive(Default)]
-struct InlineQueue {
-    tickets: Vec<Ticket>,
-    scheduled: bool,
-}
+/// The tickets an arbiter thread submitted to one committer thread since it
+/// last ran its tasks (the committer is known by its round counter, which
+/// the batch keeps alive, so no other committer can take its address).
+type Batch = (Arc<AtomicU64>, mpsc::Sender<Vec<Ticket>>, Vec<Ticket>);
 
 thread_local! {
-    static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox::default());
-    static INLINE: RefCell<InlineQueue> = RefCell::new(InlineQueue::default());
+    /// Tickets for committer threads, one batch per committer.
+    static OUTBOX: RefCell<TurnQueue<Batch>> = RefCell::new(TurnQueue::default());
+    /// Tickets for the inline committer: the next round on this thread.
+    static INLINE: RefCell<TurnQueue<Ticket>> = RefCell::new(TurnQueue::default());
     static INLINE_SYNCER: RefCell<Syncer> = RefCell::new(Syncer::default());
     static INLINE_ROUNDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
@@ -496,28 +516,23 @@ impl Syncer {
                 None
             })
             .collect();
-        let journaling = self.journal.is_some();
+        // The journal takes the round's `batch` records when they are in more
+        // than one file (for one, its own `fdatasync` is cheapest: the
+        // journal's would also write the file's new blocks, ext4 ordering
+        // data before metadata), and only those written into a file it can
+        // name.
+        let journaling = self.journal.is_some() && shares_several_files(&round);
         let written: Vec<Result<Wrote, Arc<StoreError>>> = round
             .iter()
             .map(|ticket| write_of(ticket, journaling && ticket.sync == TicketSync::Shared))
             .collect();
-        // What the journal takes: the `batch` records the round wrote into
-        // a file it can name, when they are in more than one file (for one,
-        // its own `fdatasync` is cheapest: the journal's would also write
-        // the file's new blocks, ext4 ordering data before metadata).
-        let mut landed: Vec<Option<&Landed>> = written
+        let landed: Vec<Option<&Landed>> = written
             .iter()
             .map(|w| match w {
                 Ok(Wrote::Here(Some(landed))) => Some(landed),
                 _ => None,
             })
             .collect();
-        let mut files = landed.iter().flatten().map(|l| &l.path);
-        if let Some(first) = files.next() {
-            if files.all(|other| other == first) {
-                landed.iter_mut().for_each(|l| *l = None);
-            }
-        }
         let journal_result = match self.journal.as_mut() {
             Some(journal) if landed.iter().any(Option::is_some) => {
                 for (ticket, _) in round.iter().zip(&landed).filter(|(_, l)| l.is_some()) {
@@ -656,6 +671,18 @@ impl Syncer {
             Arc::new(StoreError::Sync { path: dir, source })
         })
     }
+}
+
+/// Whether the round's [`TicketSync::Shared`] tickets are for more than one file.
+fn shares_several_files(round: &[Ticket]) -> bool {
+    let mut paths = round
+        .iter()
+        .filter(|t| t.sync == TicketSync::Shared)
+        .map(|t| &t.path);
+    let Some(first) = paths.next() else {
+        return false;
+    };
+    paths.any(|other| !Arc::ptr_eq(first, other) && first != other)
 }
 
 /// Writes a ticket's staged frames, if it has any (see [`StagedWrite::write`]).

@@ -463,6 +463,23 @@ mod tests {
         })
     }
 
+    /// One write of a round: the file, the offset, the bytes.
+    type Write<'a> = (&'a Path, u64, &'a [u8]);
+
+    /// Opens the journal at `path` and commits `rounds` into it, each a round of writes
+    /// made as [`land`] makes them; then closes it, as a crash would leave it.
+    fn journal_of(path: &Path, rounds: &[&[Write<'_>]]) -> TestResult {
+        let (mut journal, _) = Journal::open(path)?;
+        for round in rounds {
+            let landed = round
+                .iter()
+                .map(|&(file, offset, bytes)| land(file, offset, bytes))
+                .collect::<Result<Vec<_>, _>>()?;
+            journal.commit(&landed)?;
+        }
+        Ok(())
+    }
+
     #[test]
     fn replay_puts_back_what_the_stream_files_lost_and_empties_the_journal() -> TestResult {
         let dir = tempfile::tempdir()?;
@@ -500,10 +517,10 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let journal_path = dir.path().join(JOURNAL_FILE);
         let (gone, reborn) = (dir.path().join("gone"), dir.path().join("reborn"));
-        {
-            let (mut journal, _) = Journal::open(&journal_path)?;
-            journal.commit(&[land(&gone, 0, b"old")?, land(&reborn, 0, b"old stream")?])?;
-        }
+        journal_of(
+            &journal_path,
+            &[&[(&gone, 0, b"old"), (&reborn, 0, b"old stream")]],
+        )?;
         fs::remove_file(&gone)?;
         // A new stream of the same id: a new file at the same path (at once: the filesystem
         // may hand it the same inode number, in the same clock tick).
@@ -545,12 +562,15 @@ mod tests {
         let inner = dir.path().join("data");
         let journal_path = inner.join(JOURNAL_FILE);
         let (kept, outside) = (inner.join("kept"), dir.path().join("outside"));
-        {
-            let (mut journal, _) = Journal::open(&journal_path)?;
-            fs::write(&outside, b"")?;
-            journal.commit(&[land(&kept, 0, b"kept")?, land(&outside, 0, b"evil")?])?;
-            journal.commit([&land(&kept, 4, b"torn")?])?;
-        }
+        fs::create_dir_all(&inner)?;
+        fs::write(&outside, b"")?;
+        journal_of(
+            &journal_path,
+            &[
+                &[(&kept, 0, b"kept"), (&outside, 0, b"evil")],
+                &[(&kept, 4, b"torn")],
+            ],
+        )?;
         // The last round is torn by the crash: its frame lacks its tail.
         let len = fs::metadata(&journal_path)?.len();
         OpenOptions::new()
@@ -580,11 +600,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let journal_path = dir.path().join(JOURNAL_FILE);
         let a = dir.path().join("a");
-        {
-            let (mut journal, _) = Journal::open(&journal_path)?;
-            journal.commit([&land(&a, 0, b"good")?])?;
-            journal.commit([&land(&a, 4, b"flip")?])?;
-        }
+        journal_of(&journal_path, &[&[(&a, 0, b"good")], &[(&a, 4, b"flip")]])?;
         let mut bytes = fs::read(&journal_path)?;
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
@@ -616,10 +632,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join(JOURNAL_FILE);
             let target = dir.path().join("s");
-            {
-                let (mut journal, _) = Journal::open(&path).unwrap();
-                journal.commit([&land(&target, 0, &[9; 64]).unwrap()]).unwrap();
-            }
+            journal_of(&path, &[&[(&target, 0, &[9; 64])]]).unwrap();
             let mut bytes = fs::read(&path).unwrap();
             let flip = flip % bytes.len();
             bytes[flip] ^= 0x5a;
@@ -637,10 +650,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let journal_path = dir.path().join(JOURNAL_FILE);
         let a = dir.path().join("a");
-        {
-            let (mut journal, _) = Journal::open(&journal_path)?;
-            journal.commit([&land(&a, 0, b"kept")?])?;
-        }
+        journal_of(&journal_path, &[&[(&a, 0, b"kept")]])?;
         let held = fs::read(&journal_path)?;
         // Something that cannot be written now stands at the entry's path.
         fs::remove_file(&a)?;
@@ -659,6 +669,24 @@ mod tests {
             fs::read(&journal_path)?,
             held,
             "the records stay for the next start"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_journal_path_that_is_a_directory_is_refused_by_name() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(JOURNAL_FILE);
+        fs::create_dir(&path)?;
+        let err = Journal::open(&path).expect_err("a directory is no journal");
+        assert!(
+            matches!(&err, StoreError::Journal { path: p, .. } if p == &path),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("commit journal: failed to open"),
+            "{err}"
         );
         Ok(())
     }

@@ -77,8 +77,9 @@
 //! records/s for 2 files, 136 k for 64, 244 k for 1 000 and 107 k for 10 000; for a single
 //! file `fdatasync` (≈ 5.7 k/s) beats `syncfs` (≈ 2.1 k/s). A `syncfs` writes back one
 //! scattered page per file, at the disk's random-write rate; the journal is one sequential
-//! write: over 10 000 streams the manager acknowledges 63–68 k updates/s with it against
-//! 35–44 k with `syncfs` rounds (BENCHMARKS.md). The journal is replayed into the stream files
+//! write: over 10 000 streams the manager acknowledged 36–80 k updates/s with it (as fast as
+//! its actor thread ran) against 34–44 k with `syncfs` rounds in the same minutes
+//! (BENCHMARKS.md). The journal is replayed into the stream files
 //! when the committer starts, so they stay the format; see [`journal`] for its rules.
 //! The service runs rounds on a committer thread, so a sync never blocks an actor and the
 //! next round fills while one is on disk; there the stream does not even `write`: it stages
