@@ -132,7 +132,7 @@ impl StreamSettings {
 
 /// An effect that waits for the file's unsynced bytes to be synced.
 #[derive(Debug)]
-enum Effect<U> {
+enum Effect {
     ReplyUpdate(
         Option<OneshotSender<Result<UpdateOutcome, UpdateError>>>,
         Result<UpdateOutcome, UpdateError>,
@@ -143,20 +143,18 @@ enum Effect<U> {
         Result<AckOutcome, AckError>,
         StatusUuid,
     ),
-    /// Forward the head; with the update as it arrived (boxed: rare in a
-    /// queue of effects) when that update became the head, which saves
-    /// decoding it from its record.
-    ForwardHead(Option<Box<(StatusUuid, U)>>),
+    /// Forward the head.
+    ForwardHead,
     End,
 }
 
 /// Effects that wait for durability, and the commit round in flight.
 #[derive(Debug)]
-struct Commit<U> {
+struct Commit {
     /// Effects waiting for bytes that no commit round covers yet.
-    waiting: Vec<Effect<U>>,
+    waiting: Vec<Effect>,
     /// Effects covered by the commit round in flight (at most one).
-    committing: Vec<Effect<U>>,
+    committing: Vec<Effect>,
     /// When the round in flight was submitted.
     in_flight: Option<std::time::Instant>,
     /// Write-behind: frames appended since the last hand-off, for the next round.
@@ -165,7 +163,7 @@ struct Commit<U> {
     flight: Option<StagedWrite>,
 }
 
-impl<U> Default for Commit<U> {
+impl Default for Commit {
     fn default() -> Self {
         Commit {
             waiting: Vec::new(),
@@ -177,7 +175,7 @@ impl<U> Default for Commit<U> {
     }
 }
 
-impl<U> Commit<U> {
+impl Commit {
     fn is_idle(&self) -> bool {
         self.waiting.is_empty()
             && self.committing.is_empty()
@@ -187,7 +185,7 @@ impl<U> Commit<U> {
     }
 }
 
-impl<U> Drop for Commit<U> {
+impl Drop for Commit {
     /// A stream that drops its round in flight (it failed, restarts or
     /// stopped) answered nothing it covers; the committer must not write it
     /// after the stream has moved on (a reload would read the file without it
@@ -240,7 +238,7 @@ pub struct StreamActor<K: UpdateKind> {
     retry: Retry,
     /// Effects waiting for durability; allocated only while there are any,
     /// so an idle stream pays one pointer for it.
-    commit: Option<Box<Commit<K::Update>>>,
+    commit: Option<Box<Commit>>,
     /// Bumped by each restart, so a late commit result of a failed
     /// incarnation is ignored.
     incarnation: u32,
@@ -387,7 +385,7 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// Runs `effect` now if the file holds nothing unsynced, else after the
     /// next flush.
-    fn effect(&mut self, effect: Effect<K::Update>, ctx: &mut Context<Self>) {
+    fn effect(&mut self, effect: Effect, ctx: &mut Context<Self>) {
         if self.log.as_ref().is_some_and(StreamLog::needs_sync)
             || self.commit.as_ref().is_some_and(|c| !c.is_idle())
         {
@@ -400,13 +398,13 @@ impl<K: UpdateKind> StreamActor<K> {
         }
     }
 
-    fn run(&mut self, effect: Effect<K::Update>, ctx: &mut Context<Self>) {
+    fn run(&mut self, effect: Effect, ctx: &mut Context<Self>) {
         match effect {
             Effect::ReplyUpdate(tx, result, _) => send(tx, result),
             Effect::ReplyAck(tx, result, _) => send(tx, result),
-            Effect::ForwardHead(fresh) => {
+            Effect::ForwardHead => {
                 self.retry.doublings = 0;
-                self.send_head(fresh, ctx);
+                self.send_head(ctx);
             }
             Effect::End => self.end(),
         }
@@ -457,7 +455,7 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// Takes the effects covered by the round in flight (`committing`) or
     /// the ones waiting for the next round; frees the box once idle.
-    fn take_effects(&mut self, committing: bool) -> Vec<Effect<K::Update>> {
+    fn take_effects(&mut self, committing: bool) -> Vec<Effect> {
         let Some(commit) = self.commit.as_mut() else {
             return Vec::new();
         };
@@ -571,19 +569,18 @@ impl<K: UpdateKind> StreamActor<K> {
                         source: err.clone(),
                     }),
                 ),
-                Effect::ForwardHead(_) | Effect::End => {}
+                Effect::ForwardHead | Effect::End => {}
             }
         }
     }
 
-    /// Sends the head upstream and arms the retry timer for it; `fresh` is
-    /// the head's update as it arrived, if it is at hand.
-    fn send_head(&mut self, fresh: Option<Box<(StatusUuid, K::Update)>>, ctx: &mut Context<Self>) {
+    /// Sends the head upstream and arms the retry timer for it.
+    fn send_head(&mut self, ctx: &mut Context<Self>) {
         self.cancel_timer();
         if self.paused || self.ended {
             return;
         }
-        let (uuid, update) = match self.state.forward_copy_from(fresh.map(|fresh| *fresh)) {
+        let (uuid, update) = match self.state.forward_copy() {
             None => return,
             Some(Ok(head)) => head,
             Some(Err(err)) => {
@@ -675,7 +672,7 @@ impl<K: UpdateKind> StreamActor<K> {
         info!(stream = %self.name(), %uuid, "resending unacknowledged update");
         metrics::counter!(m::RETRIES).increment(1);
         self.retry.doublings = self.retry.doublings.saturating_add(1);
-        self.send_head(None, ctx);
+        self.send_head(ctx);
     }
 
     /// Disarms the retry timer (a wake-up already asked for finds nothing to do).
@@ -902,7 +899,7 @@ impl<K: UpdateKind> Actor for StreamActor<K> {
         if self.state.terminated() {
             self.end();
         } else if self.state.head().is_some() {
-            self.effect(Effect::ForwardHead(None), ctx);
+            self.effect(Effect::ForwardHead, ctx);
         }
     }
 }
@@ -980,9 +977,10 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
                         });
                     }
                 };
+                // Forwarded from this copy, now or once it is the head.
+                self.state.keep_arrived(uuid, update);
                 if effect.forward_head {
-                    let fresh = Box::new((uuid, update));
-                    self.effect(Effect::ForwardHead(Some(fresh)), ctx);
+                    self.effect(Effect::ForwardHead, ctx);
                 }
                 Ok(UpdateOutcome::Accepted)
             }
@@ -1044,7 +1042,7 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
                         if effect.terminated {
                             self.effect(Effect::End, ctx);
                         } else if effect.forward_head {
-                            self.effect(Effect::ForwardHead(None), ctx);
+                            self.effect(Effect::ForwardHead, ctx);
                         }
                         Ok(AckOutcome {
                             stream_terminated: effect.terminated,
@@ -1084,7 +1082,7 @@ impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
         }
         let delay = self.shared.settings.retry.resume_delay(fastrand::f64());
         if delay.is_zero() {
-            self.effect(Effect::ForwardHead(None), ctx);
+            self.effect(Effect::ForwardHead, ctx);
         } else {
             self.arm(delay, OnDue::Forward, ctx);
         }
@@ -1145,7 +1143,7 @@ impl<K: UpdateKind> Handler<Due> for StreamActor<K> {
         self.retry.due = None;
         match on_due {
             OnDue::Resend => self.on_timer(ctx),
-            OnDue::Forward => self.effect(Effect::ForwardHead(None), ctx),
+            OnDue::Forward => self.effect(Effect::ForwardHead, ctx),
         }
     }
 }

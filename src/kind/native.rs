@@ -109,13 +109,9 @@ impl UpdateKind for Native {
     }
 
     fn decode_record(bytes: &[u8]) -> Result<Record<Self::Update>, RecordError> {
-        let split = bytes
-            .len()
-            .checked_sub(CRC_BYTES)
-            .ok_or(RecordError::Decode(format!(
-                "record of {} bytes has no checksum",
-                bytes.len()
-            )))?;
+        let split = bytes.len().checked_sub(CRC_BYTES).ok_or_else(|| {
+            RecordError::Decode(format!("record of {} bytes has no checksum", bytes.len()))
+        })?;
         let (body, trailer) = bytes.split_at(split);
         let stored = <[u8; CRC_BYTES]>::try_from(trailer).map_or(0, u32::from_le_bytes);
         let computed = crc32c::crc32c(body);

@@ -58,7 +58,9 @@ impl Hasher for UuidHasher {
 /// checkpoint file holds for it), not as a decoded message: one allocation
 /// of about the record's size instead of a message struct plus one per
 /// string and bytes field, which is most of an idle stream's memory. It is
-/// decoded again when it is forwarded (a forward needs a copy anyway). A
+/// decoded again when it is forwarded (a forward needs a copy anyway),
+/// unless the stream still holds it as it arrived
+/// ([`StreamState::keep_arrived`]). A
 /// queue slot (48 bytes) stays smaller than the smallest framed record, so
 /// replaying a file never makes one allocation larger than the file.
 #[derive(Debug, Clone)]
@@ -154,6 +156,10 @@ pub struct StreamState<K: UpdateKind> {
     /// How many of `uuids` were acknowledged.
     acknowledged: u32,
     terminated: bool,
+    /// The newest queued update as it arrived, until it is forwarded as the
+    /// head (see [`keep_arrived`](Self::keep_arrived)). Boxed: an idle
+    /// stream, whose head was forwarded, holds none.
+    arrived: Option<Box<(StatusUuid, K::Update)>>,
 }
 
 impl<K: UpdateKind> StreamState<K> {
@@ -168,6 +174,7 @@ impl<K: UpdateKind> StreamState<K> {
             uuids: UuidMap::default(),
             acknowledged: 0,
             terminated: false,
+            arrived: None,
         }
     }
 
@@ -354,6 +361,9 @@ impl<K: UpdateKind> StreamState<K> {
         } else {
             0
         };
+        if self.pending.is_empty() {
+            self.arrived = None;
+        }
         Some(AckEffect {
             terminated: self.terminated,
             dropped,
@@ -367,35 +377,49 @@ impl<K: UpdateKind> StreamState<K> {
         self.pending.reserve_exact(additional);
     }
 
-    /// [`forward_copy`](Self::forward_copy), from `fresh` (an update as it
-    /// arrived, with its uuid) instead of decoding the head's record when
-    /// `fresh` is the head and the only update queued: the record was
-    /// encoded from it, so the copy is the same, without a decode.
-    pub fn forward_copy_from(
-        &self,
-        fresh: Option<(StatusUuid, K::Update)>,
-    ) -> Option<Result<(StatusUuid, K::Update), RecordError>> {
-        match (fresh, self.pending.front()) {
-            (Some((uuid, mut update)), Some(head))
-                if head.uuid == uuid && self.pending.len() == 1 =>
-            {
-                K::set_latest_status(&mut update, None);
-                Some(Ok((uuid, update)))
-            }
-            _ => self.forward_copy(),
+    /// Keeps `update`, as it arrived, if it is the newest queued update
+    /// (`uuid` is the tail's): a forward needs the head decoded and the
+    /// newest update's status, and the record was encoded from this update,
+    /// so [`forward_copy`](Self::forward_copy) uses it instead of decoding
+    /// either record. When updates arrive faster than their acks, each one
+    /// is queued behind the head and then forwarded once its turn comes: with
+    /// this, neither step decodes it. Replaces what was kept before.
+    pub fn keep_arrived(&mut self, uuid: StatusUuid, update: K::Update) {
+        if self
+            .pending
+            .back()
+            .is_some_and(|newest| newest.uuid == uuid)
+        {
+            self.arrived = Some(Box::new((uuid, update)));
         }
     }
 
-    /// The head as it is forwarded: decoded from its record, with
-    /// `latest_status` set to the status of the newest queued update.
-    pub fn forward_copy(&self) -> Option<Result<(StatusUuid, K::Update), RecordError>> {
+    /// The head as it is forwarded, with `latest_status` set to the status
+    /// of the newest queued update: each of the two taken from the update
+    /// kept by [`keep_arrived`](Self::keep_arrived) when it is that update,
+    /// otherwise decoded from its record. A kept update forwarded as the
+    /// head is not kept any longer (a resend decodes it).
+    pub fn forward_copy(&mut self) -> Option<Result<(StatusUuid, K::Update), RecordError>> {
         let head = self.pending.front()?;
         let newest = self.pending.back()?;
-        Some(head.update::<K>().and_then(|mut update| {
-            if self.pending.len() > 1 {
-                K::set_latest_status(&mut update, Some(&newest.update::<K>()?));
-            } else {
+        // Kept for an update that is no longer the newest: not usable.
+        if self.arrived.as_ref().is_some_and(|a| a.0 != newest.uuid) {
+            self.arrived = None;
+        }
+        if self.pending.len() == 1 {
+            let update = match self.arrived.take() {
+                Some(arrived) => Ok(arrived.1),
+                None => head.update::<K>(),
+            };
+            return Some(update.map(|mut update| {
                 K::set_latest_status(&mut update, None);
+                (head.uuid, update)
+            }));
+        }
+        Some(head.update::<K>().and_then(|mut update| {
+            match self.arrived.as_deref() {
+                Some((_, newest)) => K::set_latest_status(&mut update, Some(newest)),
+                None => K::set_latest_status(&mut update, Some(&newest.update::<K>()?)),
             }
             Ok((head.uuid, update))
         }))

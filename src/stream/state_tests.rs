@@ -178,34 +178,94 @@ fn uuid_hashes_spread_over_the_low_bits() {
 }
 
 #[test]
-fn a_fresh_head_is_forwarded_as_its_record_would_decode() {
+fn an_update_kept_as_it_arrived_is_forwarded_as_its_record_would_decode() {
     let now = Instant::now();
     let mut s = stream();
     let (u1, id1) = update(1, false, "fw");
-    // As it arrived (an agent's update never sets latest_status).
-    let arrived = u1.clone();
-    s.apply_update(&arrived, id1, now).unwrap();
+    s.apply_update(&u1, id1, now).unwrap();
     let decoded = s.forward_copy().unwrap().unwrap();
-    let fresh = s
-        .forward_copy_from(Some((id1, arrived.clone())))
-        .unwrap()
-        .unwrap();
-    assert_eq!(fresh, decoded);
+    // As it arrived (an agent's update never sets latest_status).
+    s.keep_arrived(id1, u1.clone());
+    let kept = s.forward_copy().unwrap().unwrap();
+    assert_eq!(kept, decoded);
     assert_eq!(
-        fresh.1.latest_status, u1.status,
+        kept.1.latest_status, u1.status,
         "its own status is the newest"
     );
+    assert_eq!(
+        s.forward_copy().unwrap().unwrap(),
+        decoded,
+        "a resend decodes the head again"
+    );
 
-    // Not the head, or no longer the only update: decoded from the records.
+    // Not the newest queued update: not kept.
     let (u2, id2) = update(2, false, "fw");
-    let stale = s
-        .forward_copy_from(Some((id2, u2.clone())))
-        .unwrap()
-        .unwrap();
-    assert_eq!(stale, decoded, "an update that is not the head is ignored");
+    s.keep_arrived(id2, u2.clone());
+    assert_eq!(s.forward_copy().unwrap().unwrap(), decoded);
+
+    // Queued behind the head: kept for the head's latest_status, and
+    // forwarded from the copy once it is the head.
     s.apply_update(&u2, id2, now).unwrap();
-    let (head, fwd) = s.forward_copy_from(Some((id1, arrived))).unwrap().unwrap();
-    assert_eq!(head, id1);
-    assert_eq!(fwd.latest_status, u2.status, "the newest queued status");
-    assert_eq!((head, fwd), s.forward_copy().unwrap().unwrap());
+    let behind = s.forward_copy().unwrap().unwrap();
+    s.keep_arrived(id2, u2.clone());
+    assert_eq!(s.forward_copy().unwrap().unwrap(), behind);
+    assert_eq!(
+        behind.1.latest_status, u2.status,
+        "the newest queued status"
+    );
+    s.check_ack(id1).unwrap();
+    s.apply_ack().unwrap();
+    let next = s.forward_copy().unwrap().unwrap();
+    assert_eq!(next.0, id2);
+    assert_eq!(next.1.latest_status, u2.status);
+    s.keep_arrived(id2, u2.clone());
+    let (u3, id3) = update(3, false, "fw");
+    s.apply_update(&u3, id3, now).unwrap();
+    // A copy kept for an update no longer the newest is not used: the
+    // head's latest_status is the newest's, decoded.
+    let (head, fwd) = s.forward_copy().unwrap().unwrap();
+    assert_eq!(head, id2);
+    assert_eq!(fwd.latest_status, u3.status);
+    let mut without = stream();
+    for (u, id) in [(&u2, id2), (&u3, id3)] {
+        without.apply_update(u, id, now).unwrap();
+    }
+    assert_eq!((head, fwd), without.forward_copy().unwrap().unwrap());
+}
+
+#[test]
+fn a_forward_takes_the_kept_update_instead_of_decoding_its_record() {
+    // Live, the record is encoded from the kept update, so the two are the
+    // same; a kept copy that differs shows which one a forward used.
+    let marked = |u: &StatusUpdate| {
+        let mut u = u.clone();
+        u.status.as_mut().unwrap().message = "kept".into();
+        u
+    };
+    let now = Instant::now();
+    let mut s = stream();
+    let (u1, id1) = update(1, false, "fw");
+    s.apply_update(&u1, id1, now).unwrap();
+    s.keep_arrived(id1, marked(&u1));
+    let (_, head) = s.forward_copy().unwrap().unwrap();
+    assert_eq!(
+        head.status.unwrap().message,
+        "kept",
+        "the head as it arrived"
+    );
+
+    let (u2, id2) = update(2, false, "fw");
+    s.apply_update(&u2, id2, now).unwrap();
+    s.keep_arrived(id2, marked(&u2));
+    let (_, head) = s.forward_copy().unwrap().unwrap();
+    assert_eq!(head.status.unwrap().message, "", "the head, decoded");
+    assert_eq!(
+        head.latest_status.unwrap().message,
+        "kept",
+        "the newest's status as it arrived"
+    );
+    s.apply_ack().unwrap();
+    let (uuid, head) = s.forward_copy().unwrap().unwrap();
+    assert_eq!(uuid, id2);
+    assert_eq!(head.status.unwrap().message, "kept");
 }
