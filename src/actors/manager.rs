@@ -27,6 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::dev::{MessageResponse, OneshotSender};
@@ -108,7 +109,9 @@ impl Default for ManagerConfig {
 
 #[derive(Debug)]
 struct Entry<K: UpdateKind> {
-    addr: Addr<StreamActor<K>>,
+    /// Shared, not cloned, to route a request: a clone of an actix address
+    /// allocates twice.
+    addr: Rc<Addr<StreamActor<K>>>,
     framework: Option<String>,
     generation: u64,
     /// Cleaned up; waiting for the stream actor to confirm it closed.
@@ -207,19 +210,19 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
         log: Option<StreamLog>,
         path: Option<PathBuf>,
         ctx: &mut Context<Self>,
-    ) -> Addr<StreamActor<K>> {
+    ) -> Rc<Addr<StreamActor<K>>> {
         let id = state.id().clone();
         let framework = state.framework_id().map(str::to_string);
         self.next_generation += 1;
         let generation = self.next_generation;
-        let addr = StreamActor::start(StreamInit {
+        let addr = Rc::new(StreamActor::start(StreamInit {
             state,
             log,
             path,
             shared: self.shared(ctx),
             generation,
             paused: self.paused,
-        });
+        }));
         if let Some(framework) = &framework {
             self.frameworks
                 .entry(framework.clone())
@@ -261,7 +264,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
         update: &K::Update,
         checkpoint: bool,
         ctx: &mut Context<Self>,
-    ) -> Result<Addr<StreamActor<K>>, UpdateError> {
+    ) -> Result<Rc<Addr<StreamActor<K>>>, UpdateError> {
         if self.streams.len() >= self.config.max_streams {
             return Err(UpdateError::TooManyStreams {
                 stream: id.to_string(),
@@ -328,7 +331,7 @@ pub enum Routed<K: UpdateKind, Req, Res> {
     /// mailbox closed).
     Stream {
         /// The stream actor.
-        addr: Addr<StreamActor<K>>,
+        addr: Rc<Addr<StreamActor<K>>>,
         /// The request, missing only its reply channel.
         request: Req,
         /// The stream, to name it if the actor is gone.

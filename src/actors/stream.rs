@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use actix::dev::OneshotSender;
 use actix::prelude::*;
-use actix::WeakRecipient;
+use actix::{WeakAddr, WeakRecipient};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -250,6 +250,10 @@ pub struct StreamActor<K: UpdateKind> {
     /// The file is still to be created (off this thread) when the actor starts.
     needs_file: bool,
     ended: bool,
+    /// This actor's own address, weak: commit tickets and the retry timer
+    /// carry a clone of it, which allocates nothing (a new strong address
+    /// allocates twice) and keeps no stopped actor alive.
+    me: WeakAddr<Self>,
 }
 
 /// Why a stream cannot serve.
@@ -309,6 +313,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 needs_file,
                 ended: false,
                 reported_pending: 0,
+                me: ctx.address().downgrade(),
             }
         })
     }
@@ -378,14 +383,14 @@ impl<K: UpdateKind> StreamActor<K> {
         // and the next update that arrive together share one round.
         if log.needs_sync() && !self.flush_scheduled {
             self.flush_scheduled = true;
-            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| act.flush(ctx)));
+            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, _| act.flush()));
         }
         Ok(())
     }
 
     /// Runs `effect` now if the file holds nothing unsynced, else after the
     /// next flush.
-    fn effect(&mut self, effect: Effect, ctx: &mut Context<Self>) {
+    fn effect(&mut self, effect: Effect) {
         if self.log.as_ref().is_some_and(StreamLog::needs_sync)
             || self.commit.as_ref().is_some_and(|c| !c.is_idle())
         {
@@ -394,17 +399,17 @@ impl<K: UpdateKind> StreamActor<K> {
                 .waiting
                 .push(effect);
         } else {
-            self.run(effect, ctx);
+            self.run(effect);
         }
     }
 
-    fn run(&mut self, effect: Effect, ctx: &mut Context<Self>) {
+    fn run(&mut self, effect: Effect) {
         match effect {
             Effect::ReplyUpdate(tx, result, _) => send(tx, result),
             Effect::ReplyAck(tx, result, _) => send(tx, result),
             Effect::ForwardHead => {
                 self.retry.doublings = 0;
-                self.send_head(ctx);
+                self.send_head();
             }
             Effect::End => self.end(),
         }
@@ -413,23 +418,23 @@ impl<K: UpdateKind> StreamActor<K> {
     /// Hands the unsynced bytes to the committer; what waited for them runs
     /// when its round is done ([`Durable`]). With a round already in flight,
     /// the next one is submitted when that one returns.
-    fn flush(&mut self, ctx: &mut Context<Self>) {
+    fn flush(&mut self) {
         self.flush_scheduled = false;
         if self.in_flight().is_some() {
             return;
         }
         let (Some(log), Some(path)) = (self.log.as_mut(), self.path.as_ref()) else {
-            return self.run_waiting(ctx);
+            return self.run_waiting();
         };
         if !log.take_unsynced() {
-            return self.run_waiting(ctx);
+            return self.run_waiting();
         }
         let commit = self.commit.get_or_insert_with(Box::default);
         commit.committing = std::mem::take(&mut commit.waiting);
         commit.in_flight = Some(std::time::Instant::now());
         let write = log.hand_off(std::mem::take(&mut commit.staged));
         commit.flight.clone_from(&write);
-        let addr = ctx.address();
+        let me = self.me.clone();
         let incarnation = self.incarnation;
         self.shared.settings.committer.submit(Ticket {
             path: path.clone(),
@@ -439,17 +444,19 @@ impl<K: UpdateKind> StreamActor<K> {
             faults: log.faults().cloned(),
             done: Box::new(move |result| {
                 // A stopped actor has nobody left to tell.
-                let _ = addr.try_send(Durable {
-                    result,
-                    incarnation,
-                });
+                if let Some(addr) = me.upgrade() {
+                    let _ = addr.try_send(Durable {
+                        result,
+                        incarnation,
+                    });
+                }
             }),
         });
     }
 
-    fn run_waiting(&mut self, ctx: &mut Context<Self>) {
+    fn run_waiting(&mut self) {
         for effect in self.take_effects(false) {
-            self.run(effect, ctx);
+            self.run(effect);
         }
     }
 
@@ -507,9 +514,9 @@ impl<K: UpdateKind> StreamActor<K> {
                 self.end_round();
                 self.incarnation = self.incarnation.wrapping_add(1);
                 for effect in self.take_effects(true) {
-                    self.run(effect, ctx);
+                    self.run(effect);
                 }
-                self.run_waiting(ctx);
+                self.run_waiting();
             }
             Err(err) => {
                 error!(stream = %self.name(), cause = %err, "checkpoint sync failed; restarting the stream");
@@ -575,7 +582,7 @@ impl<K: UpdateKind> StreamActor<K> {
     }
 
     /// Sends the head upstream and arms the retry timer for it.
-    fn send_head(&mut self, ctx: &mut Context<Self>) {
+    fn send_head(&mut self) {
         self.cancel_timer();
         if self.paused || self.ended {
             return;
@@ -628,24 +635,24 @@ impl<K: UpdateKind> StreamActor<K> {
             self.shared.settings.retry.interval(self.retry.doublings),
             fastrand::f64(),
         );
-        self.arm(delay, OnDue::Resend, ctx);
+        self.arm(delay, OnDue::Resend);
     }
 
     /// Arms the retry timer: `on_due` runs once `delay` has passed, unless
     /// the timer is cancelled or re-armed first.
-    fn arm(&mut self, delay: Duration, on_due: OnDue, ctx: &mut Context<Self>) {
+    fn arm(&mut self, delay: Duration, on_due: OnDue) {
         let at = Instant::now() + delay;
         self.retry.due = Some((at, on_due));
-        self.ask_wake(at, ctx);
+        self.ask_wake(at);
     }
 
     /// Makes sure the shared timers wake this stream at `at` or earlier.
-    fn ask_wake(&mut self, at: Instant, ctx: &mut Context<Self>) {
+    fn ask_wake(&mut self, at: Instant) {
         if self.retry.asked.is_some_and(|asked| asked <= at) {
             return;
         }
         self.retry.asked = Some(at);
-        self.shared.timers.wake_at(at, ctx.address().downgrade());
+        self.shared.timers.wake_at(at, self.me.clone());
     }
 
     /// Takes this stream out of the over-budget gauge (its head changed or it ended).
@@ -656,7 +663,7 @@ impl<K: UpdateKind> StreamActor<K> {
     }
 
     /// The retry timer went off: resend the head, unless it changed since it was sent.
-    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+    fn on_timer(&mut self) {
         let sent = self.retry.head.map(|(uuid, _)| uuid);
         let Some(uuid) = self
             .state
@@ -672,7 +679,7 @@ impl<K: UpdateKind> StreamActor<K> {
         info!(stream = %self.name(), %uuid, "resending unacknowledged update");
         metrics::counter!(m::RETRIES).increment(1);
         self.retry.doublings = self.retry.doublings.saturating_add(1);
-        self.send_head(ctx);
+        self.send_head();
     }
 
     /// Disarms the retry timer (a wake-up already asked for finds nothing to do).
@@ -899,7 +906,7 @@ impl<K: UpdateKind> Actor for StreamActor<K> {
         if self.state.terminated() {
             self.end();
         } else if self.state.head().is_some() {
-            self.effect(Effect::ForwardHead, ctx);
+            self.effect(Effect::ForwardHead);
         }
     }
 }
@@ -980,7 +987,7 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
                 // Forwarded from this copy, now or once it is the head.
                 self.state.keep_arrived(uuid, update);
                 if effect.forward_head {
-                    self.effect(Effect::ForwardHead, ctx);
+                    self.effect(Effect::ForwardHead);
                 }
                 Ok(UpdateOutcome::Accepted)
             }
@@ -992,7 +999,7 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
         };
         metrics::counter!(m::UPDATES, "outcome" => outcome).increment(1);
         self.report_pending();
-        self.effect(Effect::ReplyUpdate(reply, result, uuid), ctx);
+        self.effect(Effect::ReplyUpdate(reply, result, uuid));
     }
 }
 
@@ -1040,9 +1047,9 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
                                 "acknowledged a terminal {} but updates are still pending; dropping them", K::LABEL);
                         }
                         if effect.terminated {
-                            self.effect(Effect::End, ctx);
+                            self.effect(Effect::End);
                         } else if effect.forward_head {
-                            self.effect(Effect::ForwardHead, ctx);
+                            self.effect(Effect::ForwardHead);
                         }
                         Ok(AckOutcome {
                             stream_terminated: effect.terminated,
@@ -1063,14 +1070,14 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
         };
         metrics::counter!(m::ACKS, "outcome" => outcome).increment(1);
         self.report_pending();
-        self.effect(Effect::ReplyAck(reply, result, uuid), ctx);
+        self.effect(Effect::ReplyAck(reply, result, uuid));
     }
 }
 
 impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
     type Result = ();
 
-    fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: SetPaused, _ctx: &mut Context<Self>) {
         let _entered = self.span().entered();
         self.paused = msg.paused;
         if msg.paused {
@@ -1082,9 +1089,9 @@ impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
         }
         let delay = self.shared.settings.retry.resume_delay(fastrand::f64());
         if delay.is_zero() {
-            self.effect(Effect::ForwardHead, ctx);
+            self.effect(Effect::ForwardHead);
         } else {
-            self.arm(delay, OnDue::Forward, ctx);
+            self.arm(delay, OnDue::Forward);
         }
     }
 }
@@ -1127,7 +1134,7 @@ impl<K: UpdateKind> Handler<SyncNow> for StreamActor<K> {
 impl<K: UpdateKind> Handler<Due> for StreamActor<K> {
     type Result = ();
 
-    fn handle(&mut self, msg: Due, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Due, _ctx: &mut Context<Self>) {
         if self.retry.asked == Some(msg.at) {
             self.retry.asked = None;
         }
@@ -1137,13 +1144,13 @@ impl<K: UpdateKind> Handler<Due> for StreamActor<K> {
         };
         if at > Instant::now() {
             // Re-armed for later since.
-            return self.ask_wake(at, ctx);
+            return self.ask_wake(at);
         }
         let _entered = self.span().entered();
         self.retry.due = None;
         match on_due {
-            OnDue::Resend => self.on_timer(ctx),
-            OnDue::Forward => self.effect(Effect::ForwardHead, ctx),
+            OnDue::Resend => self.on_timer(),
+            OnDue::Forward => self.effect(Effect::ForwardHead),
         }
     }
 }
@@ -1177,10 +1184,10 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
         match msg.result {
             Ok(()) => {
                 for effect in self.take_effects(true) {
-                    self.run(effect, ctx);
+                    self.run(effect);
                 }
                 // Whatever was written meanwhile goes into the next round.
-                self.flush(ctx);
+                self.flush();
             }
             Err(err) => {
                 error!(stream = %self.name(), cause = %err, "checkpoint write or sync failed; restarting the stream");
