@@ -458,7 +458,9 @@ pub const POLL_BEFORE_BLOCKING: Duration = Duration::from_micros(50);
 /// is gone). Polled for up to [`POLL_BEFORE_BLOCKING`] before blocking:
 /// under load the next batch comes within microseconds, and a send to a
 /// blocked receiver costs the sending arbiter a `futex` wake-up, a system
-/// call on the thread every stream runs on.
+/// call on the thread every stream runs on. Between polls the thread yields,
+/// so that a file thread or the kernel's writeback runnable on this core
+/// goes first.
 fn next_batch(rx: &mpsc::Receiver<Vec<Ticket>>) -> Option<Vec<Ticket>> {
     let until = std::time::Instant::now() + POLL_BEFORE_BLOCKING;
     loop {
@@ -466,7 +468,7 @@ fn next_batch(rx: &mpsc::Receiver<Vec<Ticket>>) -> Option<Vec<Ticket>> {
             Ok(batch) => return Some(batch),
             Err(mpsc::TryRecvError::Disconnected) => return None,
             Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < until => {
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
             Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
         }
