@@ -6,9 +6,11 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use tokio::sync::oneshot;
@@ -77,17 +79,60 @@ pub fn bench_update(stream: usize, n: usize) -> StatusUpdate {
 
 /// The in-process upstream: acknowledges every forward at once.
 ///
-/// Each acknowledgement is its own task: futures spawned into an actor's
-/// context are all polled whenever the actor runs, which would make the
-/// harness, not the manager, the bottleneck.
+/// The replies to its acknowledgements are awaited together, by one task
+/// ([`await_replies`]), not by a task each: a task per acknowledgement
+/// (spawned, scheduled, freed) cost the thread the streams run on more than
+/// the manager's handling of the acknowledgement. Futures spawned into the
+/// acker's own context would be worse: all of them are polled whenever the
+/// actor runs.
 struct Acker {
-    /// Weak: the manager holds the acker as its forward target, and a strong
-    /// address back would keep both alive after the load.
-    manager: Option<actix::WeakAddr<StatusUpdateManager<Native>>>,
+    /// The manager holds the acker as its forward target, so this address
+    /// back keeps both alive: the load takes it away when it ends
+    /// (`Connect(None)`). A weak address would allocate a strong one for
+    /// every acknowledgement.
+    manager: Option<Addr<StatusUpdateManager<Native>>>,
     /// Acknowledge forwards (`false` with `--no-ack`: every update stays pending).
     ack: bool,
-    remaining: Rc<RefCell<usize>>,
-    done: Rc<RefCell<Option<oneshot::Sender<()>>>>,
+    replies: Rc<RefCell<Replies>>,
+}
+
+/// A reply to one acknowledgement.
+type AckReply = actix::dev::Request<StatusUpdateManager<Native>, Acknowledge<Native>>;
+
+/// The acknowledgements whose replies are awaited, shared by the acker and
+/// the task that awaits them.
+#[derive(Default)]
+struct Replies {
+    waiting: FuturesUnordered<AckReply>,
+    /// The awaiting task, while it waits: woken when a reply is added (a
+    /// `FuturesUnordered` polls an added future only when it is polled).
+    waker: Option<Waker>,
+}
+
+/// Awaits every reply the acker adds to `replies` until `remaining` of them
+/// succeeded, then tells `done`.
+async fn await_replies(
+    replies: Rc<RefCell<Replies>>,
+    mut remaining: usize,
+    done: oneshot::Sender<()>,
+) {
+    if remaining > 0 {
+        std::future::poll_fn(|cx| {
+            let mut replies = replies.borrow_mut();
+            while let Poll::Ready(Some(reply)) = replies.waiting.poll_next_unpin(cx) {
+                if matches!(reply, Ok(Ok(_))) {
+                    remaining -= 1;
+                    if remaining == 0 {
+                        return Poll::Ready(());
+                    }
+                }
+            }
+            replies.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+    let _ = done.send(());
 }
 
 impl Actor for Acker {
@@ -96,12 +141,12 @@ impl Actor for Acker {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Connect(Addr<StatusUpdateManager<Native>>);
+struct Connect(Option<Addr<StatusUpdateManager<Native>>>);
 
 impl Handler<Connect> for Acker {
     type Result = ();
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
-        self.manager = Some(msg.0.downgrade());
+        self.manager = msg.0;
     }
 }
 
@@ -109,8 +154,7 @@ impl Handler<Forward<Native>> for Acker {
     type Result = ();
 
     fn handle(&mut self, forward: Forward<Native>, _: &mut Context<Self>) {
-        let manager = self.manager.as_ref().and_then(actix::WeakAddr::upgrade);
-        let (Some(manager), Some(status), true) = (manager, &forward.update.status, self.ack)
+        let (Some(manager), Some(status), true) = (&self.manager, &forward.update.status, self.ack)
         else {
             return;
         };
@@ -121,18 +165,11 @@ impl Handler<Forward<Native>> for Acker {
             stream: forward.stream,
             uuid,
         });
-        let (remaining, done) = (self.remaining.clone(), self.done.clone());
-        actix_rt::spawn(async move {
-            if matches!(ack.await, Ok(Ok(_))) {
-                let mut remaining = remaining.borrow_mut();
-                *remaining = remaining.saturating_sub(1);
-                if *remaining == 0 {
-                    if let Some(done) = done.borrow_mut().take() {
-                        let _ = done.send(());
-                    }
-                }
-            }
-        });
+        let mut replies = self.replies.borrow_mut();
+        replies.waiting.push(ack);
+        if let Some(waker) = replies.waker.take() {
+            waker.wake();
+        }
     }
 }
 
@@ -145,13 +182,14 @@ pub async fn in_process(
     let (streams, updates, sync, ack) = (o.streams, o.updates, o.sync, o.ack);
     let total = streams * updates;
     let (done_tx, done_rx) = oneshot::channel();
+    let replies = Rc::new(RefCell::new(Replies::default()));
+    let awaiting = actix_rt::spawn(await_replies(replies.clone(), total, done_tx));
     let acker = Acker::create(|ctx| {
         ctx.set_mailbox_capacity(0);
         Acker {
             manager: None,
             ack,
-            remaining: Rc::new(RefCell::new(total)),
-            done: Rc::new(RefCell::new(Some(done_tx))),
+            replies,
         }
     });
     let files = FileCache::new(o.max_open_files);
@@ -170,7 +208,7 @@ pub async fn in_process(
     let root = dir.to_path_buf();
     let paths = Arc::new(move |id: &String| native_stream_path(&root, id));
     let manager = StatusUpdateManager::<Native>::start(config, acker.clone().recipient(), paths);
-    acker.send(Connect(manager.clone())).await?;
+    acker.send(Connect(Some(manager.clone()))).await?;
 
     let rss_before = super::rss_bytes();
     let started = Instant::now();
@@ -226,15 +264,18 @@ pub async fn in_process(
     }
     let updates_elapsed = started.elapsed();
     let acks_elapsed = if ack && total > 0 {
-        done_rx
-            .await
-            .map_err(|_| BenchError::Load("the acker stopped before every ack".into()))?;
+        done_rx.await.map_err(|_| {
+            BenchError::Load("the task awaiting the acknowledgements' replies stopped".into())
+        })?;
         Some(started.elapsed())
     } else {
         None
     };
+    // With `--no-ack` it waits for replies that never come.
+    awaiting.abort();
     progress.set_position(total as u64);
     let rss_growth = super::rss_bytes().saturating_sub(rss_before);
+    acker.send(Connect(None)).await?;
     drop(manager);
     drop(acker);
     wait_closed(&files).await;
