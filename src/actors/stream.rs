@@ -199,25 +199,34 @@ impl Drop for Commit {
 
 /// The retry timer and the send count of the head.
 #[derive(Debug, Default)]
+///
+/// Kept as separate small fields (not tuples in options, each padded to 24
+/// bytes): every stream actor has one, and the task that runs the actor
+/// stays in a smaller allocation size class.
 struct Retry {
-    /// When the timer goes off and what it does then (`None`: not armed).
-    due: Option<(Instant, OnDue)>,
+    /// When the timer goes off (`None`: not armed).
+    due: Option<Instant>,
+    /// What it does then.
+    on_due: OnDue,
     /// The earliest wake-up asked of the shared [`RetryTimers`] and not yet
     /// received (a later deadline needs no new one).
     asked: Option<Instant>,
     /// Doublings of the retry gap since the last fresh forward.
     doublings: u8,
-    /// The update the send count is for, and how many sends it had.
-    head: Option<(StatusUuid, u32)>,
+    /// The update the send count is for.
+    head: Option<StatusUuid>,
+    /// How many sends `head` had.
+    sends: u32,
     /// The head was retried past `retry.warn_after` (warned once, counted
     /// in the over-budget gauge until the head changes or the stream ends).
     over_budget: bool,
 }
 
 /// What the retry timer does when it goes off.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 enum OnDue {
     /// Resend the head, if it is still the update last sent.
+    #[default]
     Resend,
     /// Forward the head (the delay after a resume).
     Forward,
@@ -597,17 +606,15 @@ impl<K: UpdateKind> StreamActor<K> {
                 return;
             }
         };
-        let attempt = match &mut self.retry.head {
-            Some((head, sends)) if *head == uuid => {
-                let attempt = *sends;
-                *sends = sends.saturating_add(1);
-                attempt
-            }
-            _ => {
-                self.retry.head = Some((uuid, 1));
-                self.leave_budget_alarm();
-                0
-            }
+        let attempt = if self.retry.head == Some(uuid) {
+            let attempt = self.retry.sends;
+            self.retry.sends = attempt.saturating_add(1);
+            attempt
+        } else {
+            self.retry.head = Some(uuid);
+            self.retry.sends = 1;
+            self.leave_budget_alarm();
+            0
         };
         let warn_after = self.shared.settings.retry.warn_after;
         if warn_after > 0 && attempt > warn_after && !self.retry.over_budget {
@@ -642,7 +649,8 @@ impl<K: UpdateKind> StreamActor<K> {
     /// the timer is cancelled or re-armed first.
     fn arm(&mut self, delay: Duration, on_due: OnDue) {
         let at = Instant::now() + delay;
-        self.retry.due = Some((at, on_due));
+        self.retry.due = Some(at);
+        self.retry.on_due = on_due;
         self.ask_wake(at);
     }
 
@@ -664,7 +672,7 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// The retry timer went off: resend the head, unless it changed since it was sent.
     fn on_timer(&mut self) {
-        let sent = self.retry.head.map(|(uuid, _)| uuid);
+        let sent = self.retry.head;
         let Some(uuid) = self
             .state
             .head()
@@ -863,11 +871,8 @@ impl<K: UpdateKind> StreamActor<K> {
             attempt: self
                 .retry
                 .head
-                .map_or(0, |(_, sends)| sends.saturating_sub(1)),
-            next_retry_in: self
-                .retry
-                .due
-                .map(|(due, _)| due.saturating_duration_since(now)),
+                .map_or(0, |_| self.retry.sends.saturating_sub(1)),
+            next_retry_in: self.retry.due.map(|due| due.saturating_duration_since(now)),
             oldest_pending_age: self
                 .state
                 .head()
@@ -1138,7 +1143,7 @@ impl<K: UpdateKind> Handler<Due> for StreamActor<K> {
         if self.retry.asked == Some(msg.at) {
             self.retry.asked = None;
         }
-        let Some((at, on_due)) = self.retry.due else {
+        let Some(at) = self.retry.due else {
             // Cancelled since.
             return;
         };
@@ -1148,7 +1153,7 @@ impl<K: UpdateKind> Handler<Due> for StreamActor<K> {
         }
         let _entered = self.span().entered();
         self.retry.due = None;
-        match on_due {
+        match self.retry.on_due {
             OnDue::Resend => self.on_timer(),
             OnDue::Forward => self.effect(Effect::ForwardHead),
         }
@@ -1196,5 +1201,23 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
                 ctx.stop();
             }
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kind::Native;
+
+    /// Each stream actor runs in a task of its own, whose allocation holds
+    /// the actor: at 16 bytes more, that task moved into the allocator's
+    /// next size class, 128 bytes more per stream (P5 measures 100,000 idle
+    /// streams against 2 KiB each).
+    #[test]
+    fn a_stream_actor_stays_within_its_size_budget() {
+        assert!(
+            std::mem::size_of::<StreamActor<Native>>() <= 320,
+            "StreamActor<Native> is {} bytes; keep it at most 320",
+            std::mem::size_of::<StreamActor<Native>>()
+        );
     }
 }
