@@ -149,7 +149,7 @@ enum Effect {
 }
 
 /// Effects that wait for durability, and the commit round in flight.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Commit {
     /// Effects waiting for bytes that no commit round covers yet.
     waiting: Vec<Effect>,
@@ -161,18 +161,6 @@ struct Commit {
     staged: Staged,
     /// Write-behind: the frames the round in flight writes.
     flight: Option<StagedWrite>,
-}
-
-impl Default for Commit {
-    fn default() -> Self {
-        Commit {
-            waiting: Vec::new(),
-            committing: Vec::new(),
-            in_flight: None,
-            staged: Staged::default(),
-            flight: None,
-        }
-    }
 }
 
 impl Commit {

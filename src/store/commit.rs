@@ -33,7 +33,7 @@
 //! committer thread in one hand-off per turn of the arbiter, not one each,
 //! and the committer polls for the next hand-off for a moment
 //! ([`POLL_BEFORE_BLOCKING`]) before it blocks: a hand-off to a blocked
-//! thread costs the arbiter a `futex` wake-up, which was 8–10 % of the
+//! thread costs the arbiter a `futex` wake-up, which was 7–10 % of the
 //! actor thread's time in the P1 load (1–2 % with the poll).
 //!
 //! One round syncs with the cheapest call that covers every file in it:
