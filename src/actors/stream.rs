@@ -186,11 +186,11 @@ impl Drop for Commit {
 }
 
 /// The retry timer and the send count of the head.
-#[derive(Debug, Default)]
 ///
 /// Kept as separate small fields (not tuples in options, each padded to 24
 /// bytes): every stream actor has one, and the task that runs the actor
 /// stays in a smaller allocation size class.
+#[derive(Debug, Default)]
 struct Retry {
     /// When the timer goes off (`None`: not armed).
     due: Option<Instant>,
