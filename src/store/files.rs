@@ -26,12 +26,33 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use super::journal::FileId;
+
 #[derive(Debug)]
 struct Inner {
-    files: Mutex<LruCache<u64, File>>,
+    files: Mutex<LruCache<u64, Open>>,
     next_id: AtomicU64,
     peak: AtomicU64,
     reopens: AtomicU64,
+}
+
+/// An open stream file, with its identity for the commit journal once a
+/// journaled round asked for it: the inode a handle refers to does not
+/// change while it is open, so the `fstat` and `ioctl` that find it are
+/// made once per handle, not once per round.
+#[derive(Debug)]
+struct Open {
+    file: File,
+    identity: Option<Option<FileId>>,
+}
+
+impl Open {
+    fn new(file: File) -> Open {
+        Open {
+            file,
+            identity: None,
+        }
+    }
 }
 
 /// Shared LRU of open stream files; cheap to clone.
@@ -57,7 +78,7 @@ impl FileCache {
     /// Takes ownership of an open file; returns its slot id.
     pub(crate) fn adopt(&self, file: File) -> u64 {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.insert(id, file);
+        self.insert(id, Open::new(file));
         id
     }
 
@@ -68,7 +89,7 @@ impl FileCache {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut files = self.lock();
         if files.len() < files.cap().get() {
-            files.push(id, file);
+            files.push(id, Open::new(file));
             self.inner
                 .peak
                 .fetch_max(files.len() as u64, Ordering::Relaxed);
@@ -76,12 +97,12 @@ impl FileCache {
         id
     }
 
-    fn insert(&self, id: u64, file: File) {
+    fn insert(&self, id: u64, open: Open) {
         // `push` evicts the least recently used file when full; it is closed
         // after the lock is released, so no other thread waits for a `close`.
         let evicted = {
             let mut files = self.lock();
-            let evicted = files.push(id, file);
+            let evicted = files.push(id, open);
             self.inner
                 .peak
                 .fetch_max(files.len() as u64, Ordering::Relaxed);
@@ -99,15 +120,49 @@ impl FileCache {
     ) -> io::Result<R> {
         {
             let mut files = self.lock();
-            if let Some(file) = files.get(&id) {
-                return op(file);
+            if let Some(open) = files.get(&id) {
+                return op(&open.file);
             }
         }
+        let file = self.reopen(path)?;
+        let result = op(&file);
+        self.insert(id, Open::new(file));
+        result
+    }
+
+    /// [`with`](Self::with), and the file's identity for the commit journal
+    /// (`None` where the filesystem keeps none), found once per open handle.
+    pub(crate) fn with_identity<R>(
+        &self,
+        id: u64,
+        path: &Path,
+        op: impl FnOnce(&File) -> io::Result<R>,
+    ) -> io::Result<(R, Option<FileId>)> {
+        {
+            let mut files = self.lock();
+            if let Some(open) = files.get_mut(&id) {
+                let result = op(&open.file)?;
+                let identity = *open.identity.get_or_insert_with(|| FileId::of(&open.file));
+                return Ok((result, identity));
+            }
+        }
+        let file = self.reopen(path)?;
+        let result = op(&file);
+        let identity = FileId::of(&file);
+        self.insert(
+            id,
+            Open {
+                file,
+                identity: Some(identity),
+            },
+        );
+        Ok((result?, identity))
+    }
+
+    fn reopen(&self, path: &Path) -> io::Result<File> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         self.inner.reopens.fetch_add(1, Ordering::Relaxed);
-        let result = op(&file);
-        self.insert(id, file);
-        result
+        Ok(file)
     }
 
     /// Closes slot `id`'s file if it is open.
@@ -136,7 +191,7 @@ impl FileCache {
         self.lock().cap().get()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<u64, File>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<u64, Open>> {
         // The cache holds no invariant a panicking holder could break.
         self.inner
             .files
@@ -167,6 +222,35 @@ mod tests {
         assert_eq!(cache.open_files(), 2);
         cache.forget(ids[0]);
         assert_eq!(cache.open_files(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_handle_keeps_the_identity_of_its_inode_and_a_reopen_finds_it_again() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cache = FileCache::new(1);
+        let path = dir.path().join("f");
+        let id = cache.adopt(File::create(&path)?);
+        let identity_of = |path: &Path| {
+            FileId::of(&File::open(path)?).ok_or_else(|| io::Error::other("no identity here"))
+        };
+        let first = identity_of(&path)?;
+        let ((), identity) = cache.with_identity(id, &path, |_| Ok(()))?;
+        assert_eq!(identity, Some(first));
+        // The path now names another file; the open handle still refers to
+        // the first one, and that is whose identity a write through it has.
+        std::fs::remove_file(&path)?;
+        File::create(&path)?;
+        let second = identity_of(&path)?;
+        assert_ne!(first, second, "a new file is another identity");
+        let ((), identity) = cache.with_identity(id, &path, |_| Ok(()))?;
+        assert_eq!(identity, Some(first), "the handle's own inode");
+        // Evicted, then reopened by path: the file the path names now.
+        let other = dir.path().join("g");
+        cache.adopt(File::create(&other)?);
+        let ((), identity) = cache.with_identity(id, &path, |_| Ok(()))?;
+        assert_eq!(cache.reopens(), 1);
+        assert_eq!(identity, Some(second));
         Ok(())
     }
 }

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use super::faults::FaultPlan;
 use super::files::FileCache;
 use super::framing::{encode_frame, to_u64, LENGTH_PREFIX_BYTES};
-use super::journal::{FileId, Landed};
+use super::journal::Landed;
 use super::{StoreError, SyncPolicy};
 
 /// `io_err!(Variant, path)`: a closure turning an `io::Error` into `StoreError::Variant` for
@@ -565,10 +565,16 @@ impl StagedWrite {
             return Ok(Wrote::TakenBack);
         };
         let write = |buf: &[u8]| {
-            inner.cache.with(inner.id, &inner.path, |file| {
-                write_at(file, buf, inner.offset)?;
-                Ok(if identify { FileId::of(file) } else { None })
-            })
+            let write = |file: &File| write_at(file, buf, inner.offset);
+            if identify {
+                let ((), identity) = inner.cache.with_identity(inner.id, &inner.path, write)?;
+                Ok(identity)
+            } else {
+                inner
+                    .cache
+                    .with(inner.id, &inner.path, write)
+                    .map(|()| None)
+            }
         };
         let started = std::time::Instant::now();
         let result = match inner.faults.as_ref().and_then(FaultPlan::on_write) {
