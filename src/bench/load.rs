@@ -259,7 +259,10 @@ pub async fn in_process(
     for worker in workers {
         let _ = worker.await;
     }
-    if let Some(err) = failure.borrow_mut().take() {
+    let failed = failure.borrow_mut().take();
+    if let Some(err) = failed {
+        // Breaks the acker's cycle with the manager, so both stop.
+        let _ = acker.send(Connect(None)).await;
         return Err(BenchError::Load(err));
     }
     let updates_elapsed = started.elapsed();

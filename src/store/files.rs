@@ -118,16 +118,7 @@ impl FileCache {
         path: &Path,
         op: impl FnOnce(&File) -> io::Result<R>,
     ) -> io::Result<R> {
-        {
-            let mut files = self.lock();
-            if let Some(open) = files.get(&id) {
-                return op(&open.file);
-            }
-        }
-        let file = self.reopen(path)?;
-        let result = op(&file);
-        self.insert(id, Open::new(file));
-        result
+        self.with_open(id, path, |open| op(&open.file))
     }
 
     /// [`with`](Self::with), and the file's identity for the commit journal
@@ -138,31 +129,32 @@ impl FileCache {
         path: &Path,
         op: impl FnOnce(&File) -> io::Result<R>,
     ) -> io::Result<(R, Option<FileId>)> {
+        self.with_open(id, path, |open| {
+            let result = op(&open.file)?;
+            let identity = *open.identity.get_or_insert_with(|| FileId::of(&open.file));
+            Ok((result, identity))
+        })
+    }
+
+    /// Runs `op` on slot `id`'s entry, reopening `path` if it was evicted
+    /// (the reopened file then takes the slot, evicting another).
+    fn with_open<R>(
+        &self,
+        id: u64,
+        path: &Path,
+        op: impl FnOnce(&mut Open) -> io::Result<R>,
+    ) -> io::Result<R> {
         {
             let mut files = self.lock();
             if let Some(open) = files.get_mut(&id) {
-                let result = op(&open.file)?;
-                let identity = *open.identity.get_or_insert_with(|| FileId::of(&open.file));
-                return Ok((result, identity));
+                return op(open);
             }
         }
-        let file = self.reopen(path)?;
-        let result = op(&file);
-        let identity = FileId::of(&file);
-        self.insert(
-            id,
-            Open {
-                file,
-                identity: Some(identity),
-            },
-        );
-        Ok((result?, identity))
-    }
-
-    fn reopen(&self, path: &Path) -> io::Result<File> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let mut open = Open::new(OpenOptions::new().read(true).write(true).open(path)?);
         self.inner.reopens.fetch_add(1, Ordering::Relaxed);
-        Ok(file)
+        let result = op(&mut open);
+        self.insert(id, open);
+        result
     }
 
     /// Closes slot `id`'s file if it is open.
