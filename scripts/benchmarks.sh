@@ -9,10 +9,22 @@ bin=target/release/status-update-manager
 data=${1:-target/bench-data}
 out=target/bench-results
 mkdir -p "$data" "$out"
+# Start each run from the same filesystem state: no dirty pages left by the
+# previous run, and no cached inode-table blocks. This machine's ext4 has no
+# journal, and without one ext4 will not hand out an inode freed in the last
+# minute while its inode-table block is cached (`recently_deleted`): every
+# run deletes 20,000-30,000 files as it ends, so the next run's creates scan
+# past them. 10,000 creates took 0.9-2.0 s after such a deletion, 0.2-0.7 s
+# with the caches dropped (see BENCHMARKS.md). Needs root; skipped otherwise.
+settle() {
+    sync
+    if ! (echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null; then
+        echo "   (caches not dropped: /proc/sys/vm/drop_caches is not writable)" >&2
+    fi
+}
 run() {
     local name=$1; shift
-    # Start each run with no dirty pages left by the previous one.
-    sync
+    settle
     echo "== $name: bench $*" >&2
     "$bin" bench --json --data-dir "$data" "$@" > "$out/$name.json"
 }

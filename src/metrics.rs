@@ -5,10 +5,21 @@
 //! [`install`] when `metrics.listen` is set, which serves `/metrics` there.
 //! No metric carries a per-stream label: with up to a million streams that
 //! would be unbounded; per-stream figures come from `GetStream`.
+//!
+//! **Handles, not lookups, on the hot path.** Each `counter!`/`gauge!`/
+//! `histogram!` call builds its key and asks the recorder for the metric (a
+//! hash and a registry lookup under the Prometheus recorder); an acknowledged
+//! update records six or seven of them. So the stream actors record through
+//! [`StreamMetrics`], handles taken once when the manager starts its first
+//! stream: a recorder installed after that point is not seen by that
+//! manager's streams (install it first, as `serve` does).
 
 use std::net::SocketAddr;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
+};
 
 /// Updates handed to the manager, by `outcome` (`accepted`, `duplicate`, `rejected`).
 pub const UPDATES: &str = "sum_updates_total";
@@ -110,4 +121,58 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
         .install()?;
     describe();
     Ok(())
+}
+
+/// The handles of every metric a stream actor records, taken from the
+/// recorder installed when [`register`](Self::register) runs (no-ops
+/// without one). One per manager, shared by all its streams.
+#[derive(Debug, Clone)]
+pub struct StreamMetrics {
+    /// [`UPDATES`] with `outcome="accepted"`.
+    pub updates_accepted: Counter,
+    /// [`UPDATES`] with `outcome="duplicate"`.
+    pub updates_duplicate: Counter,
+    /// [`UPDATES`] with `outcome="rejected"`.
+    pub updates_rejected: Counter,
+    /// [`ACKS`] with `outcome="accepted"`.
+    pub acks_accepted: Counter,
+    /// [`ACKS`] with `outcome="rejected"`.
+    pub acks_rejected: Counter,
+    /// [`FORWARDS`].
+    pub forwards: Counter,
+    /// [`RETRIES`].
+    pub retries: Counter,
+    /// [`STORAGE_ERRORS`].
+    pub storage_errors: Counter,
+    /// [`RETRY_BUDGET_EXCEEDED`].
+    pub retry_budget_exceeded: Counter,
+    /// [`OVER_RETRY_BUDGET`].
+    pub over_retry_budget: Gauge,
+    /// [`PENDING`].
+    pub pending: Gauge,
+    /// [`APPEND_SECONDS`].
+    pub append_seconds: Histogram,
+    /// [`SYNC_SECONDS`].
+    pub sync_seconds: Histogram,
+}
+
+impl StreamMetrics {
+    /// Takes the handles from the recorder installed now.
+    pub fn register() -> Self {
+        StreamMetrics {
+            updates_accepted: counter!(UPDATES, "outcome" => "accepted"),
+            updates_duplicate: counter!(UPDATES, "outcome" => "duplicate"),
+            updates_rejected: counter!(UPDATES, "outcome" => "rejected"),
+            acks_accepted: counter!(ACKS, "outcome" => "accepted"),
+            acks_rejected: counter!(ACKS, "outcome" => "rejected"),
+            forwards: counter!(FORWARDS),
+            retries: counter!(RETRIES),
+            storage_errors: counter!(STORAGE_ERRORS),
+            retry_budget_exceeded: counter!(RETRY_BUDGET_EXCEEDED),
+            over_retry_budget: gauge!(OVER_RETRY_BUDGET),
+            pending: gauge!(PENDING),
+            append_seconds: histogram!(APPEND_SECONDS),
+            sync_seconds: histogram!(SYNC_SECONDS),
+        }
+    }
 }

@@ -104,6 +104,11 @@ async fn metrics_are_served_when_enabled() {
     for expected in [
         "sum_updates_total{outcome=\"accepted\"} 1",
         "sum_updates_total{outcome=\"duplicate\"} 1",
+        // Every outcome is served from the first stream on, at zero until
+        // it happens (the streams' handles are taken then).
+        "sum_updates_total{outcome=\"rejected\"} 0",
+        "sum_acks_total{outcome=\"accepted\"} 0",
+        "sum_retries_total 0",
         "sum_forwards_total 1",
         "sum_streams 1",
         "sum_pending_updates 1",

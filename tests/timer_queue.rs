@@ -20,6 +20,7 @@ use status_update_manager::kind::Native;
 use status_update_manager::messages::manager::StreamEnded;
 use status_update_manager::messages::stream::{StreamAck, StreamUpdate};
 use status_update_manager::messages::Forward;
+use status_update_manager::metrics::StreamMetrics;
 use status_update_manager::store::{Committer, FileCache, SyncPolicy};
 use status_update_manager::stream::{RetryPolicy, StreamState};
 
@@ -63,6 +64,7 @@ fn stream() -> Wired {
         forward,
         manager: manager.downgrade().recipient(),
         timers: timers.clone(),
+        metrics: StreamMetrics::register(),
     });
     let addr = StreamActor::start(StreamInit {
         state: StreamState::new("s".to_string(), false, None),

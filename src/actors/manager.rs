@@ -44,6 +44,7 @@ use crate::messages::manager::{
     RecoveryState, Resume, StreamEnded, StreamStats, SyncAll, Update, UpdateOutcome,
 };
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
+use crate::metrics::StreamMetrics;
 use crate::store::{Committer, FaultPlan, FileCache, StoreError, StreamLog, SyncPolicy};
 use crate::stream::recover::recover_files;
 use crate::stream::{RetryPolicy, StreamState};
@@ -196,6 +197,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
                 forward: self.forward.clone(),
                 manager: ctx.address().downgrade().recipient(),
                 timers: Arc::default(),
+                metrics: StreamMetrics::register(),
             }));
         }
         match &self.shared {

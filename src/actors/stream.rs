@@ -66,7 +66,7 @@ use crate::kind::{encode_framed, RecordRef, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
 use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutcome};
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
-use crate::metrics as m;
+use crate::metrics::StreamMetrics;
 use crate::store::{
     CommitResult, Committer, FaultPlan, FileCache, Staged, StagedWrite, StoreError, StreamLog,
     SyncPolicy, Ticket, TicketSync,
@@ -92,6 +92,8 @@ pub struct StreamShared<K: UpdateKind> {
     pub manager: WeakRecipient<StreamEnded<K>>,
     /// The retry timers of every stream.
     pub timers: Arc<RetryTimers<StreamActor<K>>>,
+    /// The metrics every stream records.
+    pub metrics: StreamMetrics,
 }
 
 /// What every stream of a manager shares.
@@ -374,7 +376,7 @@ impl<K: UpdateKind> StreamActor<K> {
         } else {
             let started = std::time::Instant::now();
             log.append(frame)?;
-            metrics::histogram!(m::APPEND_SECONDS).record(started.elapsed());
+            self.shared.metrics.append_seconds.record(started.elapsed());
         }
         // Flushed once the messages queued now are handled, so that an ack
         // and the next update that arrive together share one round.
@@ -518,7 +520,7 @@ impl<K: UpdateKind> StreamActor<K> {
             Err(err) => {
                 error!(stream = %self.name(), cause = %err, "checkpoint sync failed; restarting the stream");
                 self.fail_waiting(Arc::new(err));
-                metrics::counter!(m::STORAGE_ERRORS).increment(1);
+                self.shared.metrics.storage_errors.increment(1);
                 // The file may end short of what the stream holds: reload it.
                 ctx.stop();
             }
@@ -539,7 +541,7 @@ impl<K: UpdateKind> StreamActor<K> {
         let err = Arc::new(err);
         answer(self.name(), err.clone());
         self.fail_waiting(err);
-        metrics::counter!(m::STORAGE_ERRORS).increment(1);
+        self.shared.metrics.storage_errors.increment(1);
         ctx.stop();
     }
 
@@ -609,11 +611,11 @@ impl<K: UpdateKind> StreamActor<K> {
             self.retry.over_budget = true;
             warn!(stream = %self.name(), %uuid, attempt, warn_after,
                 "update retried past retry.warn_after without an acknowledgement; still retrying");
-            metrics::counter!(m::RETRY_BUDGET_EXCEEDED).increment(1);
-            metrics::gauge!(m::OVER_RETRY_BUDGET).increment(1.0);
+            self.shared.metrics.retry_budget_exceeded.increment(1);
+            self.shared.metrics.over_retry_budget.increment(1.0);
         }
         debug!(stream = %self.name(), %uuid, attempt, "forwarding");
-        metrics::counter!(m::FORWARDS).increment(1);
+        self.shared.metrics.forwards.increment(1);
         let msg = Forward {
             stream: self.state.id().clone(),
             update,
@@ -654,7 +656,7 @@ impl<K: UpdateKind> StreamActor<K> {
     /// Takes this stream out of the over-budget gauge (its head changed or it ended).
     fn leave_budget_alarm(&mut self) {
         if std::mem::take(&mut self.retry.over_budget) {
-            metrics::gauge!(m::OVER_RETRY_BUDGET).decrement(1.0);
+            self.shared.metrics.over_retry_budget.decrement(1.0);
         }
     }
 
@@ -673,7 +675,7 @@ impl<K: UpdateKind> StreamActor<K> {
             return;
         }
         info!(stream = %self.name(), %uuid, "resending unacknowledged update");
-        metrics::counter!(m::RETRIES).increment(1);
+        self.shared.metrics.retries.increment(1);
         self.retry.doublings = self.retry.doublings.saturating_add(1);
         self.send_head();
     }
@@ -841,7 +843,7 @@ impl<K: UpdateKind> StreamActor<K> {
         let now = u32::try_from(now).unwrap_or(u32::MAX);
         if now != self.reported_pending {
             let delta = f64::from(now) - f64::from(self.reported_pending);
-            metrics::gauge!(m::PENDING).increment(delta);
+            self.shared.metrics.pending.increment(delta);
             self.reported_pending = now;
         }
     }
@@ -985,12 +987,13 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
                 Ok(UpdateOutcome::Accepted)
             }
         };
-        let outcome = match &result {
-            Ok(UpdateOutcome::Accepted) => "accepted",
-            Ok(UpdateOutcome::Duplicate) => "duplicate",
-            Err(_) => "rejected",
-        };
-        metrics::counter!(m::UPDATES, "outcome" => outcome).increment(1);
+        let outcomes = &self.shared.metrics;
+        match &result {
+            Ok(UpdateOutcome::Accepted) => &outcomes.updates_accepted,
+            Ok(UpdateOutcome::Duplicate) => &outcomes.updates_duplicate,
+            Err(_) => &outcomes.updates_rejected,
+        }
+        .increment(1);
         self.report_pending();
         self.effect(Effect::ReplyUpdate(reply, result, uuid));
     }
@@ -1056,12 +1059,13 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
                 }
             }
         };
-        let outcome = if result.is_ok() {
-            "accepted"
+        let outcomes = &self.shared.metrics;
+        if result.is_ok() {
+            &outcomes.acks_accepted
         } else {
-            "rejected"
-        };
-        metrics::counter!(m::ACKS, "outcome" => outcome).increment(1);
+            &outcomes.acks_rejected
+        }
+        .increment(1);
         self.report_pending();
         self.effect(Effect::ReplyAck(reply, result, uuid));
     }
@@ -1172,7 +1176,7 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
             return;
         };
         if self.shared.settings.sync.syncs() {
-            metrics::histogram!(m::SYNC_SECONDS).record(submitted.elapsed());
+            self.shared.metrics.sync_seconds.record(submitted.elapsed());
         }
         match msg.result {
             Ok(()) => {
@@ -1185,7 +1189,7 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
             Err(err) => {
                 error!(stream = %self.name(), cause = %err, "checkpoint write or sync failed; restarting the stream");
                 self.fail_waiting(err);
-                metrics::counter!(m::STORAGE_ERRORS).increment(1);
+                self.shared.metrics.storage_errors.increment(1);
                 ctx.stop();
             }
         }
