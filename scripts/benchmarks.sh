@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the acceptance benchmarks of BENCHMARKS.md (P1–P6) with the release
 # binary and keeps each `bench --json` report under target/bench-results/.
-# Usage: scripts/benchmarks.sh [DATA_DIR]   (default: ./target/bench-data)
+# Usage: [DROP_CACHES=0] scripts/benchmarks.sh [DATA_DIR]   (default: ./target/bench-data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -15,9 +15,13 @@ mkdir -p "$data" "$out"
 # minute while its inode-table block is cached (`recently_deleted`): every
 # run deletes 20,000-30,000 files as it ends, so the next run's creates scan
 # past them. 10,000 creates took 0.9-2.0 s after such a deletion, 0.2-0.7 s
-# with the caches dropped (see BENCHMARKS.md). Needs root; skipped otherwise.
+# with the caches dropped (see BENCHMARKS.md). Needs root; skipped otherwise,
+# or with DROP_CACHES=0 (to measure under the previous run's leftovers).
 settle() {
     sync
+    if [ "${DROP_CACHES:-1}" = 0 ]; then
+        return
+    fi
     if ! (echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null; then
         echo "   (caches not dropped: /proc/sys/vm/drop_caches is not writable)" >&2
     fi
