@@ -47,7 +47,8 @@
 //!   token, TLS identity), startup recovery and graceful shutdown.
 //! - [`config`]: layered configuration (embedded defaults, file, `SUM__*`
 //!   environment, flags) and its validation.
-//! - [`metrics`]: Prometheus metric names and the exporter.
+//! - [`metrics`]: Prometheus metric names, the exporter, and the handles the
+//!   streams record through ([`metrics::StreamMetrics`]).
 //! - [`inspect`]: offline decoding of checkpoint files (`inspect` command).
 //! - [`bench`](mod@bench): the built-in load benchmark (`bench` command) and its raw
 //!   baselines.
