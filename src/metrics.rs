@@ -176,3 +176,38 @@ impl StreamMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    #[test]
+    fn handles_record_into_the_recorder_installed_when_they_were_taken() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let served = recorder.handle();
+        let handles = metrics::with_local_recorder(&recorder, StreamMetrics::register);
+        // Taken without a recorder: records nowhere, and does not fail.
+        let unrecorded = StreamMetrics::register();
+
+        handles.updates_accepted.increment(2);
+        handles.acks_rejected.increment(1);
+        handles.pending.increment(3.0);
+        handles.pending.decrement(1.0);
+        unrecorded.updates_accepted.increment(5);
+
+        let body = served.render();
+        for expected in [
+            "sum_updates_total{outcome=\"accepted\"} 2",
+            "sum_updates_total{outcome=\"duplicate\"} 0",
+            "sum_acks_total{outcome=\"rejected\"} 1",
+            "sum_pending_updates 2",
+            "sum_forwards_total 0",
+        ] {
+            assert!(
+                body.contains(expected),
+                "render lacks {expected:?}:\n{body}"
+            );
+        }
+    }
+}
