@@ -14,8 +14,9 @@ mkdir -p "$data" "$out"
 # journal, and without one ext4 will not hand out an inode freed in the last
 # minute while its inode-table block is cached (`recently_deleted`): every
 # run deletes 20,000-30,000 files as it ends, so the next run's creates scan
-# past them. 10,000 creates took 0.9-2.0 s after such a deletion, 0.2-0.7 s
-# with the caches dropped (see BENCHMARKS.md). Needs root; skipped otherwise,
+# past them. 10,000 creates took up to 2.2 s after such a deletion (0.14 s
+# when the new directory landed elsewhere), 0.14-0.21 s with the caches
+# dropped (see BENCHMARKS.md). Needs root; skipped otherwise,
 # or with DROP_CACHES=0 (to measure under the previous run's leftovers).
 settle() {
     sync

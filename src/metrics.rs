@@ -11,8 +11,9 @@
 //! hash and a registry lookup under the Prometheus recorder); an acknowledged
 //! update records six or seven of them. So the stream actors record through
 //! [`StreamMetrics`], handles taken once when the manager starts its first
-//! stream: a recorder installed after that point is not seen by that
-//! manager's streams (install it first, as `serve` does).
+//! stream, and a committer times its writes through a handle taken when it
+//! starts: a recorder installed after those points is not seen by them
+//! (install it first, as `serve` does).
 
 use std::net::SocketAddr;
 

@@ -292,10 +292,7 @@ impl Committer {
                 if let Some(journal) = &journal {
                     metrics::gauge!(crate::metrics::JOURNAL_BYTES).set(journal.len() as f64);
                 }
-                let mut syncer = Syncer {
-                    journal,
-                    ..Syncer::default()
-                };
+                let mut syncer = Syncer::new(journal);
                 while let Some(mut round) = next_batch(&rx) {
                     round.extend(rx.try_iter().flatten());
                     syncer.run(round);
@@ -509,7 +506,7 @@ thread_local! {
     static OUTBOX: RefCell<TurnQueue<Batch>> = RefCell::new(TurnQueue::default());
     /// Tickets for the inline committer: the next round on this thread.
     static INLINE: RefCell<TurnQueue<Ticket>> = RefCell::new(TurnQueue::default());
-    static INLINE_SYNCER: RefCell<Syncer> = RefCell::new(Syncer::default());
+    static INLINE_SYNCER: RefCell<Syncer> = RefCell::new(Syncer::new(None));
     static INLINE_ROUNDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// How many tickets the last batch for a committer thread held.
     static BATCH_SIZE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -517,7 +514,6 @@ thread_local! {
 
 /// Performs rounds; keeps one directory handle per filesystem for `syncfs`,
 /// and the commit journal, if there is one.
-#[derive(Default)]
 struct Syncer {
     roots: HashMap<u64, File>,
     /// Where `batch` rounds make their records durable, instead of `syncfs`.
@@ -525,9 +521,36 @@ struct Syncer {
     /// The filesystems (and a file on each) of the journal's entries since
     /// the last checkpoint: the `syncfs` that lets the journal be emptied.
     journaled: HashMap<u64, Arc<Path>>,
+    /// The time of each ticket's write, taken from the recorder when the
+    /// committer starts, not looked up by name per write (as the streams'
+    /// [`crate::metrics::StreamMetrics`]).
+    append_seconds: metrics::Histogram,
 }
 
 impl Syncer {
+    fn new(journal: Option<Journal>) -> Syncer {
+        Syncer {
+            roots: HashMap::new(),
+            journal,
+            journaled: HashMap::new(),
+            append_seconds: metrics::histogram!(crate::metrics::APPEND_SECONDS),
+        }
+    }
+
+    /// Writes a ticket's staged frames, if it has any (see
+    /// [`StagedWrite::write`]), and records how long the write took.
+    fn write_of(&self, ticket: &Ticket, identify: bool) -> Result<Wrote, Arc<StoreError>> {
+        let Some(write) = &ticket.write else {
+            return Ok(Wrote::Here(None));
+        };
+        let started = std::time::Instant::now();
+        let wrote = write.write(identify).map_err(Arc::new);
+        if !matches!(wrote, Ok(Wrote::TakenBack)) {
+            self.append_seconds.record(started.elapsed());
+        }
+        wrote
+    }
+
     /// One round: each `none` ticket's write, answered at once; then every
     /// other staged write, one sync over the files that need it (those whose
     /// write failed are not synced: they already failed), and every such
@@ -550,7 +573,7 @@ impl Syncer {
                 if ticket.sync != TicketSync::Skip {
                     return Some(ticket);
                 }
-                let written = write_of(&ticket, false).map(|_| ());
+                let written = self.write_of(&ticket, false).map(|_| ());
                 (ticket.done)(written);
                 None
             })
@@ -563,7 +586,7 @@ impl Syncer {
         let journaling = self.journal.is_some() && shares_several_files(&round);
         let written: Vec<Result<Wrote, Arc<StoreError>>> = round
             .iter()
-            .map(|ticket| write_of(ticket, journaling && ticket.sync == TicketSync::Shared))
+            .map(|ticket| self.write_of(ticket, journaling && ticket.sync == TicketSync::Shared))
             .collect();
         let landed: Vec<Option<&Landed>> = written
             .iter()
@@ -722,14 +745,6 @@ fn shares_several_files(round: &[Ticket]) -> bool {
         return false;
     };
     paths.any(|other| !Arc::ptr_eq(first, other) && first != other)
-}
-
-/// Writes a ticket's staged frames, if it has any (see [`StagedWrite::write`]).
-fn write_of(ticket: &Ticket, identify: bool) -> Result<Wrote, Arc<StoreError>> {
-    match &ticket.write {
-        Some(write) => write.write(identify).map_err(Arc::new),
-        None => Ok(Wrote::Here(None)),
-    }
 }
 
 /// The outcome of each ticket that does not share the round's sync: the

@@ -32,13 +32,6 @@ use super::framing::{encode_frame, to_u64, LENGTH_PREFIX_BYTES};
 use super::journal::Landed;
 use super::{StoreError, SyncPolicy};
 
-thread_local! {
-    /// The write-time histogram of the committer (and file) threads, taken
-    /// from the recorder at this thread's first write rather than looked up
-    /// by name for each one (see [`crate::metrics`]).
-    static APPEND_SECONDS: metrics::Histogram = metrics::histogram!(crate::metrics::APPEND_SECONDS);
-}
-
 /// `io_err!(Variant, path)`: a closure turning an `io::Error` into `StoreError::Variant` for
 /// `path` (anything with `to_path_buf`).
 macro_rules! io_err {
@@ -583,12 +576,10 @@ impl StagedWrite {
                     .map(|()| None)
             }
         };
-        let started = std::time::Instant::now();
         let result = match inner.faults.as_ref().and_then(FaultPlan::on_write) {
             Some(err) => write(bytes.get(..bytes.len() / 2).unwrap_or_default()).and(Err(err)),
             None => write(&bytes),
         };
-        APPEND_SECONDS.with(|append| append.record(started.elapsed()));
         match result {
             Ok(Some(file)) => Ok(Wrote::Here(Some(Landed {
                 path: inner.path.clone(),
