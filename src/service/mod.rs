@@ -29,6 +29,7 @@ use actix::prelude::*;
 use thiserror::Error;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tracing::{info, warn};
 
 use crate::config::ServiceConfig;
@@ -37,7 +38,7 @@ use crate::kind::Native;
 use crate::messages::{ListStreams, Recover, SyncAll};
 use crate::proto::status_update_manager::v1::status_update_manager_server::StatusUpdateManagerServer;
 use crate::store::layout::{discover_native_streams, native_stream_path, LayoutError};
-use crate::store::{Committer, JOURNAL_FILE};
+use crate::store::{Committer, FileCache, JOURNAL_FILE};
 use crate::StatusUpdateManager;
 use auth::RequireToken;
 use grpc::GrpcService;
@@ -104,9 +105,26 @@ pub struct RunningService {
     pub hub: Addr<SubscriberHub>,
     /// Streams recovered at startup.
     pub recovered: usize,
+    /// The stream files' cache (for figures such as the open-file peak).
+    pub files: FileCache,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     health: tonic_health::server::HealthReporter,
+}
+
+/// The accepted connections, with Nagle's algorithm off: a response is
+/// sent when it is written, not held back until the peer acknowledges the
+/// previous one (gRPC clients and servers conventionally set `TCP_NODELAY`).
+fn nodelay(
+    accepted: TcpListenerStream,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    accepted.map(|connection| {
+        let connection = connection?;
+        if let Err(e) = connection.set_nodelay(true) {
+            warn!(cause = %e, "cannot set TCP_NODELAY on an accepted connection");
+        }
+        Ok(connection)
+    })
 }
 
 /// Starts the service on the current actix System; see the module docs.
@@ -147,6 +165,8 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         );
     }
     manager_config.committer = committer;
+    let files = FileCache::new(manager_config.max_open_files);
+    manager_config.files = Some(files.clone());
     let manager =
         StatusUpdateManager::<Native>::start(manager_config, hub.clone().recipient(), paths);
     hub.send(SetManager(manager.clone())).await?;
@@ -214,7 +234,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
             let _ = stopped.await;
         });
     let server = tokio::spawn(server);
@@ -229,6 +249,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         manager,
         hub,
         recovered,
+        files,
         stop,
         server,
         health,
@@ -318,5 +339,24 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagles_algorithm_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut accepted = Box::pin(nodelay(TcpListenerStream::new(listener)));
+        let server_side = accepted.next().await.unwrap().unwrap();
+        assert!(server_side.nodelay().unwrap());
+        assert_eq!(
+            server_side.peer_addr().unwrap(),
+            client.local_addr().unwrap()
+        );
     }
 }
