@@ -1,10 +1,20 @@
 //! `status-update-manager bench` end to end, at a size that runs in a
-//! moment: the report accounts for every stream and update, the open-file
-//! bound holds, recovery finds every stream the load left, and the run
-//! leaves nothing behind. (Its figures are rates; no test asserts a rate.)
+//! moment, in process and through gRPC: the report accounts for every
+//! stream and update, the open-file bound holds, recovery finds every stream
+//! the load left, and the run leaves nothing behind. (Its figures are rates;
+//! no test asserts a rate.) And the gRPC load's client against a real
+//! service: responses, the forwards' stream, and errors with their codes.
 
-use status_update_manager::bench::{run, BenchOptions, BenchReport, Via};
+use status_update_manager::bench::grpc_caller::{GrpcCaller, ACKNOWLEDGE, SUBSCRIBE, UPDATE};
+use status_update_manager::bench::load::bench_update;
+use status_update_manager::bench::{run, BenchError, BenchOptions, BenchReport, Via};
+use status_update_manager::config::{Overrides, Settings};
+use status_update_manager::proto::status_update_manager::v1::{
+    AcknowledgeRequest, AcknowledgeResponse, ForwardedUpdate, SubscribeRequest, UpdateRequest,
+    UpdateResponse,
+};
 use status_update_manager::store::SyncPolicy;
+use tonic::Code;
 
 const STREAMS: usize = 40;
 const UPDATES: usize = 3;
@@ -12,11 +22,15 @@ const UPDATES: usize = 3;
 const MAX_OPEN_FILES: usize = 8;
 
 fn bench(dir: &std::path::Path, sync: SyncPolicy, ack: bool) -> BenchReport {
+    bench_via(dir, sync, ack, Via::InProcess)
+}
+
+fn bench_via(dir: &std::path::Path, sync: SyncPolicy, ack: bool, via: Via) -> BenchReport {
     run(BenchOptions {
         streams: STREAMS,
         updates: UPDATES,
         sync,
-        via: Via::InProcess,
+        via,
         ack,
         data_dir: dir.to_path_buf(),
         max_open_files: MAX_OPEN_FILES,
@@ -72,4 +86,107 @@ fn a_load_without_acks_ends_with_every_update_pending_and_recovered() {
         pending.recovery.bytes,
         acked.recovery.bytes
     );
+}
+
+#[test]
+fn a_load_through_grpc_is_reported_whole_beside_the_in_process_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench_via(dir.path(), SyncPolicy::Batch, true, Via::Grpc);
+    assert_accounts_for_the_load(&report);
+    assert_eq!(report.via, Via::Grpc);
+    let acks = report.acks_per_sec.expect("every update was acknowledged");
+    assert!(acks.is_finite() && acks > 0.0);
+    let in_process = report
+        .in_process_updates_per_sec
+        .expect("the in-process load ran too");
+    assert!(in_process.is_finite() && in_process > 0.0);
+    let ratio = report
+        .ratio_to_in_process
+        .expect("and the two are compared");
+    assert!((ratio - report.updates_per_sec / in_process).abs() <= 1e-9 * ratio.max(1.0));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// Starts the service over `dir` on the current actix System.
+async fn service(dir: &std::path::Path) -> status_update_manager::service::RunningService {
+    let overrides = Overrides {
+        data_dir: Some(dir.into()),
+        listen: Some("127.0.0.1:0".into()),
+        config_file: None,
+    };
+    let settings = Settings::load_with_env(&overrides, Some(Default::default())).unwrap();
+    status_update_manager::service::start(settings.validate().unwrap())
+        .await
+        .expect("the service starts")
+}
+
+fn grpc_code(result: Result<AcknowledgeResponse, BenchError>) -> (Code, String) {
+    match result {
+        Err(BenchError::Grpc(status)) => (status.code(), status.message().to_string()),
+        other => panic!("expected a gRPC error, got {other:?}"),
+    }
+}
+
+#[actix::test]
+async fn the_grpc_loads_client_gets_responses_forwards_and_coded_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = service(dir.path()).await;
+    let caller = GrpcCaller::connect(running.local_addr).await.unwrap();
+    let mut forwards = caller
+        .call(
+            SUBSCRIBE,
+            &SubscribeRequest {
+                subscriber: "test".into(),
+            },
+        )
+        .await
+        .unwrap();
+
+    let update = bench_update(7, 0);
+    let request = UpdateRequest {
+        update: Some(update.clone()),
+        memory_only: false,
+    };
+    let first: UpdateResponse = caller.unary(UPDATE, &request).await.unwrap();
+    assert!(!first.duplicate);
+    let again: UpdateResponse = caller.unary(UPDATE, &request).await.unwrap();
+    assert!(again.duplicate, "the same uuid again is a duplicate");
+
+    let forward: ForwardedUpdate = forwards.message().await.unwrap().expect("a forward");
+    let forwarded = forward.update.expect("the forward carries the update");
+    assert_eq!(
+        (&forwarded.stream_id, &forwarded.status),
+        (&update.stream_id, &update.status)
+    );
+
+    let uuid = update.status.as_ref().unwrap().uuid.clone();
+    let unknown = AcknowledgeRequest {
+        stream_id: "nobody".into(),
+        status_uuid: uuid.clone(),
+    };
+    let (code, message) = grpc_code(caller.unary(ACKNOWLEDGE, &unknown).await);
+    assert_eq!(code, Code::NotFound);
+    assert!(
+        message.contains("nobody"),
+        "the message names the stream: {message}"
+    );
+    let wrong = AcknowledgeRequest {
+        stream_id: update.stream_id.clone(),
+        status_uuid: vec![1; 16],
+    };
+    let (code, message) = grpc_code(caller.unary(ACKNOWLEDGE, &wrong).await);
+    assert_eq!(code, Code::FailedPrecondition);
+    assert!(message.contains(&update.stream_id), "{message}");
+
+    let right = AcknowledgeRequest {
+        stream_id: update.stream_id.clone(),
+        status_uuid: uuid,
+    };
+    caller
+        .unary::<_, AcknowledgeResponse>(ACKNOWLEDGE, &right)
+        .await
+        .expect("the head's uuid is acknowledged");
+    let (code, _) = grpc_code(caller.unary(ACKNOWLEDGE, &right).await);
+    assert_eq!(code, Code::AlreadyExists, "and only once");
+    running.shutdown().await.unwrap();
 }

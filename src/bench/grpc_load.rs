@@ -1,22 +1,29 @@
 //! The same load through the gRPC service: the service runs on this actix
 //! thread, the agents (producers) and the upstream (a subscriber that
-//! acknowledges each forward) are tonic clients on a runtime of their own.
+//! acknowledges each forward) are gRPC clients on a thread of their own.
+//!
+//! The clients are the load generator, and on a small machine they compete
+//! with the service for the same cores, so they are kept lean: one thread
+//! (a current-thread runtime: no work stealing, no cross-thread wake-ups),
+//! calling through [`GrpcCaller`] rather than tonic's client (that module
+//! says why and what it costs). The RPCs on the wire are any client's.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use tonic::transport::Channel;
 
 use super::baseline::{new_histogram, record_micros};
+use super::grpc_caller::{GrpcCaller, ACKNOWLEDGE, SUBSCRIBE, UPDATE};
 use super::load::{bench_update, LoadFigures};
 use super::{BenchError, BenchOptions};
 use crate::config::{Overrides, Settings};
-use crate::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 use crate::proto::status_update_manager::v1::{
-    AcknowledgeRequest, SubscribeRequest, UpdateRequest,
+    AcknowledgeRequest, AcknowledgeResponse, ForwardedUpdate, SubscribeRequest, UpdateRequest,
+    UpdateResponse,
 };
 
 /// HTTP/2 connections the producers share.
@@ -40,9 +47,10 @@ pub async fn through_grpc(
     settings.store.remove_finished = false;
     settings.limits.max_pending_per_stream = updates.max(1);
     settings.limits.max_streams = streams.max(1);
+    settings.limits.max_open_files = o.max_open_files;
     let config = settings.validate()?;
     let running = crate::service::start(config).await?;
-    let url = format!("http://{}", running.local_addr);
+    let addr = running.local_addr;
     let rss_before = super::rss_bytes();
 
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -50,14 +58,13 @@ pub async fn through_grpc(
     std::thread::Builder::new()
         .name("bench-clients".into())
         .spawn(move || {
-            let result = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(BenchError::from)
                 .and_then(|rt| {
                     rt.block_on(clients(
-                        url,
+                        addr,
                         streams,
                         updates,
                         ack,
@@ -71,7 +78,7 @@ pub async fn through_grpc(
         .await
         .map_err(|_| BenchError::Load("the client thread stopped".into()))?;
     let rss_growth = super::rss_bytes().saturating_sub(rss_before);
-    let peak = running_files_peak(dir);
+    let peak = running.files.peak_open_files();
     running.shutdown().await?;
     let (updates_elapsed, acks_elapsed, latency) = outcome?;
     Ok(LoadFigures {
@@ -83,22 +90,10 @@ pub async fn through_grpc(
     })
 }
 
-/// Stream files open now under `dir` (the service's cache is internal).
-fn running_files_peak(dir: &Path) -> u64 {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    std::fs::read_dir("/proc/self/fd")
-        .map(|fds| {
-            fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter(|t| t.starts_with(&dir))
-                .count()
-        })
-        .unwrap_or(0) as u64
-}
-
 type ClientOutcome = (Duration, Option<Duration>, Histogram<u64>);
 
 async fn clients(
-    url: String,
+    addr: SocketAddr,
     streams: usize,
     updates: usize,
     ack: bool,
@@ -106,26 +101,22 @@ async fn clients(
     progress: ProgressBar,
 ) -> Result<ClientOutcome, BenchError> {
     let total = streams * updates;
-    let mut channels = Vec::new();
+    let mut connections = Vec::new();
     for _ in 0..CONNECTIONS {
-        channels.push(
-            Channel::from_shared(url.clone())
-                .map_err(|e| BenchError::Load(e.to_string()))?
-                .connect()
-                .await?,
-        );
+        connections.push(GrpcCaller::connect(addr).await?);
     }
     let started = Instant::now();
 
     // The upstream: acknowledge every forward.
-    let mut upstream = StatusUpdateManagerClient::new(channels[0].clone());
-    let mut forwards = upstream
-        .subscribe(SubscribeRequest {
-            subscriber: "bench".into(),
-        })
-        .await?
-        .into_inner();
-    let acker_channel = channels[0].clone();
+    let mut forwards = connections[0]
+        .call(
+            SUBSCRIBE,
+            &SubscribeRequest {
+                subscriber: "bench".into(),
+            },
+        )
+        .await?;
+    let acker = connections[0].clone();
     let acks = tokio::spawn(async move {
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
         let mut acked = 0usize;
@@ -135,15 +126,16 @@ async fn clients(
         }
         loop {
             tokio::select! {
-                forward = forwards.message() => {
+                forward = forwards.message::<ForwardedUpdate>() => {
                     let Some(forward) = forward? else { return Err(BenchError::Load("subscription ended".into())) };
                     let Some(update) = forward.update else { continue };
                     let status_uuid = update.status.map(|s| s.uuid).unwrap_or_default();
-                    let mut client = StatusUpdateManagerClient::new(acker_channel.clone());
+                    let acker = acker.clone();
                     let done_tx = done_tx.clone();
                     inflight += 1;
                     tokio::spawn(async move {
-                        let ok = client.acknowledge(AcknowledgeRequest { stream_id: update.stream_id, status_uuid }).await.is_ok();
+                        let ack = AcknowledgeRequest { stream_id: update.stream_id, status_uuid };
+                        let ok = acker.unary::<_, AcknowledgeResponse>(ACKNOWLEDGE, &ack).await.is_ok();
                         let _ = done_tx.send(ok);
                     });
                 }
@@ -165,7 +157,7 @@ async fn clients(
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut producers = Vec::new();
     for w in 0..concurrency.clamp(1, total.max(1)) {
-        let mut client = StatusUpdateManagerClient::new(channels[w % CONNECTIONS].clone());
+        let client = connections[w % CONNECTIONS].clone();
         let (latency, next, progress) = (latency.clone(), next.clone(), progress.clone());
         producers.push(tokio::spawn(async move {
             loop {
@@ -175,12 +167,11 @@ async fn clients(
                 }
                 let update = bench_update(i % streams, i / streams);
                 let sent = Instant::now();
-                client
-                    .update(UpdateRequest {
-                        update: Some(update),
-                        memory_only: false,
-                    })
-                    .await?;
+                let request = UpdateRequest {
+                    update: Some(update),
+                    memory_only: false,
+                };
+                client.unary::<_, UpdateResponse>(UPDATE, &request).await?;
                 if let Ok(mut latency) = latency.lock() {
                     record_micros(&mut latency, sent.elapsed());
                 }

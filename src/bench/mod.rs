@@ -15,6 +15,7 @@
 //! load runs too, for `ratio_to_in_process`).
 
 pub mod baseline;
+pub mod grpc_caller;
 pub mod grpc_load;
 pub mod load;
 
