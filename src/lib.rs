@@ -50,8 +50,8 @@
 //! - [`metrics`]: Prometheus metric names, the exporter, and the handles the
 //!   streams record through ([`metrics::StreamMetrics`]).
 //! - [`inspect`]: offline decoding of checkpoint files (`inspect` command).
-//! - [`bench`](mod@bench): the built-in load benchmark (`bench` command) and its raw
-//!   baselines.
+//! - [`bench`](mod@bench): the built-in load benchmark (`bench` command), its raw
+//!   baselines, and the lean gRPC client its `--via grpc` load calls through.
 //! - [`cli`]: the command line; `src/main.rs` only calls it.
 //! - [`proto`]: code generated from `proto/` by `build.rs` (protox + prost +
 //!   tonic).

@@ -12,7 +12,9 @@
 //!    a raw read + decode of the same files.
 //!
 //! With `--via grpc` the load goes through the service (and the in-process
-//! load runs too, for `ratio_to_in_process`).
+//! load runs too, for `ratio_to_in_process`); its agents and upstream call
+//! the service through [`grpc_caller`], a lean gRPC client, so that the
+//! load generator takes as little as it can of the cores the service runs on.
 
 pub mod baseline;
 pub mod grpc_caller;
