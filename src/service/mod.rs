@@ -219,22 +219,25 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     // `server.max_payload_bytes` gets API.md's INVALID_ARGUMENT naming the
     // stream and uuid, not the transport's OUT_OF_RANGE.
     .max_decoding_message_size(crate::config::MAX_PAYLOAD_LIMIT + 64 * 1024);
-    // Only the API requires the token: health checks and reflection stay open.
-    let api = tonic::service::interceptor::InterceptedService::new(
-        api,
-        RequireToken::new(config.auth_token.clone()),
-    );
 
     if config.metrics_listen.is_some() {
         actix_rt::spawn(report_oldest_pending(manager.downgrade()));
     }
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = builder
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(api)
-        .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
+    let router = builder.add_service(health_service).add_service(reflection);
+    // Only the API requires the token: health checks and reflection stay
+    // open. Without a token the API is served as it is: the interceptor
+    // would only take each request apart and put it back together.
+    let router = match config.auth_token.clone() {
+        Some(token) => router.add_service(tonic::service::interceptor::InterceptedService::new(
+            api,
+            RequireToken::new(Some(token)),
+        )),
+        None => router.add_service(api),
+    };
+    let server =
+        router.serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
             let _ = stopped.await;
         });
     let server = tokio::spawn(server);
