@@ -146,7 +146,7 @@ pub fn run_jobs(jobs: Vec<Job>) {
     for dir in &syncs.dirs {
         outcomes
             .entry(dir)
-            .or_insert_with(|| super::log::sync_dir(dir).err());
+            .or_insert_with(|| super::dirs::sync_dir(dir).err());
     }
     for (done, range) in asked {
         let failed = syncs

@@ -200,7 +200,7 @@ impl Journal {
             .open(path)
             .map_err(journal_err(path, "open"))?;
         if !existed {
-            super::log::sync_dir(&dir).map_err(|source| StoreError::SyncDir {
+            super::dirs::sync_dir(&dir).map_err(|source| StoreError::SyncDir {
                 path: dir.clone(),
                 source,
             })?;

@@ -26,6 +26,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::dirs::{create_dir_chain, parent_dir, sync_dir};
 use super::faults::FaultPlan;
 use super::files::FileCache;
 use super::framing::{encode_frame, to_u64, LENGTH_PREFIX_BYTES};
@@ -72,7 +73,8 @@ pub struct NewLog {
 
 impl NewLog {
     /// The directories to sync so that the new file survives power loss: its own, and the
-    /// parent of every directory created for it. Empty under `none`.
+    /// parent of every directory on its path not yet known durable (created for it, or for
+    /// another file and not synced since). Empty under `none`.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }
@@ -114,8 +116,9 @@ impl StreamLog {
     ///
     /// Fails with [`StoreError::AlreadyExists`] if the file is already there (Mesos's U1 rule:
     /// a stream whose file survived must be recovered, not re-created). If `sync` syncs, the
-    /// file's directory is synced once, and so is the parent of every directory created here,
-    /// so the new entries survive power loss; if that fails, the new file is removed again.
+    /// file's directory is synced once, and so is the parent of every directory created here
+    /// (or created for another new file and not synced yet: see `store::dirs`), so the new
+    /// entries survive power loss; if that fails, the new file is removed again.
     pub fn create(path: &Path, sync: SyncPolicy) -> Result<StreamLog, StoreError> {
         Self::create_shared(Arc::from(path), sync)
     }
@@ -137,11 +140,11 @@ impl StreamLog {
     pub fn create_unsynced(path: Arc<Path>, sync: SyncPolicy) -> Result<NewLog, StoreError> {
         let dir = parent_dir(&path);
         let dirs = if sync.syncs() {
-            dirs_to_sync(dir)
+            create_dir_chain(dir)
         } else {
-            Vec::new()
-        };
-        fs::create_dir_all(dir).map_err(io_err!(CreateDir, dir))?;
+            fs::create_dir_all(dir).map(|()| Vec::new())
+        }
+        .map_err(io_err!(CreateDir, dir))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -661,41 +664,6 @@ pub fn remove_file(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Directory holding `path` (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
-/// Directories to sync after creating a file in `dir`: `dir` itself, then each ancestor up to
-/// and including the first one that already exists (each holds a new entry once missing
-/// directories are created).
-fn dirs_to_sync(dir: &Path) -> Vec<PathBuf> {
-    let mut dirs = vec![dir.to_path_buf()];
-    let mut current = dir;
-    while !current.is_dir() {
-        let parent = parent_dir(current);
-        if parent == current {
-            break;
-        }
-        dirs.push(parent.to_path_buf());
-        current = parent;
-    }
-    dirs
-}
-
-#[cfg(unix)]
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
-    // Directories cannot be opened and synced portably; NTFS journals its metadata.
-    Ok(())
-}
-
 #[cfg(unix)]
 fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -825,20 +793,6 @@ mod tests {
         log.remove()?;
         assert!(!path.exists() && tmp.path().join("d").is_dir());
         remove_file(&path)?;
-        Ok(())
-    }
-
-    #[test]
-    fn dirs_to_sync_covers_every_new_directory_entry() -> TestResult {
-        let tmp = tempfile::tempdir()?;
-        let root = tmp.path().to_path_buf();
-        let dir = root.join("a/b/c");
-        assert_eq!(
-            dirs_to_sync(&dir),
-            [dir.clone(), root.join("a/b"), root.join("a"), root.clone()]
-        );
-        assert_eq!(dirs_to_sync(&root), std::slice::from_ref(&root));
-        assert_eq!(parent_dir(Path::new("f.updates")), Path::new("."));
         Ok(())
     }
 

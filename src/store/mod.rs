@@ -61,8 +61,8 @@
 //! | `batch` | a sync of that file that covers the write returned; one sync is shared by many writes | nothing: the same guarantee as `always` |
 //!
 //! A new stream file syncs its directory once under `always` and `batch` (and the parents of
-//! any directories it had to create), so the file itself survives power loss, which Mesos does
-//! not guarantee. Removing a file does not sync its directory: a removed file that reappears
+//! any directories it had to create, or that another new file created and has not synced yet:
+//! `dirs`), so the file itself survives power loss, which Mesos does not guarantee. Removing a file does not sync its directory: a removed file that reappears
 //! after a power loss only holds records that were already answered.
 //!
 //! Under `batch`, [`StreamLog::append`] only marks the log dirty ([`StreamLog::needs_sync`]).
@@ -97,6 +97,7 @@
 //! percent-encoded so that their path can never escape the data directory.
 
 pub mod commit;
+mod dirs;
 pub mod faults;
 pub mod files;
 pub mod framing;
