@@ -40,7 +40,7 @@
 //!   them); under `batch` a round over many files syncs one sequential
 //!   commit journal (`store::journal`, replayed into the stream files at
 //!   start) instead of the filesystem; an LRU (`store::files`) bounds the
-//!   open files.
+//!   open files; `store::dirs` says which directories a new file syncs.
 //! - [`error`]: the manager's errors, one variant per rejection.
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
 //!   is the manager's upstream (`hub`), access control (`auth`: bearer
