@@ -336,9 +336,26 @@ fn a_data_dir_whose_commit_journal_holds_records_is_flagged_on_stderr() {
         "never modified"
     );
 
+    // A stream file inside that data directory, and a directory below it, are flagged too,
+    // with the journal named once.
+    let streams = dir
+        .path()
+        .join(status_update_manager::store::layout::STREAMS_DIR);
+    std::fs::create_dir_all(&streams).unwrap();
+    let file = streams.join(format!(
+        "s{}",
+        status_update_manager::store::layout::NATIVE_SUFFIX
+    ));
+    std::fs::write(&file, b"").unwrap();
+    let output = inspect(&["--json"], &[file.clone(), streams.clone()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "inspect failed: {stderr}");
+    assert_eq!(stderr.matches("commit.journal").count(), 1, "{stderr}");
+    assert!(stderr.contains("replays them first"), "{stderr}");
+
     // An empty journal (a clean stop) says nothing.
     std::fs::write(&journal, b"").unwrap();
-    let output = inspect(&["--json"], &[dir.path().to_path_buf()]);
+    let output = inspect(&["--json"], &[dir.path().to_path_buf(), file]);
     assert!(output.status.success());
     assert!(!String::from_utf8_lossy(&output.stderr).contains("commit.journal"));
 }

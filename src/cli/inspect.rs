@@ -6,8 +6,9 @@
 //! A stream whose outcome is `error` is part of the report, not a failure of the command: the
 //! exit status is 0 unless a directory cannot be listed or the output cannot be written.
 
+use std::collections::BTreeSet;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -28,20 +29,37 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// Says on stderr if `dir`'s commit journal holds records: after a power loss they may be
-/// missing from the stream files until `serve` replays them (files are never modified here).
-fn warn_of_journal(dir: &std::path::Path) {
-    let journal = dir.join(crate::store::JOURNAL_FILE);
-    if let Ok(meta) = std::fs::metadata(&journal) {
-        if meta.len() > 0 {
-            eprintln!(
-                "warning: '{}' holds {} bytes of records that a crash may have kept out of the \
-                 stream files shown here; `serve` on this data directory replays them first",
-                journal.display(),
-                meta.len()
-            );
-        }
-    }
+/// The commit journals that hold records for the stream files under `paths`: for each path,
+/// the nearest `commit.journal` in its own directory (a data directory) or in one of its
+/// ancestors (a stream file, or a directory inside a data directory). Each journal once.
+fn journals_with_records(paths: &[PathBuf]) -> BTreeSet<PathBuf> {
+    paths
+        .iter()
+        .filter_map(|path| {
+            let start = if path.is_dir() {
+                path.as_path()
+            } else {
+                path.parent().unwrap_or(Path::new("."))
+            };
+            let start = start.canonicalize().unwrap_or_else(|_| start.to_path_buf());
+            start
+                .ancestors()
+                .map(|dir| dir.join(crate::store::JOURNAL_FILE))
+                .find(|journal| journal.is_file())
+        })
+        .filter(|journal| std::fs::metadata(journal).is_ok_and(|meta| meta.len() > 0))
+        .collect()
+}
+
+/// Says on stderr that `journal` holds records: after a power loss they may be missing from
+/// the stream files until `serve` replays them (files are never modified here).
+fn warn_of_journal(journal: &Path) {
+    let bytes = std::fs::metadata(journal).map_or(0, |meta| meta.len());
+    eprintln!(
+        "warning: '{}' holds {bytes} bytes of records that a crash may have kept out of the \
+         stream files shown here; `serve` on this data directory replays them first",
+        journal.display(),
+    );
 }
 
 /// The values of `--kind`.
@@ -68,8 +86,8 @@ impl From<KindArg> for InspectKind {
 impl InspectArgs {
     /// Inspects the paths and prints the report on stdout.
     pub fn run(self) -> anyhow::Result<()> {
-        for dir in self.paths.iter().filter(|p| p.is_dir()) {
-            warn_of_journal(dir);
+        for journal in journals_with_records(&self.paths) {
+            warn_of_journal(&journal);
         }
         let report = inspect_paths(&self.paths, self.kind.map(InspectKind::from))?;
         let mut out = io::stdout().lock();
