@@ -59,8 +59,13 @@ impl GrpcCaller {
     /// Connects to the service at `addr` (plaintext HTTP/2) and runs the
     /// connection on the current runtime until every clone is dropped.
     pub async fn connect(addr: SocketAddr) -> Result<Self, BenchError> {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
+        let unreachable = |e: std::io::Error| {
+            BenchError::Load(format!("cannot connect to the service at {addr}: {e}"))
+        };
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(unreachable)?;
+        tcp.set_nodelay(true).map_err(unreachable)?;
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -119,7 +124,7 @@ impl GrpcCaller {
             .map_err(|e| BenchError::Load(format!("{path}: {e}")))?;
         let mut send = self.send.clone().ready().await.map_err(h2_error(path))?;
         let (response, mut body) = send.send_request(head, false).map_err(h2_error(path))?;
-        body.send_data(frame(request), true)
+        body.send_data(frame(path, request)?, true)
             .map_err(h2_error(path))?;
         let response = response.await.map_err(h2_error(path))?;
         if response.status() != StatusCode::OK {
@@ -210,20 +215,27 @@ impl Messages {
     }
 }
 
-/// `message` with the gRPC length prefix.
-fn frame<Q: Message>(message: &Q) -> Bytes {
+/// `message` with the gRPC length prefix; an error for a message the
+/// prefix's `u32` cannot measure.
+fn frame<Q: Message>(path: &str, message: &Q) -> Result<Bytes, BenchError> {
     let length = message.encoded_len();
+    let prefix = u32::try_from(length).map_err(|_| {
+        BenchError::Load(format!(
+            "{path}: a request of {length} bytes, over the 4 GiB a gRPC message can hold"
+        ))
+    })?;
     let mut frame = BytesMut::with_capacity(5 + length);
     frame.put_u8(0);
-    // A request over 4 GiB cannot be framed; the benchmark's are tiny.
-    frame.put_u32(u32::try_from(length).unwrap_or(u32::MAX));
+    frame.put_u32(prefix);
     message
         .encode(&mut frame)
-        .expect("BytesMut grows to fit any message");
-    frame.freeze()
+        .map_err(|e| BenchError::Load(format!("{path}: cannot encode the request: {e}")))?;
+    Ok(frame.freeze())
 }
 
 /// Whether `headers` carry `grpc-status: 0`; an error for any other status.
+/// (Not tonic's `Status::from_header_map`: it panics on a malformed
+/// `grpc-status-details-bin`.)
 fn check_status(path: &str, headers: &HeaderMap) -> Result<bool, BenchError> {
     let Some(code) = headers.get("grpc-status") else {
         return Ok(false);
@@ -269,13 +281,26 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_service_that_is_not_there_is_an_error_naming_its_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        match GrpcCaller::connect(addr).await {
+            Err(BenchError::Load(message)) => {
+                assert!(message.contains(&addr.to_string()), "{message}")
+            }
+            other => panic!("expected a connection error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_frame_is_the_message_behind_its_length() {
         let request = crate::proto::status_update_manager::v1::AcknowledgeRequest {
             stream_id: "s".into(),
             status_uuid: vec![7; 16],
         };
-        let framed = frame(&request);
+        let framed = frame("/p", &request).unwrap();
         assert_eq!(framed[0], 0);
         let length = u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]) as usize;
         assert_eq!(length, framed.len() - 5);

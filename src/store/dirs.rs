@@ -21,7 +21,9 @@
 //! The record is process-wide (the file threads are), kept under one mutex
 //! that also covers the creation of the directories, so that no two threads
 //! see a chain half made. It holds only directories whose parents are not
-//! synced yet, a handful at a time.
+//! synced yet: at most a burst of new streams' directories, until their
+//! batch's directory syncs. Only the syncing policies use it (under `none`
+//! nothing is durable, and directories are simply created).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
