@@ -53,6 +53,14 @@ pub const SUBSCRIBERS: &str = "sum_subscribers";
 pub const JOURNAL_BYTES: &str = "sum_commit_journal_bytes";
 /// Checkpoints of the commit journal (a `syncfs`, then the journal emptied).
 pub const JOURNAL_CHECKPOINTS: &str = "sum_commit_journal_checkpoints_total";
+/// Tickets per commit round: the streams' writes one round took together
+/// (under `batch`, how many share one sync: group commit at work).
+pub const ROUND_TICKETS: &str = "sum_commit_round_tickets";
+
+/// Buckets of [`ROUND_TICKETS`]: powers of two, one ticket to 4 096.
+pub const ROUND_TICKETS_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
 
 /// Describes every metric (units and help text) to the installed recorder.
 pub fn describe() {
@@ -108,6 +116,11 @@ pub fn describe() {
         JOURNAL_CHECKPOINTS,
         "Checkpoints of the commit journal: a syncfs, then the journal emptied."
     );
+    describe_histogram!(
+        ROUND_TICKETS,
+        Unit::Count,
+        "Stream writes taken together by one commit round; under batch, how many share one sync."
+    );
 }
 
 /// Installs the Prometheus recorder and serves `/metrics` on `addr`. Must
@@ -119,6 +132,11 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
             0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
             0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
         ])?
+        // A count, not seconds.
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(ROUND_TICKETS.into()),
+            &ROUND_TICKETS_BUCKETS,
+        )?
         .install()?;
     describe();
     Ok(())

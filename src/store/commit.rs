@@ -525,6 +525,8 @@ struct Syncer {
     /// committer starts, not looked up by name per write (as the streams'
     /// [`crate::metrics::StreamMetrics`]).
     append_seconds: metrics::Histogram,
+    /// Tickets per round ([`crate::metrics::ROUND_TICKETS`]), taken likewise.
+    round_tickets: metrics::Histogram,
 }
 
 impl Syncer {
@@ -534,6 +536,7 @@ impl Syncer {
             journal,
             journaled: HashMap::new(),
             append_seconds: metrics::histogram!(crate::metrics::APPEND_SECONDS),
+            round_tickets: metrics::histogram!(crate::metrics::ROUND_TICKETS),
         }
     }
 
@@ -558,6 +561,7 @@ impl Syncer {
     /// round wrote for `batch` tickets is appended to it and synced with it
     /// alone; the shared sync is left for what the journal cannot name.
     fn run(&mut self, round: Vec<Ticket>) {
+        self.round_tickets.record(round.len() as f64);
         if let Some(faults) = round
             .iter()
             .find_map(|t| t.write.as_ref().and(t.faults.as_ref()))
@@ -897,5 +901,66 @@ mod tests {
         };
         run_jobs(vec![asks_missing, create(1, dir.path().join("ok"), &told)]);
         assert_eq!(*told.lock().unwrap(), [(9, Err(missing)), (1, Ok(()))]);
+    }
+
+    /// A ticket for `path` that records its outcome in `told` as number `n`.
+    fn ticket(n: usize, path: &Path, sync: TicketSync, told: &Told) -> Ticket {
+        let told = told.clone();
+        Ticket {
+            path: Arc::from(path),
+            device: 0,
+            write: None,
+            sync,
+            faults: None,
+            done: Box::new(move |outcome| {
+                if let Ok(mut told) = told.lock() {
+                    told.push((n, outcome.map_err(|err| PathBuf::from(err.to_string()))));
+                }
+            }),
+        }
+    }
+
+    #[test]
+    fn each_round_records_how_many_tickets_it_took_together() {
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stream");
+        std::fs::write(&file, b"").unwrap();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(crate::metrics::ROUND_TICKETS.into()),
+                &crate::metrics::ROUND_TICKETS_BUCKETS,
+            )
+            .unwrap()
+            .build_recorder();
+        let served = recorder.handle();
+        let mut syncer = metrics::with_local_recorder(&recorder, || Syncer::new(None));
+        let told = Told::default();
+
+        // One `batch` ticket (its file's own sync), then three `none` ones.
+        syncer.run(vec![ticket(0, &file, TicketSync::Shared, &told)]);
+        syncer.run(
+            (1..4)
+                .map(|n| ticket(n, &file, TicketSync::Skip, &told))
+                .collect(),
+        );
+
+        assert_eq!(
+            *told.lock().unwrap(),
+            [(0, Ok(())), (1, Ok(())), (2, Ok(())), (3, Ok(()))]
+        );
+        let body = served.render();
+        for expected in [
+            "sum_commit_round_tickets_bucket{le=\"1\"} 1",
+            "sum_commit_round_tickets_bucket{le=\"2\"} 1",
+            "sum_commit_round_tickets_bucket{le=\"4\"} 2",
+            "sum_commit_round_tickets_sum 4",
+            "sum_commit_round_tickets_count 2",
+        ] {
+            assert!(
+                body.contains(expected),
+                "render lacks {expected:?}:\n{body}"
+            );
+        }
     }
 }
