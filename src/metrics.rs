@@ -53,6 +53,15 @@ pub const SUBSCRIBERS: &str = "sum_subscribers";
 pub const JOURNAL_BYTES: &str = "sum_commit_journal_bytes";
 /// Checkpoints of the commit journal (a `syncfs`, then the journal emptied).
 pub const JOURNAL_CHECKPOINTS: &str = "sum_commit_journal_checkpoints_total";
+/// Time of one checkpoint of the commit journal: its `syncfs`, during which
+/// no round runs (every `batch` update and ack waits that long).
+pub const JOURNAL_CHECKPOINT_SECONDS: &str = "sum_commit_journal_checkpoint_seconds";
+
+/// Buckets of [`JOURNAL_CHECKPOINT_SECONDS`]: a checkpoint writes back up to
+/// 64 MiB of stream files, milliseconds to seconds.
+pub const JOURNAL_CHECKPOINT_BUCKETS: [f64; 13] = [
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 /// Tickets per commit round: the streams' writes one round took together
 /// (under `batch`, how many share one sync: group commit at work).
 pub const ROUND_TICKETS: &str = "sum_commit_round_tickets";
@@ -117,6 +126,11 @@ pub fn describe() {
         "Checkpoints of the commit journal: a syncfs, then the journal emptied."
     );
     describe_histogram!(
+        JOURNAL_CHECKPOINT_SECONDS,
+        Unit::Seconds,
+        "Time of one commit journal checkpoint (its syncfs); batch rounds wait meanwhile."
+    );
+    describe_histogram!(
         ROUND_TICKETS,
         Unit::Count,
         "Stream writes taken together by one commit round; under batch, how many share one sync."
@@ -136,6 +150,10 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(ROUND_TICKETS.into()),
             &ROUND_TICKETS_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(JOURNAL_CHECKPOINT_SECONDS.into()),
+            &JOURNAL_CHECKPOINT_BUCKETS,
         )?
         .install()?;
     describe();

@@ -527,6 +527,8 @@ struct Syncer {
     append_seconds: metrics::Histogram,
     /// Tickets per round ([`crate::metrics::ROUND_TICKETS`]), taken likewise.
     round_tickets: metrics::Histogram,
+    /// Time of each checkpoint ([`crate::metrics::JOURNAL_CHECKPOINT_SECONDS`]), likewise.
+    checkpoint_seconds: metrics::Histogram,
 }
 
 impl Syncer {
@@ -537,6 +539,7 @@ impl Syncer {
             journaled: HashMap::new(),
             append_seconds: metrics::histogram!(crate::metrics::APPEND_SECONDS),
             round_tickets: metrics::histogram!(crate::metrics::ROUND_TICKETS),
+            checkpoint_seconds: metrics::histogram!(crate::metrics::JOURNAL_CHECKPOINT_SECONDS),
         }
     }
 
@@ -679,6 +682,7 @@ impl Syncer {
         if let Some(journal) = self.journal.as_mut() {
             match journal.reset() {
                 Ok(()) => {
+                    self.checkpoint_seconds.record(started.elapsed());
                     metrics::counter!(crate::metrics::JOURNAL_CHECKPOINTS).increment(1);
                     metrics::gauge!(crate::metrics::JOURNAL_BYTES).set(0.0);
                     debug!(journal = %journal.path().display(), seconds = started.elapsed().as_secs_f64(),
@@ -962,5 +966,58 @@ mod tests {
                 "render lacks {expected:?}:\n{body}"
             );
         }
+    }
+
+    #[test]
+    fn a_checkpoint_records_how_long_it_took_and_empties_the_journal() {
+        use crate::store::journal::{FileId, Landed};
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let stream = dir.path().join("stream");
+        std::fs::write(&stream, b"record").unwrap();
+        let file = File::open(&stream).unwrap();
+        let id = FileId::of(&file).expect("this filesystem keeps inode generations");
+        let device = file.metadata().unwrap().dev();
+        let (journal, _) = Journal::open(&dir.path().join("commit.journal")).unwrap();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(crate::metrics::JOURNAL_CHECKPOINT_SECONDS.into()),
+                &crate::metrics::JOURNAL_CHECKPOINT_BUCKETS,
+            )
+            .unwrap()
+            .build_recorder();
+        let served = recorder.handle();
+        let mut syncer = metrics::with_local_recorder(&recorder, || Syncer::new(Some(journal)));
+        let path: Arc<Path> = Arc::from(stream.as_path());
+        let landed = Landed {
+            path: path.clone(),
+            file: id,
+            offset: 0,
+            bytes: b"record".to_vec(),
+        };
+        let journal = syncer.journal.as_mut().unwrap();
+        journal.commit([&landed]).unwrap();
+        assert!(!journal.is_empty());
+        syncer.journaled.insert(device, path);
+
+        syncer.checkpoint();
+
+        assert!(syncer.journal.as_ref().unwrap().is_empty(), "emptied");
+        let body = served.render();
+        for expected in [
+            "sum_commit_journal_checkpoint_seconds_bucket{le=\"10\"} 1",
+            "sum_commit_journal_checkpoint_seconds_count 1",
+        ] {
+            assert!(
+                body.contains(expected),
+                "render lacks {expected:?}:\n{body}"
+            );
+        }
+        // Nothing left to checkpoint: nothing recorded.
+        syncer.checkpoint();
+        assert!(served
+            .render()
+            .contains("sum_commit_journal_checkpoint_seconds_count 1"));
     }
 }
