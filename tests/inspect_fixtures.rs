@@ -359,3 +359,30 @@ fn a_data_dir_whose_commit_journal_holds_records_is_flagged_on_stderr() {
     assert!(output.status.success());
     assert!(!String::from_utf8_lossy(&output.stderr).contains("commit.journal"));
 }
+
+#[test]
+fn a_journal_rotated_for_a_checkpoint_is_flagged_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join(status_update_manager::store::JOURNAL_FILE);
+    let old = status_update_manager::store::journal::old_journal_path(&journal);
+    // A crash during a checkpoint, right after the rotation: the new journal
+    // is not there yet.
+    std::fs::write(&old, b"not yet replayed").unwrap();
+    let output = inspect(&["--json"], &[dir.path().to_path_buf()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "inspect failed: {stderr}");
+    assert_eq!(stderr.matches("commit.journal.old'").count(), 1, "{stderr}");
+    assert!(stderr.contains("replays them first"), "{stderr}");
+
+    // Both, each named once.
+    std::fs::write(&journal, b"newer").unwrap();
+    let output = inspect(&["--json"], &[dir.path().to_path_buf()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches("commit.journal.old'").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("commit.journal'").count(), 1, "{stderr}");
+    assert_eq!(
+        std::fs::read(&old).unwrap(),
+        b"not yet replayed",
+        "never modified"
+    );
+}

@@ -30,9 +30,11 @@ pub struct InspectArgs {
 }
 
 /// The commit journals that hold records for the stream files under `paths`: for each path,
-/// the nearest `commit.journal` in its own directory (a data directory) or in one of its
-/// ancestors (a stream file, or a directory inside a data directory). Each journal once.
+/// the nearest `commit.journal` (or `commit.journal.old`, one rotated for a checkpoint that
+/// had not ended) in its own directory (a data directory) or in one of its ancestors (a
+/// stream file, or a directory inside a data directory). Each journal once.
 fn journals_with_records(paths: &[PathBuf]) -> BTreeSet<PathBuf> {
+    use crate::store::journal::old_journal_path;
     paths
         .iter()
         .filter_map(|path| {
@@ -45,8 +47,9 @@ fn journals_with_records(paths: &[PathBuf]) -> BTreeSet<PathBuf> {
             start
                 .ancestors()
                 .map(|dir| dir.join(crate::store::JOURNAL_FILE))
-                .find(|journal| journal.is_file())
+                .find(|journal| journal.is_file() || old_journal_path(journal).is_file())
         })
+        .flat_map(|journal| [old_journal_path(&journal), journal])
         .filter(|journal| std::fs::metadata(journal).is_ok_and(|meta| meta.len() > 0))
         .collect()
 }

@@ -19,10 +19,17 @@
 //!
 //! **Bounded.** Once the journal holds [`CHECKPOINT_BYTES`], the committer *checkpoints*:
 //! one `syncfs` of every filesystem the journal's entries were on makes their stream files
-//! durable by themselves, and the journal is cut back to empty. It does so again when it
-//! stops, so a clean shutdown leaves an empty journal. No round runs during a checkpoint, so
-//! every `batch` answer waits for it: 48–85 ms for 64 MiB on this project's benchmark machine
-//! (BENCHMARKS.md), shown to operators as `sum_commit_journal_checkpoint_seconds`.
+//! durable by themselves, and the journal can go. That `syncfs` took 48–85 ms for 64 MiB on
+//! this project's benchmark machine (BENCHMARKS.md), so rounds do not wait for it: the journal
+//! is first *rotated* ([`Journal::rotate`]), renamed `<name>.old` while a new, empty file takes
+//! its name (its directory synced, so that what rounds commit to it survives), and the
+//! `syncfs` runs on a thread of its own while rounds go on into the new file. Once it
+//! returns, the old file is removed ([`Journal::drop_old`]). Only a journal that fills again
+//! before that makes a round wait. When the committer stops it checkpoints in place, so a
+//! clean shutdown leaves one empty journal. [`Journal::open`] replays `<name>.old` first:
+//! everything in it was committed before anything in the journal, and a later entry for the
+//! same bytes of a file must win. (A build that predates rotation does not know the old
+//! file: after a crash during a checkpoint, it would replay only the newer journal.)
 //!
 //! **Which file.** An entry names its stream file by path *and* identity: device, inode, the
 //! inode's generation (`FS_IOC_GETVERSION`, new for each inode the filesystem allocates, so a
@@ -159,11 +166,26 @@ pub struct Replayed {
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
+    /// Where a rotated journal waits for its checkpoint: `<path>.old`.
+    old_path: PathBuf,
     dir: PathBuf,
     file: File,
     len: u64,
+    /// The bytes in `old_path`, while there is one (rotated, not yet dropped).
+    old_len: Option<u64>,
+    /// A rotation failed halfway and could not be undone: the file appended to is the one
+    /// named `old_path`. Then it stays so until a restart (which replays it first, as it
+    /// must); no more rotations.
+    active_is_old: bool,
     checkpoint_at: u64,
     buf: Vec<u8>,
+}
+
+/// `<path>.old`: the name a journal takes while its checkpoint runs.
+pub fn old_journal_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".old");
+    path.with_file_name(name)
 }
 
 fn journal_err<'a>(
@@ -207,26 +229,43 @@ impl Journal {
                 source,
             })?;
         }
+        let as_journal_err = |(action, target, source)| StoreError::Journal {
+            path: target,
+            action,
+            source,
+        };
+        // A journal rotated for a checkpoint that had not ended: older than
+        // the journal, so replayed first.
+        let old_path = old_journal_path(path);
+        let old = match fs::read(&old_path) {
+            Ok(contents) => Some(replay(&dir, &contents).map_err(as_journal_err)?),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+            Err(err) => return Err(journal_err(&old_path, "read")(err)),
+        };
         let mut contents = Vec::new();
         file.read_to_end(&mut contents)
             .map_err(journal_err(path, "read"))?;
-        let replayed =
-            replay(&dir, &contents).map_err(|(action, target, source)| StoreError::Journal {
-                path: target,
-                action,
-                source,
-            })?;
+        let mut replayed = replay(&dir, &contents).map_err(as_journal_err)?;
+        if let Some(old) = &old {
+            replayed.applied += old.applied;
+            replayed.skipped += old.skipped;
+            replayed.torn_bytes += old.torn_bytes;
+        }
         let mut journal = Journal {
             path: path.to_path_buf(),
+            old_path,
             dir,
             file,
             len: super::framing::to_u64(contents.len()),
+            old_len: old.as_ref().map(|_| 0),
+            active_is_old: false,
             checkpoint_at,
             buf: Vec::new(),
         };
-        if journal.len > 0 {
-            // Every replayed file is synced: the journal may go.
+        if journal.len > 0 || old.is_some() {
+            // Every replayed file is synced: the journals may go.
             journal.reset()?;
+            journal.drop_old()?;
             info!(journal = %path.display(), applied = replayed.applied, skipped = replayed.skipped,
                 torn_bytes = replayed.torn_bytes, "replayed the commit journal into the stream files");
         }
@@ -243,14 +282,19 @@ impl Journal {
         &self.dir
     }
 
-    /// Bytes in the journal now.
+    /// Bytes in the journal now (not counting a rotated one: see [`old_len`](Self::old_len)).
     pub fn len(&self) -> u64 {
         self.len
     }
 
-    /// Whether the journal is empty.
+    /// Bytes in the rotated journal, while its checkpoint has not ended.
+    pub fn old_len(&self) -> Option<u64> {
+        self.old_len
+    }
+
+    /// Whether the journal is empty and no rotated one is left.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len == 0 && self.old_len.is_none()
     }
 
     /// Whether the journal has grown enough to [`reset`](Self::reset) after a checkpoint.
@@ -325,6 +369,70 @@ impl Journal {
                 Err(err)
             }
         }
+    }
+
+    /// Starts a checkpoint that rounds need not wait for: the journal is renamed
+    /// `<name>.old` and a new, empty file takes its name, its directory synced before this
+    /// returns (what is committed to the new file must be found after a crash). The entries
+    /// so far are then in the old file, to be dropped ([`drop_old`](Self::drop_old)) once
+    /// every file they name is durable by itself. Refused while an old file is left. On
+    /// failure the journal is as it was, under its own name, and rounds go on into it.
+    pub fn rotate(&mut self) -> Result<(), StoreError> {
+        if self.old_len.is_some() || self.active_is_old {
+            return Err(journal_err(&self.old_path, "rotate into")(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the last checkpoint's journal is still there",
+            )));
+        }
+        fs::rename(&self.path, &self.old_path).map_err(journal_err(&self.path, "rotate"))?;
+        let new = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&self.path)
+            .map_err(journal_err(&self.path, "create"))
+            .and_then(|file| {
+                super::dirs::sync_dir(&self.dir)
+                    .map(|()| file)
+                    .map_err(|source| StoreError::SyncDir {
+                        path: self.dir.clone(),
+                        source,
+                    })
+            });
+        match new {
+            Ok(file) => {
+                self.file = file;
+                self.old_len = Some(self.len);
+                self.len = 0;
+                Ok(())
+            }
+            Err(err) => {
+                // Back as it was (the open handle writes the renamed file meanwhile).
+                let _ = fs::remove_file(&self.path);
+                if let Err(back) = fs::rename(&self.old_path, &self.path) {
+                    warn!(journal = %self.path.display(), error = %back,
+                        "could not rename the commit journal back after a failed rotation; \
+                         appending to it under its rotated name until a restart");
+                    self.active_is_old = true;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes the rotated journal. Only once every file its entries name is durable by
+    /// itself (the checkpoint's `syncfs`). Nothing to do without one.
+    pub fn drop_old(&mut self) -> Result<(), StoreError> {
+        if self.old_len.is_none() {
+            return Ok(());
+        }
+        match fs::remove_file(&self.old_path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(journal_err(&self.old_path, "remove")(err)),
+        }
+        self.old_len = None;
+        Ok(())
     }
 
     /// Empties the journal. Only once every file its entries name is durable by itself (a
@@ -707,6 +815,76 @@ mod tests {
         assert!(journal.wants_checkpoint());
         journal.reset()?;
         assert!(journal.is_empty() && !journal.wants_checkpoint());
+        Ok(())
+    }
+
+    #[test]
+    fn a_rotated_journal_is_replayed_before_the_one_that_took_its_name() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(JOURNAL_FILE);
+        let a = dir.path().join("a");
+        {
+            let (mut journal, _) = Journal::open(&path)?;
+            journal.commit([&land(&a, 0, b"old!")?])?;
+            let before = journal.len();
+            journal.rotate()?;
+            assert_eq!((journal.len(), journal.old_len()), (0, Some(before)));
+            assert!(old_journal_path(&path).is_file() && path.is_file());
+            // The same bytes of the file, written again later (as after a
+            // stream reloaded its file): the later write must win.
+            journal.commit([&land(&a, 0, b"new!")?])?;
+            // A crash before the checkpoint ended: neither journal emptied.
+        }
+        std::fs::write(&a, b"")?;
+        let (journal, replayed) = Journal::open(&path)?;
+        assert_eq!(std::fs::read(&a)?, b"new!");
+        assert_eq!(replayed.applied, 2);
+        assert!(journal.is_empty());
+        assert!(
+            !old_journal_path(&path).exists(),
+            "the rotated journal is gone"
+        );
+        assert_eq!(std::fs::metadata(&path)?.len(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_crash_between_the_rename_and_the_new_file_replays_the_rotated_one() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(JOURNAL_FILE);
+        let a = dir.path().join("a");
+        journal_of(&path, &[&[(&a, 0, b"kept")]])?;
+        std::fs::rename(&path, old_journal_path(&path))?;
+        std::fs::write(&a, b"")?;
+        let (journal, replayed) = Journal::open(&path)?;
+        assert_eq!(std::fs::read(&a)?, b"kept");
+        assert_eq!(replayed.applied, 1);
+        assert!(journal.is_empty() && path.is_file() && !old_journal_path(&path).exists());
+        Ok(())
+    }
+
+    #[test]
+    fn one_rotation_at_a_time_and_drop_old_removes_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(JOURNAL_FILE);
+        let a = dir.path().join("a");
+        let (mut journal, _) = Journal::open(&path)?;
+        journal.commit([&land(&a, 0, b"one")?])?;
+        journal.rotate()?;
+        journal.commit([&land(&a, 3, b"two")?])?;
+        let refused = journal.rotate().map(|()| "rotated").unwrap_err();
+        assert!(
+            refused.to_string().contains("commit.journal.old"),
+            "{refused}"
+        );
+        assert!(!journal.is_empty());
+        journal.drop_old()?;
+        assert!(!old_journal_path(&path).exists());
+        assert_eq!(journal.old_len(), None);
+        journal.rotate()?;
+        journal.drop_old()?;
+        journal.reset()?;
+        assert!(journal.is_empty());
         Ok(())
     }
 }
