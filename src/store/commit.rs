@@ -1101,19 +1101,28 @@ mod tests {
         }
     }
 
+    /// A Prometheus recorder with the buckets the service sets for the committer's histograms.
+    fn recorder() -> metrics_exporter_prometheus::PrometheusRecorder {
+        use crate::metrics::*;
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(ROUND_TICKETS.into()), &ROUND_TICKETS_BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(JOURNAL_CHECKPOINT_SECONDS.into()),
+                    &JOURNAL_CHECKPOINT_BUCKETS,
+                )
+            })
+            .unwrap()
+            .build_recorder()
+    }
+
     #[test]
     fn each_round_records_how_many_tickets_it_took_together() {
-        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("stream");
         std::fs::write(&file, b"").unwrap();
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full(crate::metrics::ROUND_TICKETS.into()),
-                &crate::metrics::ROUND_TICKETS_BUCKETS,
-            )
-            .unwrap()
-            .build_recorder();
+        let recorder = recorder();
         let served = recorder.handle();
         let mut syncer = metrics::with_local_recorder(&recorder, || Syncer::new(None));
         let told = Told::default();
@@ -1147,36 +1156,10 @@ mod tests {
 
     #[test]
     fn a_checkpoint_records_how_long_it_took_and_empties_the_journal() {
-        use crate::store::journal::{FileId, Landed};
-        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let stream = dir.path().join("stream");
-        std::fs::write(&stream, b"record").unwrap();
-        let file = File::open(&stream).unwrap();
-        let id = FileId::of(&file).expect("this filesystem keeps inode generations");
-        let device = file.metadata().unwrap().dev();
-        let (journal, _) = Journal::open(&dir.path().join("commit.journal")).unwrap();
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full(crate::metrics::JOURNAL_CHECKPOINT_SECONDS.into()),
-                &crate::metrics::JOURNAL_CHECKPOINT_BUCKETS,
-            )
-            .unwrap()
-            .build_recorder();
-        let served = recorder.handle();
-        let mut syncer = metrics::with_local_recorder(&recorder, || Syncer::new(Some(journal)));
-        let path: Arc<Path> = Arc::from(stream.as_path());
-        let landed = Landed {
-            path: path.clone(),
-            file: id,
-            offset: 0,
-            bytes: b"record".to_vec(),
-        };
-        let journal = syncer.journal.as_mut().unwrap();
-        journal.commit([&landed]).unwrap();
-        assert!(!journal.is_empty());
-        syncer.journaled.insert(device, path);
+        let (mut syncer, served, landed, device) = syncer_with_journal(dir.path());
+        journal_round(&mut syncer, landed(0, b"record"), device);
+        assert!(!syncer.journal.as_ref().unwrap().is_empty());
 
         syncer.checkpoint();
 
@@ -1216,7 +1199,7 @@ mod tests {
         let id = FileId::of(&file).expect("this filesystem keeps inode generations");
         let device = file.metadata().unwrap().dev();
         let (journal, _) = Journal::open_with(&dir.join("commit.journal"), 1).unwrap();
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let recorder = recorder();
         let served = recorder.handle();
         let syncer = metrics::with_local_recorder(&recorder, || Syncer::new(Some(journal)));
         let path: Arc<Path> = Arc::from(stream.as_path());
