@@ -192,3 +192,45 @@ async fn a_round_of_one_file_syncs_that_file_and_leaves_the_journal_empty() {
         (vec!["ONE".to_string(), "TWO".to_string()], 2)
     );
 }
+
+#[actix::test]
+async fn checkpoints_after_every_round_lose_nothing_and_leave_one_empty_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join(JOURNAL_FILE);
+    let old = status_update_manager::store::journal::old_journal_path(&journal);
+    // Past one byte the journal wants a checkpoint: every round over several
+    // files rotates it, or waits for the checkpoint before it to end.
+    let (committer, _) = Committer::thread_with_journal_at(SyncPolicy::Batch, &journal, 1).unwrap();
+    let stopped = committer.stopped().expect("a committer thread");
+    let (manager, _rx) = start::<Native>(
+        batch_config(&committer, &FaultPlan::new()),
+        native_paths(dir.path()),
+    );
+    const ROUNDS: usize = 40;
+    let states: Vec<String> = (0..ROUNDS).map(|n| format!("R{n}")).collect();
+    for state in &states {
+        send_round(&manager, state).await;
+    }
+
+    // Every handle gone: the committer ends its last checkpoint in place.
+    drop(manager);
+    drop(committer);
+    let deadline = std::time::Instant::now() + BOUND;
+    while !stopped.is_stopped() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the committer thread did not stop"
+        );
+        settle().await;
+        std::thread::yield_now();
+    }
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0, "emptied");
+    assert!(!old.exists(), "no rotated journal left");
+    for i in 0..STREAMS {
+        assert_eq!(
+            file_states(dir.path(), &format!("s{i}")),
+            (states.clone(), ROUNDS),
+            "s{i}: every update, in order"
+        );
+    }
+}

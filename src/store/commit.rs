@@ -270,7 +270,19 @@ impl Committer {
         policy: SyncPolicy,
         path: &Path,
     ) -> Result<(Committer, Replayed), StoreError> {
-        let (journal, replayed) = Journal::open(path)?;
+        Self::thread_with_journal_at(policy, path, super::journal::CHECKPOINT_BYTES)
+    }
+
+    /// [`thread_with_journal`](Self::thread_with_journal), checkpointing
+    /// once the journal holds `checkpoint_at` bytes instead of
+    /// [`CHECKPOINT_BYTES`](super::journal::CHECKPOINT_BYTES) (smaller: shorter
+    /// checkpoints, more of them).
+    pub fn thread_with_journal_at(
+        policy: SyncPolicy,
+        path: &Path,
+        checkpoint_at: u64,
+    ) -> Result<(Committer, Replayed), StoreError> {
+        let (journal, replayed) = Journal::open_with(path, checkpoint_at)?;
         let committer = Self::start(file_threads_for(policy), Some(journal)).map_err(|source| {
             StoreError::Journal {
                 path: path.to_path_buf(),
