@@ -104,6 +104,8 @@ pub struct StoreSettings {
     pub sync: String,
     /// Delete a stream's files once it ends.
     pub remove_finished: bool,
+    /// Commit journal bytes after which it is checkpointed.
+    pub journal_checkpoint_bytes: u64,
 }
 
 /// `[retry]`.
@@ -195,6 +197,8 @@ pub struct ServiceConfig {
     pub sync: SyncPolicy,
     /// Delete finished streams' files.
     pub remove_finished: bool,
+    /// Commit journal bytes after which it is checkpointed (`store.journal_checkpoint_bytes`).
+    pub journal_checkpoint_bytes: u64,
     /// The retry schedule.
     pub retry: RetryPolicy,
     /// Strict recovery at startup.
@@ -295,6 +299,13 @@ impl Settings {
             "a directory path",
             !self.store.data_dir.as_os_str().is_empty(),
         );
+        let checkpoint_bytes = self.store.journal_checkpoint_bytes;
+        check(
+            "store.journal_checkpoint_bytes",
+            checkpoint_bytes.to_string(),
+            "a size in bytes, at least 1",
+            checkpoint_bytes >= 1,
+        );
         let sync = self.store.sync.parse::<SyncPolicy>();
         check(
             "store.sync",
@@ -389,6 +400,7 @@ impl Settings {
                     data_dir: self.store.data_dir.clone(),
                     sync,
                     remove_finished: self.store.remove_finished,
+                    journal_checkpoint_bytes: checkpoint_bytes,
                     retry: RetryPolicy {
                         min,
                         max,
@@ -546,6 +558,10 @@ mod tests {
         assert_eq!(config.retry, RetryPolicy::default());
         assert!(config.remove_finished && config.strict_recovery);
         assert_eq!(
+            config.journal_checkpoint_bytes,
+            crate::store::journal::CHECKPOINT_BYTES
+        );
+        assert_eq!(
             (
                 config.max_pending_per_stream,
                 config.max_streams,
@@ -610,14 +626,16 @@ mod tests {
                 ("SUM__RETRY__JITTER", "1.5"),
                 ("SUM__SERVER__LISTEN", "nowhere"),
                 ("SUM__LOG__FORMAT", "xml"),
+                ("SUM__STORE__JOURNAL_CHECKPOINT_BYTES", "0"),
             ]),
         )
         .unwrap();
         let err = settings.validate().unwrap_err().to_string();
         let lines: Vec<&str> = err.lines().collect();
-        assert_eq!(lines.len(), 5, "{err}");
+        assert_eq!(lines.len(), 6, "{err}");
         for (i, key) in [
             "server.listen",
+            "store.journal_checkpoint_bytes",
             "store.sync",
             "retry.min",
             "retry.jitter",

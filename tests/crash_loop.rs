@@ -3,7 +3,10 @@
 //! model of everything it answered, across all cycles.
 //!
 //! Each cycle starts `serve --data-dir DIR --listen 127.0.0.1:0` (default
-//! `store.sync = "batch"`, `store.remove_finished = true`), then:
+//! `store.sync = "batch"`, `store.remove_finished = true`; odd cycles with
+//! `store.journal_checkpoint_bytes = 4096`, so that the commit journal is rotated and
+//! checkpointed every few rounds, kills land mid-checkpoint, and the next start replays a
+//! `commit.journal.old` first), then:
 //!
 //! 1. **Restart check.** ListStreams, and GetStream for every stream the model has open,
 //!    are compared with what the model allows ([`StreamModel::resolve`]): every update
@@ -753,7 +756,17 @@ async fn crash_loop_keeps_every_answer() {
             model.cycle = cycle;
             model.violations.len()
         };
-        let mut server = Server::start(data.path(), &[("SUM__LOG__LEVEL", "warn")], WAIT);
+        // Odd cycles checkpoint the commit journal every 4 KiB: rotations and
+        // checkpoint threads all the time, so kills land mid-checkpoint.
+        let checkpoint_bytes = if cycle % 2 == 1 { "4096" } else { "67108864" };
+        let mut server = Server::start(
+            data.path(),
+            &[
+                ("SUM__LOG__LEVEL", "warn"),
+                ("SUM__STORE__JOURNAL_CHECKPOINT_BYTES", checkpoint_bytes),
+            ],
+            WAIT,
+        );
         let url = server.url();
         let mut admin = connect(&url).await;
         check_restart(&mut admin, &model).await;

@@ -154,9 +154,12 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     // Group-commit rounds on their own thread: a sync never blocks the actors.
     // Its journal is replayed first (whatever the policy now: a `batch` run
     // may have left one), so recovery reads complete stream files.
-    let (committer, replayed) =
-        Committer::thread_with_journal(manager_config.sync, &data_dir.join(JOURNAL_FILE))
-            .map_err(ServeError::Committer)?;
+    let (committer, replayed) = Committer::thread_with_journal_at(
+        manager_config.sync,
+        &data_dir.join(JOURNAL_FILE),
+        config.journal_checkpoint_bytes,
+    )
+    .map_err(ServeError::Committer)?;
     if replayed.applied > 0 || replayed.skipped > 0 {
         info!(
             applied = replayed.applied,

@@ -557,9 +557,8 @@ struct Syncer {
 struct Draining {
     /// The filesystems (and a file on each) of the rotated journal's entries.
     devices: Vec<(u64, Arc<Path>)>,
-    /// The checkpoint thread's outcome.
-    done: mpsc::Receiver<CommitResult>,
-    started: std::time::Instant,
+    /// The checkpoint thread's outcome, and how long its syncs took.
+    done: mpsc::Receiver<(CommitResult, Duration)>,
 }
 
 /// The bytes of `journal`, a rotated one included (`sum_commit_journal_bytes`).
@@ -760,28 +759,45 @@ impl Syncer {
             return self.checkpoint();
         }
         metrics::gauge!(crate::metrics::JOURNAL_BYTES).set(journal_bytes(journal));
+        let old = super::journal::old_journal_path(journal.path());
         self.journaled.clear();
         let (tx, done) = mpsc::channel();
         #[cfg(test)]
         let hold = self.hold_checkpoint.take();
+        // Syncs, then removes the rotated journal itself: an idle committer
+        // would only notice at its next round (or when it stops).
         let sync_all = move || {
             #[cfg(test)]
             if hold.is_some_and(|hold| hold.recv() == Ok(true)) {
-                let _ = tx.send(Err(Arc::new(StoreError::Sync {
-                    path: PathBuf::from("injected"),
-                    source: io::Error::other("injected syncfs failure"),
-                })));
+                let injected = io::Error::other("injected syncfs failure");
+                let _ = tx.send((
+                    Err(Arc::new(StoreError::Sync {
+                        path: PathBuf::from("injected"),
+                        source: injected,
+                    })),
+                    Duration::ZERO,
+                ));
                 return;
             }
-            let synced = roots.iter().try_for_each(|(dir, root)| {
-                syncfs(root).map_err(|source| {
-                    Arc::new(StoreError::Sync {
+            let started = std::time::Instant::now();
+            let synced = roots
+                .iter()
+                .try_for_each(|(dir, root)| {
+                    syncfs(root).map_err(|source| StoreError::Sync {
                         path: dir.clone(),
                         source,
                     })
                 })
-            });
-            let _ = tx.send(synced);
+                .and_then(|()| match std::fs::remove_file(&old) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => Err(StoreError::Journal {
+                        path: old.clone(),
+                        action: "remove",
+                        source: err,
+                    }),
+                    _ => Ok(()),
+                })
+                .map_err(Arc::new);
+            let _ = tx.send((synced, started.elapsed()));
         };
         // A thread that cannot start drops `tx`: the checkpoint then fails,
         // and the next one runs in place.
@@ -791,11 +807,7 @@ impl Syncer {
         {
             error!(cause = %err, "could not start a commit journal checkpoint thread");
         }
-        self.draining = Some(Draining {
-            devices,
-            done,
-            started: std::time::Instant::now(),
-        });
+        self.draining = Some(Draining { devices, done });
     }
 
     /// Ends the checkpoint running on its own thread once that thread is
@@ -821,16 +833,21 @@ impl Syncer {
         let Some(journal) = self.journal.as_mut() else {
             return;
         };
-        let ended = match outcome {
-            Some(synced) => synced.and_then(|()| journal.drop_old().map_err(Arc::new)),
-            None => Err(Arc::new(StoreError::Sync {
-                path: journal.path().to_path_buf(),
-                source: io::Error::other("the checkpoint thread stopped without an answer"),
-            })),
+        let (ended, seconds) = match outcome {
+            Some((synced, seconds)) => (
+                synced.and_then(|()| journal.drop_old().map_err(Arc::new)),
+                seconds,
+            ),
+            None => (
+                Err(Arc::new(StoreError::Sync {
+                    path: journal.path().to_path_buf(),
+                    source: io::Error::other("the checkpoint thread stopped without an answer"),
+                })),
+                Duration::ZERO,
+            ),
         };
         match ended {
             Ok(()) => {
-                let seconds = draining.started.elapsed();
                 self.checkpoint_seconds.record(seconds);
                 metrics::counter!(crate::metrics::JOURNAL_CHECKPOINTS).increment(1);
                 metrics::gauge!(crate::metrics::JOURNAL_BYTES).set(journal_bytes(journal));
