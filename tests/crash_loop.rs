@@ -5,8 +5,8 @@
 //! Each cycle starts `serve --data-dir DIR --listen 127.0.0.1:0` (default
 //! `store.sync = "batch"`, `store.remove_finished = true`; odd cycles with
 //! `store.journal_checkpoint_bytes = 4096`, so that the commit journal is rotated and
-//! checkpointed every few rounds, kills land mid-checkpoint, and the next start replays a
-//! `commit.journal.old` first), then:
+//! checkpointed every few rounds, a kill can land mid-checkpoint, and the next start then
+//! replays a `commit.journal.old` first), then:
 //!
 //! 1. **Restart check.** ListStreams, and GetStream for every stream the model has open,
 //!    are compared with what the model allows ([`StreamModel::resolve`]): every update
@@ -757,7 +757,7 @@ async fn crash_loop_keeps_every_answer() {
             model.violations.len()
         };
         // Odd cycles checkpoint the commit journal every 4 KiB: rotations and
-        // checkpoint threads all the time, so kills land mid-checkpoint.
+        // checkpoint threads all the time, so a kill can land mid-checkpoint.
         let checkpoint_bytes = if cycle % 2 == 1 { "4096" } else { "67108864" };
         let mut server = Server::start(
             data.path(),
