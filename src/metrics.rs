@@ -53,12 +53,14 @@ pub const SUBSCRIBERS: &str = "sum_subscribers";
 pub const JOURNAL_BYTES: &str = "sum_commit_journal_bytes";
 /// Checkpoints of the commit journal (a `syncfs`, then the journal emptied).
 pub const JOURNAL_CHECKPOINTS: &str = "sum_commit_journal_checkpoints_total";
-/// Time of one checkpoint of the commit journal: its `syncfs`, during which
-/// no round runs (every `batch` update and ack waits that long).
+/// Time of one checkpoint of the commit journal: its `syncfs`, on a thread of
+/// its own while rounds go on into a new journal (in place, rounds waiting,
+/// when the committer stops or the journal cannot be rotated).
 pub const JOURNAL_CHECKPOINT_SECONDS: &str = "sum_commit_journal_checkpoint_seconds";
 
-/// Buckets of [`JOURNAL_CHECKPOINT_SECONDS`]: a checkpoint writes back up to
-/// 64 MiB of stream files, milliseconds to seconds.
+/// Buckets of [`JOURNAL_CHECKPOINT_SECONDS`]: a checkpoint writes back the
+/// stream files' share of a full journal (64 MiB by default), milliseconds to
+/// seconds.
 pub const JOURNAL_CHECKPOINT_BUCKETS: [f64; 13] = [
     0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -128,7 +130,7 @@ pub fn describe() {
     describe_histogram!(
         JOURNAL_CHECKPOINT_SECONDS,
         Unit::Seconds,
-        "Time of one commit journal checkpoint (its syncfs); batch rounds wait meanwhile."
+        "Time of one commit journal checkpoint (its syncfs), run beside the rounds after a rotation."
     );
     describe_histogram!(
         ROUND_TICKETS,

@@ -47,7 +47,7 @@
 //! A `syncfs` must write back a scattered page of every file in the round
 //! (the disk's random-write rate); the journal is one sequential write, and
 //! the stream files are made durable by themselves only at a checkpoint
-//! (every 64 MiB of journal, and when the committer stops), one `syncfs`
+//! (every 64 MiB of journal by default, and when the committer stops), one `syncfs`
 //! for hundreds of thousands of records. The journal is then rotated and
 //! that `syncfs` runs on a thread of its own, so rounds go on into a new
 //! journal meanwhile (one took 48–85 ms here; rounds used to wait for it).
@@ -788,14 +788,7 @@ impl Syncer {
                         source,
                     })
                 })
-                .and_then(|()| match std::fs::remove_file(&old) {
-                    Err(err) if err.kind() != io::ErrorKind::NotFound => Err(StoreError::Journal {
-                        path: old.clone(),
-                        action: "remove",
-                        source: err,
-                    }),
-                    _ => Ok(()),
-                })
+                .and_then(|()| super::journal::remove_old_journal(&old))
                 .map_err(Arc::new);
             let _ = tx.send((synced, started.elapsed()));
         };

@@ -17,7 +17,8 @@
 //! After a clean shutdown, or once replayed, the stream files alone are complete Mesos-format
 //! checkpoints.
 //!
-//! **Bounded.** Once the journal holds [`CHECKPOINT_BYTES`], the committer *checkpoints*:
+//! **Bounded.** Once the journal holds [`CHECKPOINT_BYTES`] (the service's
+//! `store.journal_checkpoint_bytes`), the committer *checkpoints*:
 //! one `syncfs` of every filesystem the journal's entries were on makes their stream files
 //! durable by themselves, and the journal can go. That `syncfs` took 48–85 ms for 64 MiB on
 //! this project's benchmark machine (BENCHMARKS.md), so rounds do not wait for it: the journal
@@ -189,6 +190,15 @@ pub fn old_journal_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Removes the rotated journal at `old` (see [`Journal::rotate`]); one that is not there
+/// is no error. Only once every file its entries name is durable by itself.
+pub fn remove_old_journal(old: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(old) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(journal_err(old, "remove")(err)),
+        _ => Ok(()),
+    }
+}
+
 fn journal_err<'a>(
     path: &'a Path,
     action: &'static str,
@@ -239,7 +249,10 @@ impl Journal {
         // the journal, so replayed first.
         let old_path = old_journal_path(path);
         let old = match fs::read(&old_path) {
-            Ok(contents) => Some(replay(&dir, &contents).map_err(as_journal_err)?),
+            Ok(contents) => Some((
+                replay(&dir, &contents).map_err(as_journal_err)?,
+                super::framing::to_u64(contents.len()),
+            )),
             Err(err) if err.kind() == io::ErrorKind::NotFound => None,
             Err(err) => return Err(journal_err(&old_path, "read")(err)),
         };
@@ -247,7 +260,7 @@ impl Journal {
         file.read_to_end(&mut contents)
             .map_err(journal_err(path, "read"))?;
         let mut replayed = replay(&dir, &contents).map_err(as_journal_err)?;
-        if let Some(old) = &old {
+        if let Some((old, _)) = &old {
             replayed.applied += old.applied;
             replayed.skipped += old.skipped;
             replayed.torn_bytes += old.torn_bytes;
@@ -258,7 +271,7 @@ impl Journal {
             dir,
             file,
             len: super::framing::to_u64(contents.len()),
-            old_len: old.as_ref().map(|_| 0),
+            old_len: old.as_ref().map(|&(_, len)| len),
             active_is_old: false,
             checkpoint_at,
             buf: Vec::new(),
@@ -424,15 +437,10 @@ impl Journal {
     /// Removes the rotated journal. Only once every file its entries name is durable by
     /// itself (the checkpoint's `syncfs`). Nothing to do without one.
     pub fn drop_old(&mut self) -> Result<(), StoreError> {
-        if self.old_len.is_none() {
-            return Ok(());
+        if self.old_len.is_some() {
+            remove_old_journal(&self.old_path)?;
+            self.old_len = None;
         }
-        match fs::remove_file(&self.old_path) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(journal_err(&self.old_path, "remove")(err)),
-        }
-        self.old_len = None;
         Ok(())
     }
 
