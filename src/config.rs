@@ -300,11 +300,14 @@ impl Settings {
             !self.store.data_dir.as_os_str().is_empty(),
         );
         let checkpoint_bytes = self.store.journal_checkpoint_bytes;
+        let max_checkpoint = crate::store::journal::MAX_CHECKPOINT_BYTES;
         check(
             "store.journal_checkpoint_bytes",
             checkpoint_bytes.to_string(),
-            "a size in bytes, at least 1",
-            checkpoint_bytes >= 1,
+            &format!(
+                "a size in bytes from 1 to {max_checkpoint} (replay reads the journal into memory)"
+            ),
+            (1..=max_checkpoint).contains(&checkpoint_bytes),
         );
         let sync = self.store.sync.parse::<SyncPolicy>();
         check(
@@ -652,6 +655,29 @@ mod tests {
         }
         assert!(
             err.contains("\"sometimes\": expected one of none, always, batch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_journal_checkpoint_bound_is_a_size_within_what_replay_can_read() {
+        let max = crate::store::journal::MAX_CHECKPOINT_BYTES;
+        let at = |bytes: u64| {
+            Settings::load_with_env(
+                &Overrides::default(),
+                env(&[("SUM__STORE__JOURNAL_CHECKPOINT_BYTES", &bytes.to_string())]),
+            )
+            .unwrap()
+            .validate()
+        };
+        assert_eq!(at(max).unwrap().journal_checkpoint_bytes, max);
+        assert_eq!(at(1).unwrap().journal_checkpoint_bytes, 1);
+        let err = at(max + 1).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "store.journal_checkpoint_bytes = \"{}\": expected a size in bytes from 1 to {max}",
+                max + 1
+            )),
             "{err}"
         );
     }

@@ -69,6 +69,11 @@ use super::StoreError;
 /// 200 bytes, so the `syncfs` of a checkpoint is shared by that many).
 pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 
+/// The largest checkpoint bound the service accepts (`store.journal_checkpoint_bytes`):
+/// replay reads each journal file into memory at start, and a bound beyond the address
+/// space would mean a journal that is never checkpointed.
+pub const MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
+
 /// The name of the journal file in its directory (the service's `store.data_dir`).
 pub const JOURNAL_FILE: &str = "commit.journal";
 
@@ -312,8 +317,10 @@ impl Journal {
     }
 
     /// Whether the journal has grown enough to [`reset`](Self::reset) after a checkpoint.
+    /// An empty one never does, whatever the bound (a bound of 0 would otherwise rotate an
+    /// empty journal after every round).
     pub fn wants_checkpoint(&self) -> bool {
-        self.len >= self.checkpoint_at
+        self.len > 0 && self.len >= self.checkpoint_at
     }
 
     /// Appends an entry for each of `landed` in one write and syncs the journal: on `Ok`
@@ -824,6 +831,12 @@ mod tests {
         assert!(journal.wants_checkpoint());
         journal.reset()?;
         assert!(journal.is_empty() && !journal.wants_checkpoint());
+
+        // A bound of 0: a checkpoint after any round, never of an empty journal.
+        let (mut journal, _) = Journal::open_with(&dir.path().join("zero.journal"), 0)?;
+        assert!(!journal.wants_checkpoint());
+        journal.commit([&land(&a, 0, b"one")?])?;
+        assert!(journal.wants_checkpoint());
         Ok(())
     }
 
