@@ -308,11 +308,7 @@ impl Committer {
                     metrics::gauge!(crate::metrics::JOURNAL_BYTES).set(journal_bytes(journal));
                 }
                 let mut syncer = Syncer::new(journal);
-                while let Some(mut round) = next_batch(&rx) {
-                    round.extend(rx.try_iter().flatten());
-                    syncer.run(round);
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
+                serve(&rx, &mut syncer, &counter);
                 // A clean stop leaves the stream files durable by themselves
                 // and the journal empty.
                 syncer.checkpoint();
@@ -477,23 +473,66 @@ fn file_threads_for(policy: SyncPolicy) -> usize {
 /// How long the committer thread polls for its next batch before it blocks.
 pub const POLL_BEFORE_BLOCKING: Duration = Duration::from_micros(50);
 
-/// The committer thread's next batch of tickets (`None` once every sender
-/// is gone). Polled for up to [`POLL_BEFORE_BLOCKING`] before blocking:
-/// under load the next batch comes within microseconds, and a send to a
-/// blocked receiver costs the sending arbiter a `futex` wake-up, a system
-/// call on the thread every stream runs on. Between polls the thread yields,
-/// so that a file thread or the kernel's writeback runnable on this core
-/// goes first.
-fn next_batch(rx: &mpsc::Receiver<Vec<Ticket>>) -> Option<Vec<Ticket>> {
+/// How long an idle committer thread blocks at most while a checkpoint runs
+/// on a thread of its own: it then ends that checkpoint without waiting for
+/// a round, so `sum_commit_journal_bytes` stops counting the removed rotated
+/// journal, and the checkpoint is counted, within this much of its end.
+pub const IDLE_CHECKPOINT_POLL: Duration = Duration::from_millis(20);
+
+/// The committer thread's loop: every batch of tickets (with whatever
+/// arrived meanwhile) is one round, until every sender is gone. While idle
+/// with a checkpoint running it looks every [`IDLE_CHECKPOINT_POLL`]
+/// whether that checkpoint has ended.
+fn serve(rx: &mpsc::Receiver<Vec<Ticket>>, syncer: &mut Syncer, rounds: &AtomicU64) {
+    loop {
+        match next_batch(rx, syncer.draining.is_some()) {
+            Next::Batch(mut round) => {
+                round.extend(rx.try_iter().flatten());
+                syncer.run(round);
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+            Next::Idle => syncer.end_checkpoint(false),
+            Next::Stopped => return,
+        }
+    }
+}
+
+/// What the committer thread's queue gave it.
+enum Next {
+    Batch(Vec<Ticket>),
+    /// Nothing for [`IDLE_CHECKPOINT_POLL`], while a checkpoint runs.
+    Idle,
+    /// Every sender is gone.
+    Stopped,
+}
+
+/// The committer thread's next batch of tickets. Polled for up to
+/// [`POLL_BEFORE_BLOCKING`] before blocking: under load the next batch
+/// comes within microseconds, and a send to a blocked receiver costs the
+/// sending arbiter a `futex` wake-up, a system call on the thread every
+/// stream runs on. Between polls the thread yields, so that a file thread
+/// or the kernel's writeback runnable on this core goes first. While a
+/// checkpoint runs (`draining`), it blocks for at most
+/// [`IDLE_CHECKPOINT_POLL`].
+fn next_batch(rx: &mpsc::Receiver<Vec<Ticket>>, draining: bool) -> Next {
     let until = std::time::Instant::now() + POLL_BEFORE_BLOCKING;
     loop {
         match rx.try_recv() {
-            Ok(batch) => return Some(batch),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Ok(batch) => return Next::Batch(batch),
+            Err(mpsc::TryRecvError::Disconnected) => return Next::Stopped,
             Err(mpsc::TryRecvError::Empty) if std::time::Instant::now() < until => {
                 std::thread::yield_now();
             }
-            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+            Err(mpsc::TryRecvError::Empty) if draining => {
+                return match rx.recv_timeout(IDLE_CHECKPOINT_POLL) {
+                    Ok(batch) => Next::Batch(batch),
+                    Err(mpsc::RecvTimeoutError::Timeout) => Next::Idle,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Next::Stopped,
+                };
+            }
+            Err(mpsc::TryRecvError::Empty) => {
+                return rx.recv().map_or(Next::Stopped, Next::Batch);
+            }
         }
     }
 }
@@ -550,6 +589,9 @@ struct Syncer {
     /// this first; `true` makes it fail as a `syncfs` would.
     #[cfg(test)]
     hold_checkpoint: Option<mpsc::Receiver<bool>>,
+    /// Tests: told each time a checkpoint thread's outcome has been taken.
+    #[cfg(test)]
+    checkpoint_ended: Option<mpsc::Sender<()>>,
 }
 
 /// A checkpoint of a rotated journal ([`Journal::rotate`]), running on a
@@ -575,6 +617,8 @@ impl Syncer {
             draining: None,
             #[cfg(test)]
             hold_checkpoint: None,
+            #[cfg(test)]
+            checkpoint_ended: None,
             append_seconds: metrics::histogram!(crate::metrics::APPEND_SECONDS),
             round_tickets: metrics::histogram!(crate::metrics::ROUND_TICKETS),
             checkpoint_seconds: metrics::histogram!(crate::metrics::JOURNAL_CHECKPOINT_SECONDS),
@@ -823,6 +867,10 @@ impl Syncer {
         let Some(draining) = self.draining.take() else {
             return;
         };
+        #[cfg(test)]
+        if let Some(ended) = &self.checkpoint_ended {
+            let _ = ended.send(());
+        }
         let Some(journal) = self.journal.as_mut() else {
             return;
         };
@@ -1282,6 +1330,43 @@ mod tests {
         syncer.end_checkpoint(true);
         assert!(syncer.journal.as_ref().unwrap().is_empty() && !old.exists());
         assert!(served.render().contains(&format!("{count} 2")));
+    }
+
+    #[test]
+    fn an_idle_committer_ends_a_checkpoint_without_waiting_for_a_round() {
+        use crate::store::journal::old_journal_path;
+        let dir = tempfile::tempdir().unwrap();
+        let old = old_journal_path(&dir.path().join("commit.journal"));
+        let (mut syncer, served, landed, device) = syncer_with_journal(dir.path());
+        let (release, hold) = mpsc::channel();
+        syncer.hold_checkpoint = Some(hold);
+        let (ended_tx, ended) = mpsc::channel();
+        syncer.checkpoint_ended = Some(ended_tx);
+        journal_round(&mut syncer, landed(0, b"one"), device);
+        syncer.after_round();
+        assert!(syncer.draining.is_some(), "its checkpoint runs (held)");
+
+        // The committer's loop, with no ticket coming: before, it blocked on
+        // its queue and the checkpoint stayed open (and counted in
+        // `sum_commit_journal_bytes`) until the next round.
+        let (tickets, queue) = mpsc::channel::<Vec<Ticket>>();
+        let committer = std::thread::spawn(move || {
+            serve(&queue, &mut syncer, &AtomicU64::new(0));
+            syncer
+        });
+        release.send(false).unwrap();
+        ended
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the idle committer ended the checkpoint");
+        assert!(!old.exists(), "the rotated journal is gone");
+        assert!(served
+            .render()
+            .contains("sum_commit_journal_checkpoint_seconds_count 1"));
+
+        drop(tickets);
+        let syncer = committer.join().unwrap();
+        assert!(syncer.draining.is_none());
+        assert_eq!(syncer.journal.as_ref().unwrap().old_len(), None);
     }
 
     #[test]
