@@ -39,7 +39,9 @@
 //!   committer thread, which also does the writes: the actors only stage
 //!   them); under `batch` a round over many files syncs one sequential
 //!   commit journal (`store::journal`, replayed into the stream files at
-//!   start) instead of the filesystem; an LRU (`store::files`) bounds the
+//!   start) instead of the filesystem, and a full journal is checkpointed
+//!   (rotated, then one `syncfs` on a thread of its own while rounds go on
+//!   into the new one); an LRU (`store::files`) bounds the
 //!   open files; `store::dirs` says which directories a new file syncs.
 //! - [`error`]: the manager's errors, one variant per rejection.
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that

@@ -1333,6 +1333,39 @@ mod tests {
     }
 
     #[test]
+    fn a_power_loss_during_a_checkpoint_loses_nothing_either_journal_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commit.journal");
+        let stream = dir.path().join("stream");
+        let (mut syncer, _served, landed, device) = syncer_with_journal(dir.path());
+        // The checkpoint thread never gets to its `syncfs`: nothing in the
+        // stream file is durable but through the journals.
+        let (release, hold) = mpsc::channel();
+        syncer.hold_checkpoint = Some(hold);
+        journal_round(&mut syncer, landed(0, b"first"), device);
+        syncer.after_round();
+        assert!(syncer.draining.is_some(), "rotated, its checkpoint held");
+        journal_round(&mut syncer, landed(5, b"+second"), device);
+        journal_round(&mut syncer, landed(0, b"FIRST"), device);
+
+        // Power loss: the stream file's unsynced bytes are gone; both
+        // journals were synced by their rounds.
+        std::fs::write(&stream, b"").unwrap();
+        drop(syncer);
+        let (journal, replayed) = Journal::open_with(&path, 1).unwrap();
+
+        assert_eq!(replayed.applied, 3, "{replayed:?}");
+        assert_eq!(
+            std::fs::read(&stream).unwrap(),
+            b"FIRST+second",
+            "the rotated journal first, then the newer one over it"
+        );
+        assert!(journal.is_empty() && journal.old_len().is_none());
+        assert!(!crate::store::journal::old_journal_path(&path).exists());
+        drop(release);
+    }
+
+    #[test]
     fn an_idle_committer_ends_a_checkpoint_without_waiting_for_a_round() {
         use crate::store::journal::old_journal_path;
         let dir = tempfile::tempdir().unwrap();
