@@ -1286,6 +1286,14 @@ mod tests {
         (syncer, served, landed, device)
     }
 
+    /// Holds `syncer`'s next checkpoint thread before its `syncfs` until
+    /// the returned sender sends (`true`: fail as a `syncfs` would) or hangs up.
+    fn hold_next_checkpoint(syncer: &mut Syncer) -> mpsc::Sender<bool> {
+        let (release, hold) = mpsc::channel();
+        syncer.hold_checkpoint = Some(hold);
+        release
+    }
+
     /// What a round does to the journal: commits `landed` and notes its filesystem.
     fn journal_round(syncer: &mut Syncer, landed: crate::store::journal::Landed, device: u64) {
         let path = landed.path.clone();
@@ -1299,8 +1307,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = old_journal_path(&dir.path().join("commit.journal"));
         let (mut syncer, served, landed, device) = syncer_with_journal(dir.path());
-        let (release, hold) = mpsc::channel();
-        syncer.hold_checkpoint = Some(hold);
+        let release = hold_next_checkpoint(&mut syncer);
 
         journal_round(&mut syncer, landed(0, b"one"), device);
         syncer.after_round();
@@ -1340,8 +1347,7 @@ mod tests {
         let (mut syncer, _served, landed, device) = syncer_with_journal(dir.path());
         // The checkpoint thread never gets to its `syncfs`: nothing in the
         // stream file is durable but through the journals.
-        let (release, hold) = mpsc::channel();
-        syncer.hold_checkpoint = Some(hold);
+        let release = hold_next_checkpoint(&mut syncer);
         journal_round(&mut syncer, landed(0, b"first"), device);
         syncer.after_round();
         assert!(syncer.draining.is_some(), "rotated, its checkpoint held");
@@ -1371,8 +1377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = old_journal_path(&dir.path().join("commit.journal"));
         let (mut syncer, served, landed, device) = syncer_with_journal(dir.path());
-        let (release, hold) = mpsc::channel();
-        syncer.hold_checkpoint = Some(hold);
+        let release = hold_next_checkpoint(&mut syncer);
         let (ended_tx, ended) = mpsc::channel();
         syncer.checkpoint_ended = Some(ended_tx);
         journal_round(&mut syncer, landed(0, b"one"), device);
@@ -1409,8 +1414,7 @@ mod tests {
         let path = dir.path().join("commit.journal");
         let old = old_journal_path(&path);
         let (mut syncer, served, landed, device) = syncer_with_journal(dir.path());
-        let (release, hold) = mpsc::channel();
-        syncer.hold_checkpoint = Some(hold);
+        let release = hold_next_checkpoint(&mut syncer);
 
         journal_round(&mut syncer, landed(0, b"one"), device);
         syncer.after_round();
