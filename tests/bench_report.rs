@@ -190,3 +190,83 @@ async fn the_grpc_loads_client_gets_responses_forwards_and_coded_errors() {
     assert_eq!(code, Code::AlreadyExists, "and only once");
     running.shutdown().await.unwrap();
 }
+
+/// `bench` as a user runs it, under a `ulimit -n` of `nofile`: its exit
+/// status, its stdout and its stderr.
+fn bench_binary_under_ulimit(nofile: u32, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_status-update-manager"))
+        .arg("bench")
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("SUM_")) {
+        command.env_remove(key);
+    }
+    command.output().expect("sh runs the binary")
+}
+
+/// Every stream file open at once, in each phase: 300 of them (and the
+/// process's other descriptors) fit under 512, twice as many do not.
+const OPEN_AT_ONCE: &str = "300";
+
+#[test]
+fn the_recovery_after_a_grpc_load_waits_for_the_service_to_close_its_files() {
+    // The recovery used to start while the stopped service's streams still
+    // held their files, and failed with EMFILE past half the limit.
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let output = bench_binary_under_ulimit(
+        512,
+        &[
+            "--json",
+            "--data-dir",
+            data_dir,
+            "--streams",
+            OPEN_AT_ONCE,
+            "--updates",
+            "2",
+            "--via",
+            "grpc",
+            "--max-open-files",
+            OPEN_AT_ONCE,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("a JSON report on stdout");
+    assert_eq!(report["recovery"]["streams"], 300, "{report}");
+    assert_eq!(report["open_files_peak"], 300, "{report}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_run_that_fails_says_why_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let output = bench_binary_under_ulimit(
+        150,
+        &[
+            "--data-dir",
+            data_dir,
+            "--streams",
+            OPEN_AT_ONCE,
+            "--updates",
+            "2",
+            "--max-open-files",
+            OPEN_AT_ONCE,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: ") && stderr.contains("Too many open files"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no report");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -6,7 +6,9 @@
 //! with the service for the same cores, so they are kept lean: one thread
 //! (a current-thread runtime: no work stealing, no cross-thread wake-ups),
 //! calling through [`GrpcCaller`] rather than tonic's client (that module
-//! says why and what it costs). The RPCs on the wire are any client's.
+//! says why and what it costs). The RPCs on the wire are any client's. The
+//! upstream has a connection of its own, as it would in a deployment (the
+//! agents' connections carry only their updates).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,7 +28,7 @@ use crate::proto::status_update_manager::v1::{
     UpdateResponse,
 };
 
-/// HTTP/2 connections the producers share.
+/// HTTP/2 connections the producers share (the upstream has one more).
 const CONNECTIONS: usize = 4;
 
 /// Runs the load through a service started on this actix System.
@@ -78,8 +80,13 @@ pub async fn through_grpc(
         .await
         .map_err(|_| BenchError::Load("the client thread stopped".into()))?;
     let rss_growth = super::rss_bytes().saturating_sub(rss_before);
-    let peak = running.files.peak_open_files();
+    let files = running.files.clone();
+    let peak = files.peak_open_files();
     running.shutdown().await?;
+    // The stream actors close their files as they stop, after the service
+    // has: the recovery that comes next opens as many, under the same
+    // `ulimit -n` (10 000 streams with every file open would exceed it).
+    super::load::wait_closed(&files).await;
     let (updates_elapsed, acks_elapsed, latency) = outcome?;
     Ok(LoadFigures {
         updates_elapsed,
@@ -108,7 +115,8 @@ async fn clients(
     let started = Instant::now();
 
     // The upstream: acknowledge every forward.
-    let mut forwards = connections[0]
+    let upstream = GrpcCaller::connect(addr).await?;
+    let mut forwards = upstream
         .call(
             SUBSCRIBE,
             &SubscribeRequest {
@@ -116,7 +124,7 @@ async fn clients(
             },
         )
         .await?;
-    let acker = connections[0].clone();
+    let acker = upstream.clone();
     let acks = tokio::spawn(async move {
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
         let mut acked = 0usize;

@@ -261,8 +261,7 @@ pub async fn in_process(
     }
     let failed = failure.borrow_mut().take();
     if let Some(err) = failed {
-        // Breaks the acker's cycle with the manager, so both stop.
-        let _ = acker.send(Connect(None)).await;
+        wind_down(acker, manager, &files, committer_stopped).await;
         return Err(BenchError::Load(err));
     }
     let updates_elapsed = started.elapsed();
@@ -278,19 +277,7 @@ pub async fn in_process(
     awaiting.abort();
     progress.set_position(total as u64);
     let rss_growth = super::rss_bytes().saturating_sub(rss_before);
-    acker.send(Connect(None)).await?;
-    drop(manager);
-    drop(acker);
-    wait_closed(&files).await;
-    // The committer's final checkpoint (a `syncfs` of what the journal
-    // covered) belongs to the load, not to the recovery measured next.
-    if let Some(stopped) = committer_stopped {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !stopped.is_stopped() && Instant::now() < deadline {
-            settle_actors().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
+    wind_down(acker, manager, &files, committer_stopped).await;
     let latency = Rc::try_unwrap(latency)
         .map(RefCell::into_inner)
         .unwrap_or_else(|rc| rc.borrow().clone());
@@ -301,6 +288,30 @@ pub async fn in_process(
         rss_growth,
         open_files_peak: files.peak_open_files(),
     })
+}
+
+/// Stops the load's manager (the acker's address of it is its last) and
+/// waits until its streams closed their files and its committer thread ran
+/// its final checkpoint (a `syncfs` of what the journal covered): that
+/// belongs to the load, not to the recovery measured next, and must be done
+/// before a failed run's files are removed.
+async fn wind_down(
+    acker: Addr<Acker>,
+    manager: Addr<StatusUpdateManager<Native>>,
+    files: &FileCache,
+    committer: Option<crate::store::commit::Stopped>,
+) {
+    let _ = acker.send(Connect(None)).await;
+    drop(manager);
+    drop(acker);
+    wait_closed(files).await;
+    if let Some(stopped) = committer {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stopped.is_stopped() && Instant::now() < deadline {
+            settle_actors().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 }
 
 /// Waits (at most a minute) until every stream actor of a stopped manager

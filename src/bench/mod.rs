@@ -157,12 +157,23 @@ pub fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
 async fn run_async(o: BenchOptions) -> Result<BenchReport, BenchError> {
     let root = o.data_dir.join(format!("sum-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
+    let measured = measure(&o, &root).await;
+    if measured.is_err() {
+        // A run that failed leaves nothing behind either (up to one file per
+        // stream and phase); its error names what failed.
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    measured
+}
+
+/// Every phase of a run, in `root`, which it removes once done.
+async fn measure(o: &BenchOptions, root: &std::path::Path) -> Result<BenchReport, BenchError> {
     let total = o.streams * o.updates;
     let progress = progress_bar(o.progress, total as u64);
 
     let in_process_dir = root.join("in-process");
     progress.set_message("in-process load");
-    let in_process = load::in_process(&in_process_dir, &o, &progress).await?;
+    let in_process = load::in_process(&in_process_dir, o, &progress).await?;
     let (figures, dir, in_process_rate) = match o.via {
         Via::InProcess => (in_process, in_process_dir, None),
         Via::Grpc => {
@@ -170,7 +181,7 @@ async fn run_async(o: BenchOptions) -> Result<BenchReport, BenchError> {
             progress.set_message("gRPC load");
             let rate = rate(total, in_process.updates_elapsed);
             let dir = root.join("grpc");
-            let figures = grpc_load::through_grpc(&dir, &o, &progress).await?;
+            let figures = grpc_load::through_grpc(&dir, o, &progress).await?;
             (figures, dir, Some(rate))
         }
     };
@@ -191,10 +202,10 @@ async fn run_async(o: BenchOptions) -> Result<BenchReport, BenchError> {
     )?;
     let baseline_sync_p99_micros = baseline::fdatasync_p99_micros(&root.join("fsync"), 200, 1000)?;
     progress.finish_and_clear();
-    std::fs::remove_dir_all(&root)?;
+    std::fs::remove_dir_all(root)?;
 
     Ok(report(
-        &o,
+        o,
         &figures,
         records,
         baseline_appends_per_sec,

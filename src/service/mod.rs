@@ -267,7 +267,9 @@ impl RunningService {
     /// stops accepting and finishes in-flight requests, every stream file is
     /// synced, then the hub and the manager stop (the streams close their
     /// files, keeping them), so the same data directory can be served again
-    /// in this process.
+    /// in this process. The streams close their files as they stop, once
+    /// this has returned and every address of the manager is gone:
+    /// [`FileCache::open_files`] of [`files`](Self::files) then reaches 0.
     pub async fn shutdown(self) -> Result<(), ServeError> {
         info!("shutting down");
         self.health
