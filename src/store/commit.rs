@@ -589,7 +589,7 @@ struct Syncer {
     /// this first; `true` makes it fail as a `syncfs` would.
     #[cfg(test)]
     hold_checkpoint: Option<mpsc::Receiver<bool>>,
-    /// Tests: told each time a checkpoint thread's outcome has been taken.
+    /// Tests: told each time a checkpoint thread's outcome has been taken and acted on.
     #[cfg(test)]
     checkpoint_ended: Option<mpsc::Sender<()>>,
 }
@@ -867,10 +867,6 @@ impl Syncer {
         let Some(draining) = self.draining.take() else {
             return;
         };
-        #[cfg(test)]
-        if let Some(ended) = &self.checkpoint_ended {
-            let _ = ended.send(());
-        }
         let Some(journal) = self.journal.as_mut() else {
             return;
         };
@@ -901,6 +897,12 @@ impl Syncer {
                     self.journaled.entry(device).or_insert(sample);
                 }
             }
+        }
+        // Told once everything above is done (the rotated journal removed,
+        // the figures recorded), so a test that waits for it sees them.
+        #[cfg(test)]
+        if let Some(ended) = &self.checkpoint_ended {
+            let _ = ended.send(());
         }
     }
 
