@@ -46,7 +46,9 @@
 //! - [`error`]: the manager's errors, one variant per rejection.
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
 //!   is the manager's upstream (`hub`), access control (`auth`: bearer
-//!   token, TLS identity), startup recovery and graceful shutdown.
+//!   token, TLS identity), startup recovery and graceful shutdown. The
+//!   gRPC server runs on a thread of its own; the actors stay on the actix
+//!   System's.
 //! - [`config`]: layered configuration (embedded defaults, file, `SUM__*`
 //!   environment, flags) and its validation.
 //! - [`metrics`]: Prometheus metric names, the exporter, and the handles the

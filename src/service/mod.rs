@@ -13,8 +13,12 @@
 //! finish, syncs every stream file and returns. [`serve`] does both around
 //! SIGINT/SIGTERM.
 //!
-//! Everything runs on the actix System of the calling thread: tonic's
-//! connection tasks and the actors share its runtime.
+//! The actors run on the actix System of the calling thread. The gRPC
+//! server runs on a thread of its own (`grpc`, a current-thread tokio
+//! runtime): HTTP/2 framing and protobuf coding cost about three times
+//! what the actors spend on an update, and on a runtime shared with the
+//! actors they left the actors one core for both (BENCHMARKS.md, P6). A
+//! request reaches the manager as an actor message, from that thread.
 
 pub mod auth;
 pub mod codec;
@@ -89,6 +93,9 @@ pub enum ServeError {
     /// The TLS certificate or key was refused (not parseable, or they do not match).
     #[error("TLS (server.tls_cert_file, server.tls_key_file): {0}")]
     Tls(tonic::transport::Error),
+    /// The gRPC server's thread or its runtime could not start.
+    #[error("cannot start the gRPC thread: {0}")]
+    GrpcThread(std::io::Error),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -108,23 +115,60 @@ pub struct RunningService {
     /// The stream files' cache (for figures such as the open-file peak).
     pub files: FileCache,
     stop: oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    server: oneshot::Receiver<Result<(), ServeError>>,
     health: tonic_health::server::HealthReporter,
 }
+
+/// What the gRPC server accepts: TCP connections.
+type Incoming = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send>,
+>;
 
 /// The accepted connections, with Nagle's algorithm off: a response is
 /// sent when it is written, not held back until the peer acknowledges the
 /// previous one (gRPC clients and servers conventionally set `TCP_NODELAY`).
-fn nodelay(
-    accepted: TcpListenerStream,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    accepted.map(|connection| {
+fn nodelay(accepted: TcpListenerStream) -> Incoming {
+    Box::pin(accepted.map(|connection| {
         let connection = connection?;
         if let Err(e) = connection.set_nodelay(true) {
             warn!(cause = %e, "cannot set TCP_NODELAY on an accepted connection");
         }
         Ok(connection)
-    })
+    }))
+}
+
+/// Runs the gRPC server on a thread of its own ("grpc", a current-thread
+/// tokio runtime) until `serve`'s future ends, and returns what it ended
+/// with. `serve` is given the accepted connections of `listener`, with
+/// Nagle's algorithm off.
+fn spawn_grpc_thread<F, S>(
+    listener: std::net::TcpListener,
+    serve: S,
+) -> std::io::Result<oneshot::Receiver<Result<(), ServeError>>>
+where
+    S: FnOnce(Incoming) -> F + Send + 'static,
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+{
+    let (done, result) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("grpc".into())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(ServeError::GrpcThread)
+                .and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)
+                            .map_err(ServeError::GrpcThread)?;
+                        serve(nodelay(TcpListenerStream::new(listener)))
+                            .await
+                            .map_err(ServeError::from)
+                    })
+                });
+            let _ = done.send(served);
+        })?;
+    Ok(result)
 }
 
 /// Starts the service on the current actix System; see the module docs.
@@ -195,16 +239,15 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     }
     info!(recovered, errors = state.errors, "recovery done");
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+    // Bound here, so that a taken address fails the start; accepted from
+    // the gRPC thread's runtime, whose reactor then drives the connections.
+    let bind = |source| ServeError::Bind {
         addr: config.listen,
         source,
-    })?;
+    };
+    let listener = std::net::TcpListener::bind(config.listen).map_err(bind)?;
+    listener.set_nonblocking(true).map_err(bind)?;
+    let local_addr = listener.local_addr().map_err(bind)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -239,11 +282,12 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         )),
         None => router.add_service(api),
     };
-    let server =
-        router.serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
+    let server = spawn_grpc_thread(listener, move |incoming| {
+        router.serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
-        });
-    let server = tokio::spawn(server);
+        })
+    })
+    .map_err(ServeError::GrpcThread)?;
     info!(
         %local_addr,
         tls = config.tls.is_some(),
@@ -278,9 +322,9 @@ impl RunningService {
         let _ = self.hub.send(CloseSubscriber).await;
         let _ = self.stop.send(());
         let served = match self.server.await {
-            Ok(result) => result.map_err(ServeError::from),
-            Err(join) => {
-                warn!(cause = %join, "gRPC server task ended abnormally");
+            Ok(result) => result,
+            Err(_) => {
+                warn!("the gRPC thread ended without a result (it panicked)");
                 Ok(())
             }
         };
@@ -353,6 +397,26 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_server_accepts_on_its_own_thread_and_its_result_comes_back() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (seen_tx, seen) = oneshot::channel();
+        let done = spawn_grpc_thread(listener, move |mut incoming| async move {
+            let accepted = incoming.next().await.unwrap().unwrap();
+            let thread = std::thread::current().name().map(str::to_owned);
+            let _ = seen_tx.send((thread, accepted.nodelay().unwrap()));
+            Ok(())
+        })
+        .unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (thread, nodelay) = seen.await.unwrap();
+        assert_eq!(thread.as_deref(), Some("grpc"));
+        assert!(nodelay, "accepted with Nagle's algorithm off");
+        assert!(matches!(done.await, Ok(Ok(()))));
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_nagles_algorithm_off() {
