@@ -141,22 +141,24 @@ impl Api for GrpcService {
         } = request.into_inner();
         let mut update =
             update.ok_or_else(|| Status::invalid_argument("UpdateRequest.update is missing"))?;
-        let stream = match validate_stream_id(&update.stream_id) {
-            Ok(()) => update.stream_id.clone(),
+        // How the messages below name the stream (made only for them).
+        let stream = |id: &str| match validate_stream_id(id) {
+            Ok(()) => id.to_string(),
             Err(_) => "<invalid stream id>".to_string(),
         };
         // Checked here so that the message says the status is missing (the
         // shared checks would report its missing uuid).
         let Some(status) = update.status.as_mut() else {
             return Err(update_status(&UpdateError::Invalid {
-                stream,
+                stream: stream(&update.stream_id),
                 uuid: "<missing>".into(),
                 reason: InvalidUpdate::MissingStatus,
             }));
         };
         if status.payload.len() > self.max_payload_bytes {
             return Err(Status::invalid_argument(format!(
-                "rejected update for stream {stream} (status uuid {}): payload of {} bytes is over the limit of {} bytes (server.max_payload_bytes)",
+                "rejected update for stream {} (status uuid {}): payload of {} bytes is over the limit of {} bytes (server.max_payload_bytes)",
+                stream(&update.stream_id),
                 uuid_text(&status.uuid),
                 status.payload.len(),
                 self.max_payload_bytes
