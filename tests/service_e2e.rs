@@ -1466,6 +1466,33 @@ async fn health_is_serving_and_shutdown_stops_accepting() {
     );
 }
 
+#[actix::test]
+async fn after_a_shutdown_the_streams_close_their_files_and_the_committer_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), |_| {}).await;
+    server
+        .update(common::status_update("s", "", &status("RUNNING", false)))
+        .await;
+    let files = server.running.files.clone();
+    let committer = server
+        .running
+        .committer
+        .clone()
+        .expect("the service's committer runs on a thread");
+    assert_eq!(files.open_files(), 1, "the stream's file is open");
+    assert!(!committer.is_stopped(), "the streams hold the committer");
+
+    server.shutdown().await;
+    eventually("every stream file is closed", || async {
+        files.open_files() == 0
+    })
+    .await;
+    eventually("the committer thread stopped", || async {
+        committer.is_stopped()
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------- 11. restart
 
 #[actix::test]

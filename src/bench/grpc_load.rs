@@ -81,12 +81,17 @@ pub async fn through_grpc(
         .map_err(|_| BenchError::Load("the client thread stopped".into()))?;
     let rss_growth = super::rss_bytes().saturating_sub(rss_before);
     let files = running.files.clone();
+    let committer = running.committer.clone();
     let peak = files.peak_open_files();
     running.shutdown().await?;
     // The stream actors close their files as they stop, after the service
     // has: the recovery that comes next opens as many, under the same
     // `ulimit -n` (10 000 streams with every file open would exceed it).
+    // Then the committer stops, after its final checkpoint (a `syncfs`):
+    // that is the load's work, and would otherwise overlap the recovery
+    // measured next, as the in-process load's does not.
     super::load::wait_closed(&files).await;
+    super::load::wait_stopped(committer.as_ref()).await;
     let (updates_elapsed, acks_elapsed, latency) = outcome?;
     Ok(LoadFigures {
         updates_elapsed,

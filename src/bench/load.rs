@@ -305,12 +305,19 @@ async fn wind_down(
     drop(manager);
     drop(acker);
     wait_closed(files).await;
-    if let Some(stopped) = committer {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !stopped.is_stopped() && Instant::now() < deadline {
-            settle_actors().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+    wait_stopped(committer.as_ref()).await;
+}
+
+/// Waits (at most a minute) until a committer thread whose handles are all
+/// gone has stopped: its last round ran and its final checkpoint is done.
+pub async fn wait_stopped(committer: Option<&crate::store::commit::Stopped>) {
+    let Some(stopped) = committer else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stopped.is_stopped() && Instant::now() < deadline {
+        settle_actors().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

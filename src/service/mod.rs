@@ -114,6 +114,10 @@ pub struct RunningService {
     pub recovered: usize,
     /// The stream files' cache (for figures such as the open-file peak).
     pub files: FileCache,
+    /// Tells when the committer thread has stopped: after the streams
+    /// closed (they hold it), its last round ran and its final checkpoint
+    /// was done. `None` when the committer runs inline.
+    pub committer: Option<crate::store::Stopped>,
     stop: oneshot::Sender<()>,
     server: oneshot::Receiver<Result<(), ServeError>>,
     health: tonic_health::server::HealthReporter,
@@ -211,6 +215,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
             "commit journal replayed"
         );
     }
+    let committer_stopped = committer.stopped();
     manager_config.committer = committer;
     let files = FileCache::new(manager_config.max_open_files);
     manager_config.files = Some(files.clone());
@@ -300,6 +305,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         hub,
         recovered,
         files,
+        committer: committer_stopped,
         stop,
         server,
         health,
@@ -313,7 +319,8 @@ impl RunningService {
     /// files, keeping them), so the same data directory can be served again
     /// in this process. The streams close their files as they stop, once
     /// this has returned and every address of the manager is gone:
-    /// [`FileCache::open_files`] of [`files`](Self::files) then reaches 0.
+    /// [`FileCache::open_files`] of [`files`](Self::files) then reaches 0,
+    /// and the committer thread stops after them ([`committer`](Self::committer)).
     pub async fn shutdown(self) -> Result<(), ServeError> {
         info!("shutting down");
         self.health
