@@ -14,7 +14,7 @@
 //! SIGINT/SIGTERM.
 //!
 //! The actors run on the actix System of the calling thread. The gRPC
-//! server runs on a thread of its own (`grpc`, a current-thread tokio
+//! server runs on a thread of its own (`sum-grpc`, a current-thread tokio
 //! runtime): HTTP/2 framing and protobuf coding cost about three times
 //! what the actors spend on an update, and on a runtime shared with the
 //! actors they left the actors one core for both (BENCHMARKS.md, P6). A
@@ -141,7 +141,7 @@ fn nodelay(accepted: TcpListenerStream) -> Incoming {
     }))
 }
 
-/// Runs the gRPC server on a thread of its own ("grpc", a current-thread
+/// Runs the gRPC server on a thread of its own ("sum-grpc", a current-thread
 /// tokio runtime) until `serve`'s future ends, and returns what it ended
 /// with. `serve` is given the accepted connections of `listener`, with
 /// Nagle's algorithm off.
@@ -155,7 +155,7 @@ where
 {
     let (done, result) = oneshot::channel();
     std::thread::Builder::new()
-        .name("grpc".into())
+        .name("sum-grpc".into())
         .spawn(move || {
             let served = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -420,7 +420,7 @@ mod tests {
         .unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (thread, nodelay) = seen.await.unwrap();
-        assert_eq!(thread.as_deref(), Some("grpc"));
+        assert_eq!(thread.as_deref(), Some("sum-grpc"));
         assert!(nodelay, "accepted with Nagle's algorithm off");
         assert!(matches!(done.await, Ok(Ok(()))));
     }
