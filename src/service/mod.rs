@@ -144,7 +144,8 @@ fn nodelay(accepted: TcpListenerStream) -> Incoming {
 /// Runs the gRPC server on a thread of its own ("sum-grpc", a current-thread
 /// tokio runtime) until `serve`'s future ends, and returns what it ended
 /// with. `serve` is given the accepted connections of `listener`, with
-/// Nagle's algorithm off.
+/// Nagle's algorithm off. The runtime is built and the listener registered
+/// with it before the thread starts, so that either failing fails here.
 fn spawn_grpc_thread<F, S>(
     listener: std::net::TcpListener,
     serve: S,
@@ -153,24 +154,21 @@ where
     S: FnOnce(Incoming) -> F + Send + 'static,
     F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _registering = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
     let (done, result) = oneshot::channel();
     std::thread::Builder::new()
         .name("sum-grpc".into())
         .spawn(move || {
-            let served = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(ServeError::GrpcThread)
-                .and_then(|runtime| {
-                    runtime.block_on(async move {
-                        let listener = tokio::net::TcpListener::from_std(listener)
-                            .map_err(ServeError::GrpcThread)?;
-                        serve(nodelay(TcpListenerStream::new(listener)))
-                            .await
-                            .map_err(ServeError::from)
-                    })
-                });
-            let _ = done.send(served);
+            let served = runtime.block_on(serve(nodelay(TcpListenerStream::new(listener))));
+            // Whatever the server left running ends before it is reported done.
+            drop(runtime);
+            let _ = done.send(served.map_err(ServeError::from));
         })?;
     Ok(result)
 }
