@@ -141,36 +141,86 @@ fn nodelay(accepted: TcpListenerStream) -> Incoming {
     }))
 }
 
-/// Runs the gRPC server on a thread of its own ("sum-grpc", a current-thread
-/// tokio runtime) until `serve`'s future ends, and returns what it ended
-/// with. `serve` is given the accepted connections of `listener`, with
-/// Nagle's algorithm off. The runtime is built and the listener registered
-/// with it before the thread starts, so that either failing fails here.
-fn spawn_grpc_thread<F, S>(
-    listener: std::net::TcpListener,
-    serve: S,
-) -> std::io::Result<oneshot::Receiver<Result<(), ServeError>>>
-where
-    S: FnOnce(Incoming) -> F + Send + 'static,
-    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
-{
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let listener = {
-        let _registering = runtime.enter();
-        tokio::net::TcpListener::from_std(listener)?
-    };
-    let (done, result) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("sum-grpc".into())
-        .spawn(move || {
-            let served = runtime.block_on(serve(nodelay(TcpListenerStream::new(listener))));
-            // Whatever the server left running ends before it is reported done.
-            drop(runtime);
-            let _ = done.send(served.map_err(ServeError::from));
-        })?;
-    Ok(result)
+/// Connections the kernel queues for the gRPC listener before they are
+/// accepted: `tokio::net::TcpListener::bind`'s, so that agents reconnecting
+/// all at once are not refused (the standard library's bind queues 128).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// The runtime the gRPC server runs on, until [`spawn`](Self::spawn) hands
+/// it to its thread. Built before the listener is bound, so that a failure
+/// to build it fails the start. Dropped before that (a start failing after
+/// it was built, inside the caller's runtime), it shuts down in the
+/// background: a runtime dropped in async code would panic.
+struct GrpcRuntime(Option<tokio::runtime::Runtime>);
+
+impl GrpcRuntime {
+    /// A current-thread runtime with I/O and timers.
+    fn build() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(GrpcRuntime(Some(runtime)))
+    }
+
+    fn runtime(&self) -> std::io::Result<&tokio::runtime::Runtime> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the gRPC runtime was handed to its thread"))
+    }
+
+    /// A listener on `addr` registered with this runtime's reactor, which
+    /// then drives the connections it accepts: with `SO_REUSEADDR` (a
+    /// restart rebinds at once) and [`LISTEN_BACKLOG`], as tokio's own bind
+    /// does.
+    fn bind(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let _registering = self.runtime()?.enter();
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    }
+
+    /// Runs the gRPC server on a thread of its own ("sum-grpc") on this
+    /// runtime until `serve`'s future ends, and returns what it ended with.
+    /// `serve` is given the accepted connections of `listener` (from
+    /// [`bind`](Self::bind)), with Nagle's algorithm off.
+    fn spawn<F, S>(
+        mut self,
+        listener: tokio::net::TcpListener,
+        serve: S,
+    ) -> std::io::Result<oneshot::Receiver<Result<(), ServeError>>>
+    where
+        S: FnOnce(Incoming) -> F + Send + 'static,
+        F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+    {
+        self.runtime()?;
+        let (done, result) = oneshot::channel();
+        // `self` moves into the thread: if the thread cannot start, it is
+        // dropped here, in the background.
+        std::thread::Builder::new()
+            .name("sum-grpc".into())
+            .spawn(move || {
+                let Some(runtime) = self.0.take() else { return };
+                let served = runtime.block_on(serve(nodelay(TcpListenerStream::new(listener))));
+                // Whatever the server left running ends before it is reported done.
+                drop(runtime);
+                let _ = done.send(served.map_err(ServeError::from));
+            })?;
+        Ok(result)
+    }
+}
+
+impl Drop for GrpcRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Starts the service on the current actix System; see the module docs.
@@ -242,14 +292,14 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     }
     info!(recovered, errors = state.errors, "recovery done");
 
-    // Bound here, so that a taken address fails the start; accepted from
-    // the gRPC thread's runtime, whose reactor then drives the connections.
+    // Bound here, so that a taken address fails the start, with the gRPC
+    // thread's runtime, whose reactor then drives the connections.
+    let grpc = GrpcRuntime::build().map_err(ServeError::GrpcThread)?;
     let bind = |source| ServeError::Bind {
         addr: config.listen,
         source,
     };
-    let listener = std::net::TcpListener::bind(config.listen).map_err(bind)?;
-    listener.set_nonblocking(true).map_err(bind)?;
+    let listener = grpc.bind(config.listen).map_err(bind)?;
     let local_addr = listener.local_addr().map_err(bind)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -285,12 +335,13 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         )),
         None => router.add_service(api),
     };
-    let server = spawn_grpc_thread(listener, move |incoming| {
-        router.serve_with_incoming_shutdown(incoming, async {
-            let _ = stopped.await;
+    let server = grpc
+        .spawn(listener, move |incoming| {
+            router.serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
         })
-    })
-    .map_err(ServeError::GrpcThread)?;
+        .map_err(ServeError::GrpcThread)?;
     info!(
         %local_addr,
         tls = config.tls.is_some(),
@@ -405,22 +456,35 @@ mod tests {
 
     #[tokio::test]
     async fn the_server_accepts_on_its_own_thread_and_its_result_comes_back() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
+        let runtime = GrpcRuntime::build().unwrap();
+        let listener = runtime.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let (seen_tx, seen) = oneshot::channel();
-        let done = spawn_grpc_thread(listener, move |mut incoming| async move {
-            let accepted = incoming.next().await.unwrap().unwrap();
-            let thread = std::thread::current().name().map(str::to_owned);
-            let _ = seen_tx.send((thread, accepted.nodelay().unwrap()));
-            Ok(())
-        })
-        .unwrap();
+        let done = runtime
+            .spawn(listener, move |mut incoming| async move {
+                let accepted = incoming.next().await.unwrap().unwrap();
+                let thread = std::thread::current().name().map(str::to_owned);
+                let _ = seen_tx.send((thread, accepted.nodelay().unwrap()));
+                Ok(())
+            })
+            .unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (thread, nodelay) = seen.await.unwrap();
         assert_eq!(thread.as_deref(), Some("sum-grpc"));
         assert!(nodelay, "accepted with Nagle's algorithm off");
         assert!(matches!(done.await, Ok(Ok(()))));
+    }
+
+    #[tokio::test]
+    async fn a_grpc_runtime_not_handed_to_its_thread_can_be_dropped_in_async_code() {
+        // As when the start fails after building it (a taken address).
+        let runtime = GrpcRuntime::build().unwrap();
+        let listener = runtime.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let taken = listener.local_addr().unwrap();
+        let err = runtime.bind(taken).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        drop(runtime);
+        drop(listener);
     }
 
     #[tokio::test]
