@@ -212,6 +212,21 @@ fn bench_binary_under_ulimit(nofile: u32, args: &[&str]) -> std::process::Output
 /// process's other descriptors) fit under 512, twice as many do not.
 const OPEN_AT_ONCE: &str = "300";
 
+/// The arguments of a small run in `data_dir` with every stream file open
+/// at once.
+fn small_run(data_dir: &str) -> [&str; 8] {
+    [
+        "--data-dir",
+        data_dir,
+        "--streams",
+        OPEN_AT_ONCE,
+        "--updates",
+        "2",
+        "--max-open-files",
+        OPEN_AT_ONCE,
+    ]
+}
+
 #[test]
 fn the_recovery_after_a_grpc_load_waits_for_the_service_to_close_its_files() {
     // The recovery used to start while the stopped service's streams still
@@ -220,19 +235,7 @@ fn the_recovery_after_a_grpc_load_waits_for_the_service_to_close_its_files() {
     let data_dir = dir.path().to_str().unwrap();
     let output = bench_binary_under_ulimit(
         512,
-        &[
-            "--json",
-            "--data-dir",
-            data_dir,
-            "--streams",
-            OPEN_AT_ONCE,
-            "--updates",
-            "2",
-            "--via",
-            "grpc",
-            "--max-open-files",
-            OPEN_AT_ONCE,
-        ],
+        &[small_run(data_dir).as_slice(), &["--json", "--via", "grpc"]].concat(),
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{}: {stderr}", output.status);
@@ -247,19 +250,7 @@ fn the_recovery_after_a_grpc_load_waits_for_the_service_to_close_its_files() {
 fn a_run_that_fails_says_why_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let output = bench_binary_under_ulimit(
-        150,
-        &[
-            "--data-dir",
-            data_dir,
-            "--streams",
-            OPEN_AT_ONCE,
-            "--updates",
-            "2",
-            "--max-open-files",
-            OPEN_AT_ONCE,
-        ],
-    );
+    let output = bench_binary_under_ulimit(150, &small_run(data_dir));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(

@@ -25,8 +25,9 @@
 //! is first *rotated* ([`Journal::rotate`]), renamed `<name>.old` while a new, empty file takes
 //! its name (its directory synced, so that what rounds commit to it survives), and the
 //! `syncfs` runs on a thread of its own while rounds go on into the new file. Once it
-//! returns, that thread removes the old file, and the committer forgets it
-//! ([`Journal::drop_old`]). Only a journal that fills again
+//! returns, that thread removes the old file ([`remove_old_journal`]), and the committer
+//! then stops counting it ([`Journal::drop_old`], which finds it gone). Only a journal that
+//! fills again
 //! before that makes a round wait. When the committer stops it checkpoints in place, so a
 //! clean shutdown leaves one empty journal. [`Journal::open`] replays `<name>.old` first:
 //! everything in it was committed before anything in the journal, and a later entry for the
