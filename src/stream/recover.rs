@@ -92,8 +92,9 @@ pub fn recover_file<K: UpdateKind>(
 /// What [`recover_file`] returned for one file of [`recover_files`].
 pub type FileOutcome<K> = Result<Option<RecoveredFile<K>>, ReplayError>;
 
-/// Files recovered per hand-out to a worker thread.
-const CHUNK: usize = 64;
+/// Files recovered per hand-out to a worker thread; [`recover_files`] uses
+/// no worker threads for this many files or fewer.
+pub const CHUNK: usize = 64;
 
 /// Recovers every `(id, path)` of `files` on `threads` worker threads and
 /// hands each outcome to `each`, on the calling thread and in the order of
