@@ -52,8 +52,15 @@ fn assert_accounts_for_the_load(report: &BenchReport) {
         "open files peaked at {}, bound {MAX_OPEN_FILES}",
         report.open_files_peak
     );
-    assert_eq!(report.recovery.streams, STREAMS, "every stream recovered");
-    assert!(report.recovery.bytes > 0);
+    let recovery = &report.recovery;
+    assert_eq!(recovery.streams, STREAMS, "every stream recovered");
+    assert!(recovery.bytes > 0);
+    assert_eq!(
+        recovery.rounds,
+        status_update_manager::bench::RECOVERY_ROUNDS
+    );
+    assert!(recovery.seconds > 0.0 && recovery.first_seconds > 0.0);
+    assert!(recovery.mb_per_sec.is_finite() && recovery.baseline_mb_per_sec.is_finite());
 }
 
 #[test]

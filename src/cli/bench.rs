@@ -96,8 +96,15 @@ pub fn table(r: &BenchReport) -> String {
     line(
         "recovery",
         format!(
-            "{} streams, {} bytes in {:.3} s = {:.1} MB/s (raw read+decode {:.1} MB/s)",
-            rec.streams, rec.bytes, rec.seconds, rec.mb_per_sec, rec.baseline_mb_per_sec
+            "{} streams, {} bytes in {:.3} s = {:.1} MB/s (raw read+decode {:.1} MB/s; \
+             median of {}, the first took {:.3} s)",
+            rec.streams,
+            rec.bytes,
+            rec.seconds,
+            rec.mb_per_sec,
+            rec.baseline_mb_per_sec,
+            rec.rounds,
+            rec.first_seconds
         ),
     );
     line("peak RSS", format!("{} bytes", r.peak_rss_bytes));
