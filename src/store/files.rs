@@ -62,12 +62,16 @@ pub struct FileCache {
 }
 
 impl FileCache {
-    /// A cache of at most `capacity` open files (at least one).
+    /// A cache of at most `capacity` open files (at least one). Its table
+    /// grows with the files open, not with the bound: any bound is safe to
+    /// ask for (`LruCache::new` would reserve room for all of them at once).
     pub fn new(capacity: usize) -> FileCache {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        let mut files = LruCache::unbounded();
+        files.resize(capacity);
         FileCache {
             inner: Arc::new(Inner {
-                files: Mutex::new(LruCache::new(capacity)),
+                files: Mutex::new(files),
                 next_id: AtomicU64::new(0),
                 peak: AtomicU64::new(0),
                 reopens: AtomicU64::new(0),
@@ -214,6 +218,23 @@ mod tests {
         assert_eq!(cache.open_files(), 2);
         cache.forget(ids[0]);
         assert_eq!(cache.open_files(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn any_bound_is_safe_to_ask_for_and_a_zero_bound_holds_one_file() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        // Reserving room for the bound up front would overflow here.
+        let unbounded = FileCache::new(usize::MAX);
+        for i in 0..3 {
+            unbounded.adopt(File::create(dir.path().join(format!("u{i}")))?);
+        }
+        assert_eq!(unbounded.open_files(), 3, "nothing evicted below the bound");
+        let one = FileCache::new(0);
+        for i in 0..3 {
+            one.adopt(File::create(dir.path().join(format!("o{i}")))?);
+        }
+        assert_eq!(one.open_files(), 1);
         Ok(())
     }
 
