@@ -30,6 +30,10 @@ pub const ENV_PREFIX: &str = "SUM";
 /// Largest `server.max_payload_bytes`: gRPC messages are capped at 4 MiB.
 pub const MAX_PAYLOAD_LIMIT: usize = 4 * 1024 * 1024 - 64 * 1024;
 
+/// Largest `limits.max_open_files`: Linux's default ceiling on
+/// `ulimit -n` (`fs.nr_open`).
+pub const MAX_OPEN_FILES_LIMIT: usize = 1 << 20;
+
 /// Why the configuration could not be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -62,6 +66,96 @@ impl fmt::Display for BadKey {
     }
 }
 
+/// Integer keys read strictly: a whole number that fits the key's type,
+/// written as a TOML integer or (environment, flags) in decimal digits. The
+/// config crate on its own rounds a fraction (`1.5` → 2), clamps a number
+/// too large for the type to its largest value (`99999999999999999999` →
+/// `u64::MAX`) and reads `true` or `yes` as 1; each of these is an error
+/// here, naming the key and what it holds.
+mod whole {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, Deserializer, Unexpected, Visitor};
+
+    /// `#[serde(deserialize_with = "whole::number")]`.
+    pub(super) fn number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64> + Bounded,
+    {
+        deserializer.deserialize_any(Whole(PhantomData))
+    }
+
+    /// The largest value of an integer key's type, for the error message.
+    pub(super) trait Bounded {
+        /// `MAX` as a `u64`.
+        const LARGEST: u64;
+    }
+
+    impl Bounded for u32 {
+        const LARGEST: u64 = u32::MAX as u64;
+    }
+
+    impl Bounded for u64 {
+        const LARGEST: u64 = u64::MAX;
+    }
+
+    impl Bounded for usize {
+        const LARGEST: u64 = usize::MAX as u64;
+    }
+
+    struct Whole<T>(PhantomData<T>);
+
+    impl<T: TryFrom<u64> + Bounded> Whole<T> {
+        fn fit<E: de::Error>(&self, value: u64) -> Result<T, E> {
+            T::try_from(value).map_err(|_| E::invalid_value(Unexpected::Unsigned(value), self))
+        }
+    }
+
+    impl<'de, T: TryFrom<u64> + Bounded> Visitor<'de> for Whole<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a whole number from 0 to {}", T::LARGEST)
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<T, E> {
+            self.fit(value)
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<T, E> {
+            let value = u64::try_from(value)
+                .map_err(|_| E::invalid_value(Unexpected::Signed(value), &self))?;
+            self.fit(value)
+        }
+
+        fn visit_u128<E: de::Error>(self, value: u128) -> Result<T, E> {
+            let value = u64::try_from(value)
+                .map_err(|_| E::invalid_value(Unexpected::Other("a number past u64"), &self))?;
+            self.fit(value)
+        }
+
+        fn visit_i128<E: de::Error>(self, value: i128) -> Result<T, E> {
+            let value = u64::try_from(value)
+                .map_err(|_| E::invalid_value(Unexpected::Other("a number out of range"), &self))?;
+            self.fit(value)
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<T, E> {
+            let digits = value.trim();
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(E::invalid_value(Unexpected::Str(value), &self));
+            }
+            // Only digits: a failure is a number past u64.
+            let value = digits
+                .parse::<u64>()
+                .map_err(|_| E::invalid_value(Unexpected::Str(value), &self))?;
+            self.fit(value)
+        }
+    }
+}
+
 /// The settings as written in the layers (see the module docs).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +177,7 @@ pub struct ServerSettings {
     /// gRPC listen address.
     pub listen: String,
     /// Largest `Status.payload`, in bytes.
+    #[serde(deserialize_with = "whole::number")]
     pub max_payload_bytes: usize,
     /// A file holding the bearer token every `StatusUpdateManager` call must carry; empty = none.
     pub auth_token_file: PathBuf,
@@ -105,6 +200,7 @@ pub struct StoreSettings {
     /// Delete a stream's files once it ends.
     pub remove_finished: bool,
     /// Commit journal bytes after which it is checkpointed.
+    #[serde(deserialize_with = "whole::number")]
     pub journal_checkpoint_bytes: u64,
 }
 
@@ -119,6 +215,7 @@ pub struct RetrySettings {
     /// Relative spread in `[0, 1)`.
     pub jitter: f64,
     /// Warn once when a head was re-sent more than this many times; 0 = never.
+    #[serde(deserialize_with = "whole::number")]
     pub warn_after: u32,
 }
 
@@ -135,10 +232,13 @@ pub struct RecoverySettings {
 #[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     /// Most pending updates per stream.
+    #[serde(deserialize_with = "whole::number")]
     pub max_pending_per_stream: usize,
     /// Most streams in memory.
+    #[serde(deserialize_with = "whole::number")]
     pub max_streams: usize,
     /// Most stream files open at once.
+    #[serde(deserialize_with = "whole::number")]
     pub max_open_files: usize,
 }
 
@@ -358,8 +458,8 @@ impl Settings {
         check(
             "limits.max_open_files",
             limits.max_open_files.to_string(),
-            "at least 1",
-            limits.max_open_files >= 1,
+            &format!("a count from 1 to {MAX_OPEN_FILES_LIMIT} (keep it below `ulimit -n`)"),
+            (1..=MAX_OPEN_FILES_LIMIT).contains(&limits.max_open_files),
         );
         let metrics = if self.metrics.listen.is_empty() {
             Ok(None)
@@ -680,6 +780,83 @@ mod tests {
             )),
             "{err}"
         );
+    }
+
+    #[test]
+    fn integer_keys_take_whole_numbers_that_fit_and_nothing_else() {
+        let load = |key: &str, value: &str| {
+            Settings::load_with_env(&Overrides::default(), env(&[(key, value)]))
+        };
+        let max_open = |value: &str| load("SUM__LIMITS__MAX_OPEN_FILES", value);
+        assert_eq!(max_open("64").unwrap().limits.max_open_files, 64);
+        assert_eq!(max_open(" 64 ").unwrap().limits.max_open_files, 64);
+        // Each used to become a number the key never held: 2, 1, u64::MAX.
+        for (value, shown) in [
+            ("1.5", "floating point `1.5`"),
+            ("yes", "string \"yes\""),
+            ("true", "boolean `true`"),
+            ("-1", "integer `-1`"),
+            (
+                "99999999999999999999",
+                "floating point `100000000000000000000.0`",
+            ),
+            ("0x10", "string \"0x10\""),
+        ] {
+            let err = max_open(value).unwrap_err().to_string();
+            assert!(err.contains(shown), "{value}: {err}");
+            assert!(err.contains("`limits.max_open_files`"), "{value}: {err}");
+            assert!(
+                err.contains("expected a whole number from 0 to"),
+                "{value}: {err}"
+            );
+        }
+        // A number past the key's own type, not only past u64.
+        let err = load("SUM__RETRY__WARN_AFTER", "4294967296")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected a whole number from 0 to 4294967295"),
+            "{err}"
+        );
+        assert!(err.contains("`retry.warn_after`"), "{err}");
+        // The same in a file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[store]\njournal_checkpoint_bytes = 2.5e6\n").unwrap();
+        let overrides = Overrides {
+            config_file: Some(file),
+            ..Overrides::default()
+        };
+        let err = Settings::load_with_env(&overrides, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`store.journal_checkpoint_bytes`"), "{err}");
+    }
+
+    #[test]
+    fn the_open_file_bound_is_a_count_a_process_can_hold() {
+        let at = |files: usize| {
+            Settings::load_with_env(
+                &Overrides::default(),
+                env(&[("SUM__LIMITS__MAX_OPEN_FILES", &files.to_string())]),
+            )
+            .unwrap()
+            .validate()
+        };
+        assert_eq!(
+            at(MAX_OPEN_FILES_LIMIT).unwrap().max_open_files,
+            MAX_OPEN_FILES_LIMIT
+        );
+        assert_eq!(at(1).unwrap().max_open_files, 1);
+        for files in [0, MAX_OPEN_FILES_LIMIT + 1, 1 << 32] {
+            let err = at(files).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "limits.max_open_files = \"{files}\": expected a count from 1 to {MAX_OPEN_FILES_LIMIT}"
+                )),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -254,6 +254,27 @@ fn the_recovery_after_a_grpc_load_waits_for_the_service_to_close_its_files() {
 }
 
 #[test]
+fn an_open_file_bound_no_process_can_hold_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    // It used to panic reserving room for that many handles.
+    for bound in ["0", "99999999999999999"] {
+        let output =
+            bench_binary_under_ulimit(512, &["--data-dir", data_dir, "--max-open-files", bound]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{bound}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "invalid value '{bound}' for '--max-open-files <MAX_OPEN_FILES>'"
+            )) && stderr.contains("is not in 1..=1048576"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn a_run_that_fails_says_why_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();

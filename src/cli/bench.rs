@@ -31,8 +31,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_ack: bool,
     /// Most stream files open at once (`limits.max_open_files`).
-    #[arg(long, default_value_t = crate::actors::manager::DEFAULT_MAX_OPEN_FILES)]
-    pub max_open_files: usize,
+    #[arg(long, default_value_t = crate::actors::manager::DEFAULT_MAX_OPEN_FILES as u64, value_parser = clap::value_parser!(u64).range(1..=crate::config::MAX_OPEN_FILES_LIMIT as u64))]
+    pub max_open_files: u64,
     /// Directory for the stream files (a fresh directory inside it is used, then removed).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub data_dir: PathBuf,
@@ -51,7 +51,7 @@ impl BenchArgs {
             via: self.via,
             ack: !self.no_ack,
             data_dir: self.data_dir,
-            max_open_files: self.max_open_files.max(1),
+            max_open_files: usize::try_from(self.max_open_files)?,
             concurrency: usize::try_from(self.concurrency)?,
             progress: !self.json && std::io::stderr().is_terminal(),
         };
