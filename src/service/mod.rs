@@ -161,13 +161,14 @@ impl GrpcRuntime {
     ///
     /// Each answer to an RPC comes from the actix thread and wakes that
     /// RPC's task here. A current-thread runtime wakes its thread for every
-    /// such task (a `write` to its eventfd, on the actix thread: one per
-    /// RPC, 40 000 in P6's run); a worker of the multi-thread scheduler is
-    /// woken only when it is idle (100 in the same run). Taking those tasks
-    /// first (`global_queue_interval(1)`) lets the answers that arrived
-    /// together be written together: a connection task then flushes them
-    /// in one `writev`, not one each. Measured on P6's load (BENCHMARKS.md):
-    /// 35–37 µs of CPU per update instead of 45, 15 % more updates/s.
+    /// such task (a `write` to its eventfd, made on the actix thread: one
+    /// per RPC, 40 067 in a run of P6's command); a worker of the
+    /// multi-thread scheduler is woken only when it is idle (326 in the
+    /// same run). Taking those tasks first (`global_queue_interval(1)`)
+    /// lets more of the answers that arrived together be written together
+    /// by their connection's task (`writev`s: 37 373 → 24 613). Measured on
+    /// P6's load (BENCHMARKS.md): 35–38 µs of CPU per update instead of 45,
+    /// and more updates/s.
     fn build() -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
