@@ -295,7 +295,7 @@ async fn recover_all(
         raw_bytes = read;
         raw.push(seconds);
     }
-    let first_seconds = recoveries[0];
+    let first_seconds = recoveries.first().copied().unwrap_or(0.0);
     let (seconds, raw_seconds) = (median(&mut recoveries), median(&mut raw));
     let mb = |b: u64, s: f64| b as f64 / 1e6 / s.max(1e-9);
     Ok(RecoveryFigures {

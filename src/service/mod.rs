@@ -148,10 +148,10 @@ fn nodelay(accepted: TcpListenerStream) -> Incoming {
 const LISTEN_BACKLOG: u32 = 1024;
 
 /// The runtime the gRPC server runs on, until [`spawn`](Self::spawn) hands
-/// it to the thread that owns it. Built before the listener is bound, so that a failure
-/// to build it fails the start. Dropped before that (a start failing after
-/// it was built, inside the caller's runtime), it shuts down in the
-/// background: a runtime dropped in async code would panic.
+/// it to the thread that owns it. Built before the listener is bound, so
+/// that a failure to build it fails the start. Dropped before that (a start
+/// failing after it was built, inside the caller's runtime), it shuts down
+/// in the background: a runtime dropped in async code would panic.
 struct GrpcRuntime(Option<tokio::runtime::Runtime>);
 
 impl GrpcRuntime {
