@@ -458,7 +458,7 @@ impl Settings {
         check(
             "limits.max_open_files",
             limits.max_open_files.to_string(),
-            &format!("a count from 1 to {MAX_OPEN_FILES_LIMIT} (keep it below `ulimit -n`)"),
+            &format!("a count from 1 to {MAX_OPEN_FILES_LIMIT}"),
             (1..=MAX_OPEN_FILES_LIMIT).contains(&limits.max_open_files),
         );
         let metrics = if self.metrics.listen.is_empty() {

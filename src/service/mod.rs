@@ -124,6 +124,40 @@ pub struct RunningService {
     health: tonic_health::server::HealthReporter,
 }
 
+/// The bound on open stream files the process can keep: `asked`
+/// (`limits.max_open_files`) unless `ulimit -n` leaves less room even once
+/// its soft limit is raised to the hard one; said in the log either way.
+fn descriptor_budget(asked: usize) -> usize {
+    use crate::store::files::{fit_to_descriptor_limit, RESERVED_DESCRIPTORS};
+    match fit_to_descriptor_limit(asked) {
+        Ok(budget) => {
+            if let Some(from) = budget.raised_from {
+                info!(
+                    from,
+                    to = budget.soft_limit,
+                    "raised the soft descriptor limit (ulimit -n) for limits.max_open_files"
+                );
+            }
+            if budget.granted < asked {
+                warn!(
+                    limits.max_open_files = asked,
+                    kept = budget.granted,
+                    ulimit_n = budget.soft_limit,
+                    hard_limit = budget.hard_limit,
+                    reserved = RESERVED_DESCRIPTORS,
+                    "the descriptor limit leaves room for fewer stream files than limits.max_open_files; \
+                     keeping that many open (the others are reopened on demand)"
+                );
+            }
+            budget.granted
+        }
+        Err(err) => {
+            warn!(cause = %err, limits.max_open_files = asked, "cannot read the descriptor limit (ulimit -n); keeping limits.max_open_files");
+            asked
+        }
+    }
+}
+
 /// What the gRPC server accepts: TCP connections.
 type Incoming = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send>,
@@ -290,6 +324,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     }
     let committer_stopped = committer.stopped();
     manager_config.committer = committer;
+    manager_config.max_open_files = descriptor_budget(manager_config.max_open_files);
     let files = FileCache::new(manager_config.max_open_files);
     manager_config.files = Some(files.clone());
     let manager =

@@ -196,9 +196,148 @@ impl FileCache {
     }
 }
 
+/// Descriptors a service keeps for everything but stream files: stdio, its
+/// listener and the agents' connections, the commit journal, the runtimes'
+/// epoll and event descriptors, and a file being created or reopened.
+pub const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// How many stream files a process may keep open, from its descriptor
+/// limit (`ulimit -n`, `RLIMIT_NOFILE`): see [`fit_to_descriptor_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescriptorBudget {
+    /// The bound asked for (`limits.max_open_files`).
+    pub asked: usize,
+    /// The bound the process can keep: `asked`, or less when the limit is
+    /// lower than `asked` plus [`RESERVED_DESCRIPTORS`] (at least one).
+    pub granted: usize,
+    /// The soft limit before, when it was raised (to make room).
+    pub raised_from: Option<u64>,
+    /// The soft limit now.
+    pub soft_limit: u64,
+    /// The hard limit (the most the soft one can be raised to).
+    pub hard_limit: u64,
+}
+
+/// Makes room for `asked` stream files under the process's descriptor
+/// limit: raises the soft limit toward the hard one as far as that needs,
+/// and grants fewer files if even the hard limit leaves too little room.
+/// With too small a limit, a bound of `asked` would make opens fail
+/// (`EMFILE`) once enough streams are live, and each failure is a stream
+/// fault; a smaller bound only means more reopens.
+pub fn fit_to_descriptor_limit(asked: usize) -> io::Result<DescriptorBudget> {
+    let (soft, hard) = descriptor_limit()?;
+    let (wanted, granted) = plan_descriptors(asked, soft, hard);
+    let mut budget = DescriptorBudget {
+        asked,
+        granted,
+        raised_from: None,
+        soft_limit: soft,
+        hard_limit: hard,
+    };
+    if wanted > soft {
+        match set_soft_descriptor_limit(wanted, hard) {
+            Ok(()) => {
+                budget.raised_from = Some(soft);
+                budget.soft_limit = wanted;
+            }
+            // Kept as it is; grant what fits under it.
+            Err(_) => budget.granted = plan_descriptors(asked, soft, soft).1,
+        }
+    }
+    Ok(budget)
+}
+
+/// The soft limit `asked` stream files want (never above `hard`), and how
+/// many files fit under it.
+fn plan_descriptors(asked: usize, soft: u64, hard: u64) -> (u64, usize) {
+    let needed = u64::try_from(asked)
+        .unwrap_or(u64::MAX)
+        .saturating_add(RESERVED_DESCRIPTORS);
+    let wanted = if needed > soft {
+        needed.min(hard)
+    } else {
+        soft
+    };
+    let room = wanted.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    let granted = usize::try_from(room).map_or(asked, |room| asked.min(room));
+    (wanted, granted.max(1))
+}
+
+#[cfg(unix)]
+fn descriptor_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid `rlimit` for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // `RLIM_INFINITY` is the largest value, as it should read here.
+    #[allow(clippy::unnecessary_cast)] // `rlim_t` is not `u64` everywhere.
+    Ok((limit.rlim_cur as u64, limit.rlim_max as u64))
+}
+
+#[cfg(unix)]
+fn set_soft_descriptor_limit(soft: u64, hard: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: a valid `rlimit`; only the soft limit changes, within the hard one.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn descriptor_limit() -> io::Result<(u64, u64)> {
+    Ok((u64::MAX, u64::MAX))
+}
+
+#[cfg(not(unix))]
+fn set_soft_descriptor_limit(_soft: u64, _hard: u64) -> io::Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bound_fits_the_descriptor_limit_raising_the_soft_one_as_far_as_needed() {
+        let reserved = RESERVED_DESCRIPTORS;
+        // Room enough: nothing changes.
+        assert_eq!(plan_descriptors(4096, 20_000, 20_000), (20_000, 4096));
+        // The soft limit is raised as far as needed, not to the hard one.
+        assert_eq!(
+            plan_descriptors(4096, 1024, 1 << 20),
+            (4096 + reserved, 4096)
+        );
+        // Even the hard limit is too low: fewer files, never none.
+        assert_eq!(
+            plan_descriptors(4096, 1024, 2048),
+            (2048, 2048 - reserved as usize)
+        );
+        assert_eq!(plan_descriptors(4096, 10, 10), (10, 1));
+        // An unlimited hard limit, and a bound past any count.
+        assert_eq!(
+            plan_descriptors(usize::MAX, 1024, u64::MAX),
+            (
+                u64::MAX,
+                usize::try_from(u64::MAX - reserved).unwrap_or(usize::MAX)
+            )
+        );
+    }
+
+    #[test]
+    fn this_process_can_keep_a_small_bound_whatever_its_limit() {
+        let budget = fit_to_descriptor_limit(8).expect("the limit can be read");
+        assert_eq!((budget.asked, budget.granted), (8, 8));
+        assert!(budget.soft_limit <= budget.hard_limit);
+        assert!(budget.soft_limit >= 8 + RESERVED_DESCRIPTORS);
+    }
 
     #[test]
     fn evicts_least_recently_used_and_reopens_on_demand() -> io::Result<()> {

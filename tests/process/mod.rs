@@ -19,8 +19,26 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_status-update-manager");
 /// only `env`.
 pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(BIN);
+    command.args(args);
+    isolated(command, env)
+}
+
+/// [`command`] run by `sh` after `ulimit LIMIT` (e.g. `-n 200`), so that
+/// the binary starts under that descriptor limit.
+pub fn command_under_ulimit(limit: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new("sh");
     command
-        .args(args)
+        .arg("-c")
+        .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(args);
+    isolated(command, env)
+}
+
+/// `command` with stdin closed, stdout and stderr piped, and only `env` of
+/// the `SUM_*` variables.
+fn isolated(mut command: Command, env: &[(&str, &str)]) -> Command {
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -42,10 +60,27 @@ impl Server {
     /// Starts `serve` on `data_dir`, port 0, with `env` on top of a clean
     /// `SUM__*` environment, and waits (at most `wait`) for `listening on ADDR`.
     pub fn start(data_dir: &Path, env: &[(&str, &str)], wait: Duration) -> Server {
-        let mut child = command(&["serve", "--listen", "127.0.0.1:0", "--data-dir"], env)
-            .arg(data_dir)
-            .spawn()
-            .expect("start the server");
+        let mut serve = command(&["serve", "--listen", "127.0.0.1:0", "--data-dir"], env);
+        Self::spawn(serve.arg(data_dir), wait)
+    }
+
+    /// [`start`](Self::start) under `ulimit LIMIT` (e.g. `-n 200`).
+    pub fn start_under_ulimit(
+        limit: &str,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        wait: Duration,
+    ) -> Server {
+        let mut serve = command_under_ulimit(
+            limit,
+            &["serve", "--listen", "127.0.0.1:0", "--data-dir"],
+            env,
+        );
+        Self::spawn(serve.arg(data_dir), wait)
+    }
+
+    fn spawn(command: &mut Command, wait: Duration) -> Server {
+        let mut child = command.spawn().expect("start the server");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut stderr_pipe = child.stderr.take().expect("piped stderr");
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -89,6 +124,11 @@ impl Server {
             }
         };
         server
+    }
+
+    /// `HOST:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// `http://ADDR`.

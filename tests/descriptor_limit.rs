@@ -1,0 +1,92 @@
+//! `serve` under a descriptor limit (`ulimit -n`) too low for
+//! `limits.max_open_files`: it raises the soft limit as far as the hard one
+//! allows, and keeps fewer stream files open when even that is too low, so
+//! that no stream fails to open its file (`EMFILE`).
+
+mod process;
+
+use std::time::Duration;
+
+use process::Server;
+use status_update_manager::bench::grpc_caller::{GrpcCaller, UPDATE};
+use status_update_manager::bench::load::bench_update;
+use status_update_manager::proto::status_update_manager::v1::{UpdateRequest, UpdateResponse};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Streams the test creates: more than fit under a limit of 200 descriptors.
+const STREAMS: usize = 300;
+
+/// One update to each of [`STREAMS`] streams through the server's gRPC API;
+/// the error of the first that fails.
+fn one_update_per_stream(addr: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        let caller = GrpcCaller::connect(addr).await.map_err(|e| e.to_string())?;
+        for stream in 0..STREAMS {
+            let request = UpdateRequest {
+                update: Some(bench_update(stream, 0)),
+                memory_only: false,
+            };
+            caller
+                .unary::<_, UpdateResponse>(UPDATE, &request)
+                .await
+                .map_err(|e| format!("stream {stream}: {e}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// Starts `serve` under `ulimit LIMIT`, sends [`one_update_per_stream`]
+/// (every one must succeed), and returns what the server logged.
+fn every_stream_works_under_ulimit(limit: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_under_ulimit(limit, dir.path(), &[], WAIT);
+    let sent = one_update_per_stream(server.addr());
+    let stderr = server.stderr();
+    assert_eq!(sent, Ok(()), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_hard_limit_below_the_bound_keeps_fewer_files_open_and_every_stream_works() {
+    // Soft and hard: 200 descriptors, against the default bound of 4 096 files.
+    let stderr = every_stream_works_under_ulimit("-n 200");
+    assert!(
+        stderr.contains("limits.max_open_files=4096 kept=136 ulimit_n=200"),
+        "the log says how many files are kept open, and why: {stderr}"
+    );
+}
+
+#[test]
+fn a_soft_limit_below_the_bound_is_raised_within_the_hard_one() {
+    let hard: u64 = {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .expect("sh runs");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(u64::MAX)
+    };
+    let stderr = every_stream_works_under_ulimit("-Sn 100");
+    assert!(
+        stderr.contains("raised the soft descriptor limit"),
+        "{stderr}"
+    );
+    let wanted = 4096 + status_update_manager::store::files::RESERVED_DESCRIPTORS;
+    if hard >= wanted {
+        assert!(
+            stderr.contains(&format!("from=100 to={wanted}")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("fewer stream files"), "{stderr}");
+    } else {
+        assert!(stderr.contains("fewer stream files"), "{stderr}");
+    }
+}
