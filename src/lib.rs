@@ -42,7 +42,8 @@
 //!   start) instead of the filesystem, and a full journal is checkpointed
 //!   (rotated, then one `syncfs` on a thread of its own while rounds go on
 //!   into the new one); an LRU (`store::files`) bounds the
-//!   open files; `store::dirs` says which directories a new file syncs.
+//!   open files (`serve` fits that bound to `ulimit -n`); `store::dirs`
+//!   says which directories a new file syncs.
 //! - [`error`]: the manager's errors, one variant per rejection.
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
 //!   is the manager's upstream (`hub`), access control (`auth`: bearer

@@ -15,6 +15,13 @@
 //! there is room (recovering 100,000 streams does not churn through the
 //! cache), and is reopened on its next write.
 //!
+//! The bound must fit under the process's descriptor limit, with room for
+//! everything else the process opens ([`RESERVED_DESCRIPTORS`]), or opens
+//! fail with `EMFILE` once enough streams are live.
+//! [`fit_to_descriptor_limit`] (which `serve` calls) raises the soft limit
+//! as far as that needs and the hard limit allows, and grants a smaller
+//! bound when even the hard limit is too low.
+//!
 //! [`StreamLog`]: super::StreamLog
 
 use std::fs::{File, OpenOptions};
