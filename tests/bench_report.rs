@@ -5,6 +5,8 @@
 //! no test asserts a rate.) And the gRPC load's client against a real
 //! service: responses, the forwards' stream, and errors with their codes.
 
+mod process;
+
 use status_update_manager::bench::grpc_caller::{GrpcCaller, ACKNOWLEDGE, SUBSCRIBE, UPDATE};
 use status_update_manager::bench::load::bench_update;
 use status_update_manager::bench::{run, BenchError, BenchOptions, BenchReport, Via};
@@ -201,18 +203,10 @@ async fn the_grpc_loads_client_gets_responses_forwards_and_coded_errors() {
 /// `bench` as a user runs it, under a `ulimit -n` of `nofile`: its exit
 /// status, its stdout and its stderr.
 fn bench_binary_under_ulimit(nofile: u32, args: &[&str]) -> std::process::Output {
-    let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_status-update-manager"))
-        .arg("bench")
-        .args(args)
-        .stdin(std::process::Stdio::null());
-    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("SUM_")) {
-        command.env_remove(key);
-    }
-    command.output().expect("sh runs the binary")
+    let args = [&["bench"], args].concat();
+    process::command_under_ulimit(&format!("-n {nofile}"), &args, &[])
+        .output()
+        .expect("sh runs the binary")
 }
 
 /// Every stream file open at once, in each phase: 300 of them (and the

@@ -46,7 +46,7 @@ use crate::messages::manager::{
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::metrics::StreamMetrics;
 use crate::store::{Committer, FaultPlan, FileCache, StoreError, StreamLog, SyncPolicy};
-use crate::stream::recover::{self, recover_files};
+use crate::stream::recover::recover_files;
 use crate::stream::{RetryPolicy, StreamState};
 
 /// Where a stream's checkpoint file lives (Mesos's `getPath`).
@@ -634,12 +634,6 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
         }
         // Read and replay the files on every core; keep what recovered, in the
         // order asked, meanwhile; start nothing if a strict recovery fails.
-        // (Asking costs a few cgroup reads: not for files read on this thread.)
-        let threads = if files.len() > recover::CHUNK {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        } else {
-            1
-        };
         let settings = self.settings();
         let remove_finished = self.config.remove_finished;
         let mut state = RecoveryState {
@@ -655,7 +649,7 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
             msg.strict,
             self.config.sync,
             now,
-            threads,
+            || std::thread::available_parallelism().map_or(1, usize::from),
             |log| settings.attach_recovered(log),
             |outcome| {
                 let Some((id, path)) = ids.next() else {

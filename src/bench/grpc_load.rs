@@ -1,6 +1,7 @@
 //! The same load through the gRPC service: the service's actors run on
-//! this actix thread (its gRPC server on a thread of its own), the agents (producers) and the upstream (a subscriber that
-//! acknowledges each forward) are gRPC clients on a thread of their own.
+//! this actix thread (its gRPC server on a thread of its own), the agents
+//! (producers) and the upstream (a subscriber that acknowledges each
+//! forward) are gRPC clients on a thread of their own.
 //!
 //! The clients are the load generator, and on a small machine they compete
 //! with the service for the same cores, so they are kept lean: one thread

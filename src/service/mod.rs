@@ -97,6 +97,9 @@ pub enum ServeError {
     /// The gRPC server's thread or its runtime could not start.
     #[error("cannot start the gRPC thread: {0}")]
     GrpcThread(std::io::Error),
+    /// The gRPC server's task panicked (what it said).
+    #[error("the gRPC server's task ended abnormally: {0}")]
+    GrpcTask(String),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -262,9 +265,7 @@ impl GrpcRuntime {
                 let server = runtime.spawn(serve(nodelay(TcpListenerStream::new(listener))));
                 let served = match runtime.block_on(server) {
                     Ok(served) => served.map_err(ServeError::from),
-                    Err(ended) => Err(ServeError::GrpcThread(std::io::Error::other(format!(
-                        "the gRPC server's task ended abnormally: {ended}"
-                    )))),
+                    Err(ended) => Err(ServeError::GrpcTask(ended.to_string())),
                 };
                 // Whatever the server left running ends before it is reported done.
                 drop(runtime);
@@ -545,7 +546,7 @@ mod tests {
             })
             .unwrap();
         match done.await {
-            Ok(Err(ServeError::GrpcThread(err))) => {
+            Ok(Err(err @ ServeError::GrpcTask(_))) => {
                 assert!(err.to_string().contains("ended abnormally"), "{err}")
             }
             other => panic!("expected the gRPC thread's failure, got {other:?}"),

@@ -92,15 +92,15 @@ pub fn recover_file<K: UpdateKind>(
 /// What [`recover_file`] returned for one file of [`recover_files`].
 pub type FileOutcome<K> = Result<Option<RecoveredFile<K>>, ReplayError>;
 
-/// Files recovered per hand-out to a worker thread; [`recover_files`] uses
-/// no worker threads for this many files or fewer.
-pub const CHUNK: usize = 64;
+/// Files recovered per hand-out to a worker thread.
+const CHUNK: usize = 64;
 
-/// Recovers every `(id, path)` of `files` on `threads` worker threads and
+/// Recovers every `(id, path)` of `files` on `threads()` worker threads and
 /// hands each outcome to `each`, on the calling thread and in the order of
 /// `files`, while the workers go on reading: the caller's bookkeeping
-/// overlaps the I/O. With `threads` ≤ 1, or few files, everything runs on
-/// the calling thread.
+/// overlaps the I/O. With few files (one chunk), everything runs on the
+/// calling thread and `threads` is not asked (finding the core count costs
+/// a few cgroup reads); with `threads()` ≤ 1 too.
 ///
 /// Each recovered log goes through `prepare` on the thread that opened it
 /// (the manager puts it under its bound on open files there, so the files
@@ -115,7 +115,7 @@ pub fn recover_files<K: UpdateKind>(
     strict: bool,
     sync: SyncPolicy,
     now: Instant,
-    threads: usize,
+    threads: impl FnOnce() -> usize,
     prepare: impl Fn(&mut StreamLog) + Sync,
     mut each: impl FnMut(FileOutcome<K>) -> ControlFlow<()>,
 ) {
@@ -126,7 +126,8 @@ pub fn recover_files<K: UpdateKind>(
         }
         outcome
     };
-    if threads <= 1 || files.len() <= CHUNK {
+    let threads = if files.len() <= CHUNK { 1 } else { threads() };
+    if threads <= 1 {
         for (id, path) in files {
             if each(recover(id, path)).is_break() {
                 return;
@@ -224,7 +225,7 @@ mod tests {
             strict,
             SyncPolicy::None,
             Instant::now(),
-            threads,
+            || threads,
             |_| {
                 prepared.fetch_add(1, Ordering::Relaxed);
             },
