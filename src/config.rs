@@ -317,6 +317,39 @@ pub struct ServiceConfig {
     pub log_format: LogFormat,
 }
 
+/// Names where a refused value came from ("in the environment", "in
+/// c.toml"). The config crate does that itself for a value it could not
+/// convert, but not for one that a key's own deserializer refused
+/// ([`whole::number`]): its error names only the key, and the key's value
+/// in `layers` knows its source.
+fn with_origin(err: config::ConfigError, layers: &config::Config) -> config::ConfigError {
+    match err {
+        config::ConfigError::At {
+            error,
+            origin: None,
+            key: Some(key),
+        } => config::ConfigError::At {
+            error,
+            origin: origin_of(&layers.cache, &key),
+            key: Some(key),
+        },
+        other => other,
+    }
+}
+
+/// The source of the value at dotted `key` under `root`. (Not
+/// `Config::get`: the value it returns is a copy that lost its origin.)
+fn origin_of(root: &config::Value, key: &str) -> Option<String> {
+    let mut value = root;
+    for segment in key.split('.') {
+        let config::ValueKind::Table(table) = &value.kind else {
+            return None;
+        };
+        value = table.get(segment)?;
+    }
+    value.origin().map(str::to_owned)
+}
+
 impl Settings {
     /// Loads the layers with the process environment.
     pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
@@ -359,11 +392,11 @@ impl Settings {
                 .set_override("server.listen", listen.clone())
                 .map_err(load)?;
         }
-        builder
-            .build()
-            .map_err(load)?
+        let layers = builder.build().map_err(load)?;
+        layers
+            .clone()
             .try_deserialize()
-            .map_err(load)
+            .map_err(|e| load(with_origin(e, &layers)))
     }
 
     /// Checks every key; all problems are reported at once.
@@ -809,6 +842,7 @@ mod tests {
                 err.contains("expected a whole number from 0 to"),
                 "{value}: {err}"
             );
+            assert!(err.ends_with(" in the environment"), "{value}: {err}");
         }
         // A number past the key's own type, not only past u64.
         let err = load("SUM__RETRY__WARN_AFTER", "4294967296")
@@ -831,6 +865,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`store.journal_checkpoint_bytes`"), "{err}");
+        assert!(err.ends_with("c.toml"), "the file is named: {err}");
     }
 
     #[test]
