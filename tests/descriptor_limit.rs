@@ -1,7 +1,8 @@
 //! `serve` under a descriptor limit (`ulimit -n`) too low for
 //! `limits.max_open_files`: it raises the soft limit as far as the hard one
 //! allows, and keeps fewer stream files open when even that is too low, so
-//! that no stream fails to open its file (`EMFILE`).
+//! that no stream fails to open its file (`EMFILE`). Agents' connections
+//! past the limit wait in the listen queue until descriptors are free.
 
 mod process;
 
@@ -17,9 +18,9 @@ const WAIT: Duration = Duration::from_secs(20);
 /// Streams the test creates: more than fit under a limit of 200 descriptors.
 const STREAMS: usize = 300;
 
-/// One update to each of [`STREAMS`] streams through the server's gRPC API;
+/// One update to each of `streams` streams through the server's gRPC API;
 /// the error of the first that fails.
-fn one_update_per_stream(addr: &str) -> Result<(), String> {
+fn one_update_per_stream(addr: &str, streams: usize) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -27,7 +28,7 @@ fn one_update_per_stream(addr: &str) -> Result<(), String> {
     runtime.block_on(async {
         let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
         let caller = GrpcCaller::connect(addr).await.map_err(|e| e.to_string())?;
-        for stream in 0..STREAMS {
+        for stream in 0..streams {
             let request = UpdateRequest {
                 update: Some(bench_update(stream, 0)),
                 memory_only: false,
@@ -46,7 +47,7 @@ fn one_update_per_stream(addr: &str) -> Result<(), String> {
 fn every_stream_works_under_ulimit(limit: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_under_ulimit(limit, dir.path(), &[], WAIT);
-    let sent = one_update_per_stream(server.addr());
+    let sent = one_update_per_stream(server.addr(), STREAMS);
     let stderr = server.stderr();
     assert_eq!(sent, Ok(()), "{stderr}");
     stderr
@@ -89,4 +90,36 @@ fn a_soft_limit_below_the_bound_is_raised_within_the_hard_one() {
     } else {
         assert!(stderr.contains("fewer stream files"), "{stderr}");
     }
+}
+
+#[test]
+fn connections_past_the_descriptor_limit_wait_until_descriptors_are_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_under_ulimit("-n 100", dir.path(), &[], WAIT);
+    // Idle agents' connections, more than the server has descriptors for.
+    let idle: Vec<_> = (0..150)
+        .map(|_| std::net::TcpStream::connect(server.addr()).expect("queued by the kernel"))
+        .collect();
+    assert!(
+        server.wait_for_stderr("cannot accept connections", WAIT),
+        "the server says it is out of descriptors: {}",
+        server.stderr()
+    );
+    drop(idle);
+    // Once they are gone, a new agent is served (its connection waited in
+    // the listen queue behind the ones that were closed meanwhile).
+    let sent = one_update_per_stream(server.addr(), 3);
+    assert_eq!(sent, Ok(()), "{}", server.stderr());
+    assert!(
+        server.wait_for_stderr("accepting connections again", WAIT),
+        "{}",
+        server.stderr()
+    );
+    let stderr = server.stderr();
+    assert_eq!(
+        stderr.matches("cannot accept connections").count(),
+        1,
+        "said once, not once per attempt: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

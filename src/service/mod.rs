@@ -169,7 +169,9 @@ type Incoming = std::pin::Pin<
 /// The accepted connections, with Nagle's algorithm off: a response is
 /// sent when it is written, not held back until the peer acknowledges the
 /// previous one (gRPC clients and servers conventionally set `TCP_NODELAY`).
-fn nodelay(accepted: TcpListenerStream) -> Incoming {
+fn nodelay(
+    accepted: impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static,
+) -> Incoming {
     Box::pin(accepted.map(|connection| {
         let connection = connection?;
         if let Err(e) = connection.set_nodelay(true) {
@@ -177,6 +179,87 @@ fn nodelay(accepted: TcpListenerStream) -> Incoming {
         }
         Ok(connection)
     }))
+}
+
+/// How long the server waits before it accepts again after an accept
+/// failed for want of a resource (`EMFILE`: the descriptor limit is
+/// reached). The connection waits in the listen queue meanwhile.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How often at most the log says that accepts fail (a server at its
+/// descriptor limit may fail, accept a few, and fail again many times a
+/// second).
+pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The connections `accepts` yields, past its failures. A connection that
+/// ended before it was accepted is skipped. Any other failure is the
+/// process's (`EMFILE` once the agents' connections and the open stream
+/// files reach `ulimit -n`): the next accept waits [`ACCEPT_PAUSE`], and
+/// the log says so, at most once every [`ACCEPT_WARN_EVERY`], and again
+/// once a connection is accepted. The server would otherwise try again at
+/// once and keep failing: a core busy for as long as no descriptor is
+/// freed, and nothing in the log.
+fn past_failures<C>(
+    accepts: impl tokio_stream::Stream<Item = std::io::Result<C>> + Unpin,
+) -> impl tokio_stream::Stream<Item = std::io::Result<C>> {
+    struct State<S> {
+        accepts: S,
+        /// Failures since the last warning.
+        failed: u64,
+        /// When the last warning was, and whether the log has said since
+        /// that accepts work again.
+        warned: Option<(tokio::time::Instant, bool)>,
+    }
+    let state = State {
+        accepts,
+        failed: 0,
+        warned: None,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            match state.accepts.next().await? {
+                Ok(connection) => {
+                    if let Some((_, told @ false)) = &mut state.warned {
+                        *told = true;
+                        info!("accepting connections again");
+                    }
+                    return Some((Ok(connection), state));
+                }
+                Err(e) if ended_before_accepted(&e) => {
+                    tracing::debug!(cause = %e, "a connection ended before it was accepted");
+                }
+                Err(e) => {
+                    state.failed += 1;
+                    let now = tokio::time::Instant::now();
+                    if state
+                        .warned
+                        .is_none_or(|(at, _)| now.duration_since(at) >= ACCEPT_WARN_EVERY)
+                    {
+                        warn!(
+                            cause = %e,
+                            failed = state.failed,
+                            retry_every = ?ACCEPT_PAUSE,
+                            "cannot accept connections; the agents' connections and the open stream \
+                             files (limits.max_open_files) share the descriptor limit (ulimit -n)"
+                        );
+                        state.failed = 0;
+                        state.warned = Some((now, false));
+                    }
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
+            }
+        }
+    })
+}
+
+/// Whether an accept failed because of the connection itself (the peer
+/// reset or gave up on it), not because of the process.
+fn ended_before_accepted(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
 }
 
 /// Connections the kernel queues for the gRPC listener before they are
@@ -262,7 +345,8 @@ impl GrpcRuntime {
             .name("sum-grpc-owner".into())
             .spawn(move || {
                 let Some(runtime) = self.0.take() else { return };
-                let server = runtime.spawn(serve(nodelay(TcpListenerStream::new(listener))));
+                let accepted = past_failures(TcpListenerStream::new(listener));
+                let server = runtime.spawn(serve(nodelay(accepted)));
                 let served = match runtime.block_on(server) {
                     Ok(served) => served.map_err(ServeError::from),
                     Err(ended) => Err(ServeError::GrpcTask(ended.to_string())),
@@ -563,6 +647,35 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
         drop(runtime);
         drop(listener);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_accept_is_retried_after_a_pause_and_a_connection_that_ended_is_skipped() {
+        use std::io::{Error, ErrorKind};
+        let too_many = || Error::from_raw_os_error(libc::EMFILE);
+        let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = attempts.clone();
+        let accepts = futures_util::stream::iter([
+            Err(too_many()),
+            Err(too_many()),
+            Err(Error::from(ErrorKind::ConnectionAborted)),
+            Ok(7),
+            Err(Error::from(ErrorKind::ConnectionReset)),
+            Ok(8),
+        ])
+        .map(move |accept| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            accept
+        });
+        let started = tokio::time::Instant::now();
+        let mut accepted = Box::pin(past_failures(accepts));
+        assert_eq!(accepted.next().await.unwrap().unwrap(), 7);
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::Relaxed), 4);
+        // One pause after each failure of the process, none for the connection.
+        assert_eq!(started.elapsed(), ACCEPT_PAUSE * 2);
+        assert_eq!(accepted.next().await.unwrap().unwrap(), 8);
+        assert_eq!(started.elapsed(), ACCEPT_PAUSE * 2);
+        assert!(accepted.next().await.is_none(), "ends with the listener");
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -53,7 +53,8 @@ fn isolated(mut command: Command, env: &[(&str, &str)]) -> Command {
 pub struct Server {
     child: Child,
     addr: String,
-    stderr: Arc<Mutex<String>>,
+    /// What the server wrote on stderr, and a signal for each new chunk.
+    stderr: Arc<(Mutex<String>, Condvar)>,
 }
 
 impl Server {
@@ -83,15 +84,16 @@ impl Server {
         let mut child = command.spawn().expect("start the server");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let collected = Arc::clone(&stderr);
         std::thread::spawn(move || {
             let mut chunk = [0u8; 4096];
             while let Ok(n @ 1..) = stderr_pipe.read(&mut chunk) {
-                collected
-                    .lock()
+                let (text, grew) = &*collected;
+                text.lock()
                     .unwrap()
                     .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                grew.notify_all();
             }
         });
         let (tx, rx) = mpsc::channel();
@@ -138,7 +140,19 @@ impl Server {
 
     /// Everything the server wrote on stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.0.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `wait`) until the server's stderr holds `text`;
+    /// whether it does.
+    pub fn wait_for_stderr(&self, text: &str, wait: Duration) -> bool {
+        let (collected, grew) = &*self.stderr;
+        let (collected, _) = grew
+            .wait_timeout_while(collected.lock().unwrap(), wait, |so_far| {
+                !so_far.contains(text)
+            })
+            .unwrap();
+        collected.contains(text)
     }
 
     /// SIGKILL, and wait until it is gone.
