@@ -64,32 +64,35 @@ fn a_hard_limit_below_the_bound_keeps_fewer_files_open_and_every_stream_works() 
 }
 
 #[test]
-fn a_soft_limit_below_the_bound_is_raised_within_the_hard_one() {
-    let hard: u64 = {
+fn a_soft_limit_is_raised_to_the_hard_one() {
+    let hard = {
         let out = std::process::Command::new("sh")
             .args(["-c", "ulimit -Hn"])
             .output()
             .expect("sh runs");
         String::from_utf8_lossy(&out.stdout)
             .trim()
-            .parse()
-            .unwrap_or(u64::MAX)
+            .parse::<u64>()
+            .ok()
     };
     let stderr = every_stream_works_under_ulimit("-Sn 100");
     assert!(
         stderr.contains("raised the soft descriptor limit"),
         "{stderr}"
     );
-    let wanted = 4096 + status_update_manager::store::files::RESERVED_DESCRIPTORS;
-    if hard >= wanted {
-        assert!(
-            stderr.contains(&format!("from=100 to={wanted}")),
+    let needed = 4096 + status_update_manager::store::files::RESERVED_DESCRIPTORS;
+    match hard {
+        // Room for the files and for every connection the system allows.
+        Some(hard) => assert!(stderr.contains(&format!("from=100 to={hard}")), "{stderr}"),
+        // Unlimited: Linux caps the soft limit at fs.nr_open, so it goes
+        // as far as the files need.
+        None => assert!(
+            stderr.contains(&format!("from=100 to={needed}")),
             "{stderr}"
-        );
-        assert!(!stderr.contains("fewer stream files"), "{stderr}");
-    } else {
-        assert!(stderr.contains("fewer stream files"), "{stderr}");
+        ),
     }
+    let short = hard.is_some_and(|hard| hard < needed);
+    assert_eq!(stderr.contains("fewer stream files"), short, "{stderr}");
 }
 
 #[test]

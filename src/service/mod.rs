@@ -138,7 +138,8 @@ fn descriptor_budget(asked: usize) -> usize {
                 info!(
                     from,
                     to = budget.soft_limit,
-                    "raised the soft descriptor limit (ulimit -n) for limits.max_open_files"
+                    "raised the soft descriptor limit (ulimit -n): the stream files \
+                     (limits.max_open_files) and the agents' connections share it"
                 );
             }
             if budget.granted < asked {

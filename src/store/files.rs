@@ -19,8 +19,9 @@
 //! everything else the process opens ([`RESERVED_DESCRIPTORS`]), or opens
 //! fail with `EMFILE` once enough streams are live.
 //! [`fit_to_descriptor_limit`] (which `serve` calls) raises the soft limit
-//! as far as that needs and the hard limit allows, and grants a smaller
-//! bound when even the hard limit is too low.
+//! to the hard one, so that the agents' connections have every descriptor
+//! the files leave, and grants a smaller bound when even the hard limit is
+//! too low.
 //!
 //! [`StreamLog`]: super::StreamLog
 
@@ -226,48 +227,53 @@ pub struct DescriptorBudget {
 }
 
 /// Makes room for `asked` stream files under the process's descriptor
-/// limit: raises the soft limit toward the hard one as far as that needs,
-/// and grants fewer files if even the hard limit leaves too little room.
-/// With too small a limit, a bound of `asked` would make opens fail
-/// (`EMFILE`) once enough streams are live, and each failure is a stream
-/// fault; a smaller bound only means more reopens.
+/// limit. The soft limit is raised to the hard one, as far as the system
+/// lets it: the stream files and the agents' connections share it, and the
+/// files are bounded while the connections are not (an unlimited hard limit
+/// cannot be the soft one, since Linux caps it at `fs.nr_open`; then the
+/// soft limit is raised as far as the files need). If even that leaves too
+/// little room, fewer files are granted: with too small a limit, a bound
+/// of `asked` would make opens fail (`EMFILE`) once enough streams are
+/// live, and each failure is a stream fault; a smaller bound only means
+/// more reopens.
 pub fn fit_to_descriptor_limit(asked: usize) -> io::Result<DescriptorBudget> {
-    let (soft, hard) = descriptor_limit()?;
-    let (wanted, granted) = plan_descriptors(asked, soft, hard);
+    Ok(fit(asked, descriptor_limit()?, set_soft_descriptor_limit))
+}
+
+/// [`fit_to_descriptor_limit`] under the limits `(soft, hard)`, raising the
+/// soft one with `set_soft(soft, hard)`.
+fn fit(
+    asked: usize,
+    (soft, hard): (u64, u64),
+    mut set_soft: impl FnMut(u64, u64) -> io::Result<()>,
+) -> DescriptorBudget {
     let mut budget = DescriptorBudget {
         asked,
-        granted,
+        granted: asked,
         raised_from: None,
         soft_limit: soft,
         hard_limit: hard,
     };
-    if wanted > soft {
-        match set_soft_descriptor_limit(wanted, hard) {
-            Ok(()) => {
-                budget.raised_from = Some(soft);
-                budget.soft_limit = wanted;
-            }
-            // Kept as it is; grant what fits under it.
-            Err(_) => budget.granted = plan_descriptors(asked, soft, soft).1,
-        }
-    }
-    Ok(budget)
-}
-
-/// The soft limit `asked` stream files want (never above `hard`), and how
-/// many files fit under it.
-fn plan_descriptors(asked: usize, soft: u64, hard: u64) -> (u64, usize) {
     let needed = u64::try_from(asked)
         .unwrap_or(u64::MAX)
         .saturating_add(RESERVED_DESCRIPTORS);
-    let wanted = if needed > soft {
-        needed.min(hard)
-    } else {
-        soft
-    };
-    let room = wanted.saturating_sub(RESERVED_DESCRIPTORS).max(1);
-    let granted = usize::try_from(room).map_or(asked, |room| asked.min(room));
-    (wanted, granted.max(1))
+    for target in [hard, needed.min(hard)] {
+        if target > soft && set_soft(target, hard).is_ok() {
+            budget.raised_from = Some(soft);
+            budget.soft_limit = target;
+            break;
+        }
+    }
+    budget.granted = files_under(asked, budget.soft_limit);
+    budget
+}
+
+/// How many of `asked` stream files fit under a descriptor limit of
+/// `limit`, with [`RESERVED_DESCRIPTORS`] left for the rest (never none
+/// of them: a stream needs its file open to write).
+fn files_under(asked: usize, limit: u64) -> usize {
+    let room = limit.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    usize::try_from(room).map_or(asked, |room| asked.min(room))
 }
 
 #[cfg(unix)]
@@ -313,28 +319,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bound_fits_the_descriptor_limit_raising_the_soft_one_as_far_as_needed() {
+    fn the_files_granted_leave_room_for_everything_else_and_are_never_none() {
         let reserved = RESERVED_DESCRIPTORS;
-        // Room enough: nothing changes.
-        assert_eq!(plan_descriptors(4096, 20_000, 20_000), (20_000, 4096));
-        // The soft limit is raised as far as needed, not to the hard one.
+        assert_eq!(files_under(4096, 20_000), 4096);
+        assert_eq!(files_under(4096, 4096 + reserved), 4096);
+        assert_eq!(files_under(4096, 2048), 2048 - reserved as usize);
+        assert_eq!(files_under(4096, 10), 1);
+        assert_eq!(files_under(0, 10), 0, "no more than asked");
         assert_eq!(
-            plan_descriptors(4096, 1024, 1 << 20),
-            (4096 + reserved, 4096)
+            files_under(usize::MAX, u64::MAX),
+            usize::try_from(u64::MAX - reserved).unwrap_or(usize::MAX)
         );
-        // Even the hard limit is too low: fewer files, never none.
+    }
+
+    #[test]
+    fn the_soft_limit_is_raised_to_the_hard_one_or_as_far_as_the_files_need() {
+        let needed = 4096 + RESERVED_DESCRIPTORS;
+        // Linux refuses a soft limit past fs.nr_open (1 048 576 by default).
+        let nr_open = |soft: u64, _hard: u64| {
+            if soft <= 1 << 20 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(libc::EPERM))
+            }
+        };
+        let raised = |limits| {
+            let budget = fit(4096, limits, nr_open);
+            (budget.raised_from, budget.soft_limit, budget.granted)
+        };
+        assert_eq!(raised((1024, 20_000)), (Some(1024), 20_000, 4096));
+        assert_eq!(raised((1024, u64::MAX)), (Some(1024), needed, 4096));
+        // Already at the hard limit: nothing to raise.
+        assert_eq!(raised((20_000, 20_000)), (None, 20_000, 4096));
+        // The hard limit is too low even for the files: fewer files.
         assert_eq!(
-            plan_descriptors(4096, 1024, 2048),
-            (2048, 2048 - reserved as usize)
+            raised((100, 200)),
+            (Some(100), 200, 200 - RESERVED_DESCRIPTORS as usize)
         );
-        assert_eq!(plan_descriptors(4096, 10, 10), (10, 1));
-        // An unlimited hard limit, and a bound past any count.
+        // The soft limit cannot be changed: what fits under it.
+        let refused = fit(4096, (1024, 20_000), |_, _| {
+            Err(io::Error::from_raw_os_error(libc::EPERM))
+        });
         assert_eq!(
-            plan_descriptors(usize::MAX, 1024, u64::MAX),
-            (
-                u64::MAX,
-                usize::try_from(u64::MAX - reserved).unwrap_or(usize::MAX)
-            )
+            (refused.raised_from, refused.soft_limit, refused.granted),
+            (None, 1024, 1024 - RESERVED_DESCRIPTORS as usize)
         );
     }
 
@@ -344,6 +372,11 @@ mod tests {
         assert_eq!((budget.asked, budget.granted), (8, 8));
         assert!(budget.soft_limit <= budget.hard_limit);
         assert!(budget.soft_limit >= 8 + RESERVED_DESCRIPTORS);
+        let (soft, _) = descriptor_limit().unwrap();
+        assert_eq!(
+            soft, budget.soft_limit,
+            "the limit it reports is the one in force"
+        );
     }
 
     #[test]
