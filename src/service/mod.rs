@@ -20,6 +20,13 @@
 //! actors spend on an update, and on a runtime shared with the actors they
 //! left the actors one core for both (BENCHMARKS.md, P6). A request reaches
 //! the manager as an actor message, from that thread.
+//!
+//! Connections: each accepted one has `TCP_NODELAY` and TCP keepalive on
+//! (`KEEPALIVE_IDLE`: a vanished agent's connection does not hold its
+//! descriptor for good), and an accept that fails for want of descriptors
+//! waits `ACCEPT_PAUSE` before the next (`past_failures`). The stream
+//! files and the connections share `ulimit -n`, which `serve` raises to
+//! the hard limit ([`crate::store::files::fit_to_descriptor_limit`]).
 
 pub mod auth;
 pub mod codec;
@@ -167,16 +174,37 @@ type Incoming = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send>,
 >;
 
-/// The accepted connections, with Nagle's algorithm off: a response is
+/// How long an agent's connection may be idle before the kernel asks
+/// whether its peer is still there (TCP keepalive). With
+/// [`KEEPALIVE_INTERVAL`] and [`KEEPALIVE_PROBES`], a connection from an
+/// agent host that vanished without closing it (power loss, a partition) is
+/// closed within about two minutes, instead of holding a descriptor, shared
+/// with the stream files, until the process restarts. (Linux's defaults
+/// would wait two hours and a quarter.)
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// How often an idle connection's peer is asked once it was idle [`KEEPALIVE_IDLE`].
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered keepalive probes that end a connection.
+pub const KEEPALIVE_PROBES: u32 = 6;
+
+/// The accepted connections, with Nagle's algorithm off (a response is
 /// sent when it is written, not held back until the peer acknowledges the
-/// previous one (gRPC clients and servers conventionally set `TCP_NODELAY`).
-fn nodelay(
+/// previous one; gRPC clients and servers conventionally set
+/// `TCP_NODELAY`) and TCP keepalive on ([`KEEPALIVE_IDLE`]).
+fn tuned(
     accepted: impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static,
 ) -> Incoming {
-    Box::pin(accepted.map(|connection| {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    Box::pin(accepted.map(move |connection| {
         let connection = connection?;
         if let Err(e) = connection.set_nodelay(true) {
             warn!(cause = %e, "cannot set TCP_NODELAY on an accepted connection");
+        }
+        if let Err(e) = socket2::SockRef::from(&connection).set_tcp_keepalive(&keepalive) {
+            warn!(cause = %e, "cannot turn TCP keepalive on for an accepted connection");
         }
         Ok(connection)
     }))
@@ -347,7 +375,7 @@ impl GrpcRuntime {
             .spawn(move || {
                 let Some(runtime) = self.0.take() else { return };
                 let accepted = past_failures(TcpListenerStream::new(listener));
-                let server = runtime.spawn(serve(nodelay(accepted)));
+                let server = runtime.spawn(serve(tuned(accepted)));
                 let served = match runtime.block_on(server) {
                     Ok(served) => served.map_err(ServeError::from),
                     Err(ended) => Err(ServeError::GrpcTask(ended.to_string())),
@@ -680,13 +708,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn accepted_connections_have_nagles_algorithm_off() {
+    async fn accepted_connections_have_nagles_algorithm_off_and_keepalive_on() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut accepted = Box::pin(nodelay(TcpListenerStream::new(listener)));
+        let mut accepted = Box::pin(tuned(TcpListenerStream::new(listener)));
         let server_side = accepted.next().await.unwrap().unwrap();
         assert!(server_side.nodelay().unwrap());
+        let socket = socket2::SockRef::from(&server_side);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
         assert_eq!(
             server_side.peer_addr().unwrap(),
             client.local_addr().unwrap()
