@@ -264,13 +264,23 @@ fn past_failures<C>(
                         .warned
                         .is_none_or(|(at, _)| now.duration_since(at) >= ACCEPT_WARN_EVERY)
                     {
-                        warn!(
-                            cause = %e,
-                            failed = state.failed,
-                            retry_every = ?ACCEPT_PAUSE,
-                            "cannot accept connections; the agents' connections and the open stream \
-                             files (limits.max_open_files) share the descriptor limit (ulimit -n)"
-                        );
+                        if out_of_descriptors(&e) {
+                            warn!(
+                                cause = %e,
+                                failed = state.failed,
+                                retry_every = ?ACCEPT_PAUSE,
+                                "cannot accept connections; the agents' connections and the open \
+                                 stream files (limits.max_open_files) share the descriptor limit \
+                                 (ulimit -n)"
+                            );
+                        } else {
+                            warn!(
+                                cause = %e,
+                                failed = state.failed,
+                                retry_every = ?ACCEPT_PAUSE,
+                                "cannot accept connections"
+                            );
+                        }
                         state.failed = 0;
                         state.warned = Some((now, false));
                     }
@@ -281,14 +291,38 @@ fn past_failures<C>(
     })
 }
 
-/// Whether an accept failed because of the connection itself (the peer
-/// reset or gave up on it), not because of the process.
+/// Whether an accept failed because of the connection itself, not because
+/// of the process: the peer reset or gave up on it, or (Linux, accept(2))
+/// the network error it met while it waited in the queue.
 fn ended_before_accepted(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    matches!(
+    if matches!(
         e.kind(),
         ConnectionAborted | ConnectionRefused | ConnectionReset
-    )
+    ) {
+        return true;
+    }
+    #[cfg(target_os = "linux")]
+    if let Some(code) = e.raw_os_error() {
+        return matches!(
+            code,
+            libc::ENETDOWN
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        );
+    }
+    false
+}
+
+/// Whether an accept failed because the process (`EMFILE`) or the system
+/// (`ENFILE`) has no descriptor left.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// Connections the kernel queues for the gRPC listener before they are
@@ -690,6 +724,7 @@ mod tests {
             Err(Error::from(ErrorKind::ConnectionAborted)),
             Ok(7),
             Err(Error::from(ErrorKind::ConnectionReset)),
+            Err(Error::from_raw_os_error(libc::EPROTO)),
             Ok(8),
         ])
         .map(move |accept| {
