@@ -42,12 +42,14 @@
 //!   start) instead of the filesystem, and a full journal is checkpointed
 //!   (rotated, then one `syncfs` on a thread of its own while rounds go on
 //!   into the new one); an LRU (`store::files`) bounds the
-//!   open files (`serve` fits that bound to `ulimit -n`); `store::dirs`
+//!   open files (`serve` splits `ulimit -n` between that bound and the
+//!   agents' connections); `store::dirs`
 //!   says which directories a new file syncs.
 //! - [`error`]: the manager's errors, one variant per rejection.
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
 //!   is the manager's upstream (`hub`), access control (`auth`: bearer
-//!   token, TLS identity), startup recovery and graceful shutdown. The
+//!   token, TLS identity), the connections (`accept`: their share of the
+//!   descriptors, keepalive), startup recovery and graceful shutdown. The
 //!   gRPC server runs on a thread of its own; the actors stay on the actix
 //!   System's.
 //! - [`config`]: layered configuration (embedded defaults, file, `SUM__*`

@@ -21,13 +21,12 @@
 //! left the actors one core for both (BENCHMARKS.md, P6). A request reaches
 //! the manager as an actor message, from that thread.
 //!
-//! Connections: each accepted one has `TCP_NODELAY` and TCP keepalive on
-//! (`KEEPALIVE_IDLE`: a vanished agent's connection does not hold its
-//! descriptor for good), and an accept that fails for want of descriptors
-//! waits `ACCEPT_PAUSE` before the next (`past_failures`). The stream
-//! files and the connections share `ulimit -n`, which `serve` raises to
-//! the hard limit ([`crate::store::files::fit_to_descriptor_limit`]).
+//! The stream files and the agents' connections share `ulimit -n`:
+//! [`start`] splits it between them
+//! ([`crate::store::files::fit_to_descriptor_limit`]), and [`accept`] holds
+//! the connections to their share.
 
+pub mod accept;
 pub mod auth;
 pub mod codec;
 pub mod grpc;
@@ -40,8 +39,6 @@ use std::time::Duration;
 use actix::prelude::*;
 use thiserror::Error;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 use tracing::{info, warn};
 
 use crate::config::ServiceConfig;
@@ -134,11 +131,12 @@ pub struct RunningService {
     health: tonic_health::server::HealthReporter,
 }
 
-/// The bound on open stream files the process can keep: `asked`
-/// (`limits.max_open_files`) unless `ulimit -n` leaves less room even once
-/// its soft limit is raised to the hard one; said in the log either way.
-fn descriptor_budget(asked: usize) -> usize {
-    use crate::store::files::{fit_to_descriptor_limit, RESERVED_DESCRIPTORS};
+/// How many stream files (`asked`: `limits.max_open_files`, unless
+/// `ulimit -n` leaves less room even once its soft limit is raised to the
+/// hard one) and how many agents' connections the process keeps open at
+/// once; said in the log.
+fn descriptor_budget(asked: usize) -> (usize, usize) {
+    use crate::store::files::{fit_to_descriptor_limit, MIN_CONNECTIONS, RESERVED_DESCRIPTORS};
     match fit_to_descriptor_limit(asked) {
         Ok(budget) => {
             if let Some(from) = budget.raised_from {
@@ -156,173 +154,18 @@ fn descriptor_budget(asked: usize) -> usize {
                     ulimit_n = budget.soft_limit,
                     hard_limit = budget.hard_limit,
                     reserved = RESERVED_DESCRIPTORS,
+                    connections = MIN_CONNECTIONS,
                     "the descriptor limit leaves room for fewer stream files than limits.max_open_files; \
                      keeping that many open (the others are reopened on demand)"
                 );
             }
-            budget.granted
+            (budget.granted, budget.connections)
         }
         Err(err) => {
-            warn!(cause = %err, limits.max_open_files = asked, "cannot read the descriptor limit (ulimit -n); keeping limits.max_open_files");
-            asked
+            warn!(cause = %err, limits.max_open_files = asked, "cannot read the descriptor limit (ulimit -n); keeping limits.max_open_files, and any number of connections");
+            (asked, usize::MAX)
         }
     }
-}
-
-/// What the gRPC server accepts: TCP connections.
-type Incoming = std::pin::Pin<
-    Box<dyn tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send>,
->;
-
-/// How long an agent's connection may be idle before the kernel asks
-/// whether its peer is still there (TCP keepalive). With
-/// [`KEEPALIVE_INTERVAL`] and [`KEEPALIVE_PROBES`], a connection from an
-/// agent host that vanished without closing it (power loss, a partition) is
-/// closed within about two minutes, instead of holding a descriptor, shared
-/// with the stream files, until the process restarts. (Linux's defaults
-/// would wait two hours and a quarter.)
-pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
-/// How often an idle connection's peer is asked once it was idle [`KEEPALIVE_IDLE`].
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// Unanswered keepalive probes that end a connection.
-pub const KEEPALIVE_PROBES: u32 = 6;
-
-/// The accepted connections, with Nagle's algorithm off (a response is
-/// sent when it is written, not held back until the peer acknowledges the
-/// previous one; gRPC clients and servers conventionally set
-/// `TCP_NODELAY`) and TCP keepalive on ([`KEEPALIVE_IDLE`]).
-fn tuned(
-    accepted: impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static,
-) -> Incoming {
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(KEEPALIVE_PROBES);
-    Box::pin(accepted.map(move |connection| {
-        let connection = connection?;
-        if let Err(e) = connection.set_nodelay(true) {
-            warn!(cause = %e, "cannot set TCP_NODELAY on an accepted connection");
-        }
-        if let Err(e) = socket2::SockRef::from(&connection).set_tcp_keepalive(&keepalive) {
-            warn!(cause = %e, "cannot turn TCP keepalive on for an accepted connection");
-        }
-        Ok(connection)
-    }))
-}
-
-/// How long the server waits before it accepts again after an accept
-/// failed for want of a resource (`EMFILE`: the descriptor limit is
-/// reached). The connection waits in the listen queue meanwhile.
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-
-/// How often at most the log says that accepts fail (a server at its
-/// descriptor limit may fail, accept a few, and fail again many times a
-/// second).
-pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// The connections `accepts` yields, past its failures. A connection that
-/// ended before it was accepted is skipped. Any other failure is the
-/// process's (`EMFILE` once the agents' connections and the open stream
-/// files reach `ulimit -n`): the next accept waits [`ACCEPT_PAUSE`], and
-/// the log says so, at most once every [`ACCEPT_WARN_EVERY`], and again
-/// once a connection is accepted. The server would otherwise try again at
-/// once and keep failing: a core busy for as long as no descriptor is
-/// freed, and nothing in the log.
-fn past_failures<C>(
-    accepts: impl tokio_stream::Stream<Item = std::io::Result<C>> + Unpin,
-) -> impl tokio_stream::Stream<Item = std::io::Result<C>> {
-    struct State<S> {
-        accepts: S,
-        /// Failures since the last warning.
-        failed: u64,
-        /// When the last warning was, and whether the log has said since
-        /// that accepts work again.
-        warned: Option<(tokio::time::Instant, bool)>,
-    }
-    let state = State {
-        accepts,
-        failed: 0,
-        warned: None,
-    };
-    futures_util::stream::unfold(state, |mut state| async move {
-        loop {
-            match state.accepts.next().await? {
-                Ok(connection) => {
-                    if let Some((_, told @ false)) = &mut state.warned {
-                        *told = true;
-                        info!("accepting connections again");
-                    }
-                    return Some((Ok(connection), state));
-                }
-                Err(e) if ended_before_accepted(&e) => {
-                    tracing::debug!(cause = %e, "a connection ended before it was accepted");
-                }
-                Err(e) => {
-                    state.failed += 1;
-                    let now = tokio::time::Instant::now();
-                    if state
-                        .warned
-                        .is_none_or(|(at, _)| now.duration_since(at) >= ACCEPT_WARN_EVERY)
-                    {
-                        if out_of_descriptors(&e) {
-                            warn!(
-                                cause = %e,
-                                failed = state.failed,
-                                retry_every = ?ACCEPT_PAUSE,
-                                "cannot accept connections; the agents' connections and the open \
-                                 stream files (limits.max_open_files) share the descriptor limit \
-                                 (ulimit -n)"
-                            );
-                        } else {
-                            warn!(
-                                cause = %e,
-                                failed = state.failed,
-                                retry_every = ?ACCEPT_PAUSE,
-                                "cannot accept connections"
-                            );
-                        }
-                        state.failed = 0;
-                        state.warned = Some((now, false));
-                    }
-                    tokio::time::sleep(ACCEPT_PAUSE).await;
-                }
-            }
-        }
-    })
-}
-
-/// Whether an accept failed because of the connection itself, not because
-/// of the process: the peer reset or gave up on it, or (Linux, accept(2))
-/// the network error it met while it waited in the queue.
-fn ended_before_accepted(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    ) {
-        return true;
-    }
-    #[cfg(target_os = "linux")]
-    if let Some(code) = e.raw_os_error() {
-        return matches!(
-            code,
-            libc::ENETDOWN
-                | libc::EPROTO
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::ENONET
-                | libc::EHOSTUNREACH
-                | libc::EOPNOTSUPP
-                | libc::ENETUNREACH
-        );
-    }
-    false
-}
-
-/// Whether an accept failed because the process (`EMFILE`) or the system
-/// (`ENFILE`) has no descriptor left.
-fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// Connections the kernel queues for the gRPC listener before they are
@@ -387,17 +230,18 @@ impl GrpcRuntime {
 
     /// Runs the gRPC server on this runtime's worker until `serve`'s future
     /// ends, and returns what it ended with. `serve` is given the accepted
-    /// connections of `listener` (from [`bind`](Self::bind)), with Nagle's
-    /// algorithm off. A thread of its own ("sum-grpc-owner", idle
+    /// connections of `listener` (from [`bind`](Self::bind)), at most
+    /// `connections` at once ([`accept::incoming`]). A thread of its own ("sum-grpc-owner", idle
     /// meanwhile) owns the runtime: it shuts it down once the server ended,
     /// outside async code.
     fn spawn<F, S>(
         mut self,
         listener: tokio::net::TcpListener,
+        connections: usize,
         serve: S,
     ) -> std::io::Result<oneshot::Receiver<Result<(), ServeError>>>
     where
-        S: FnOnce(Incoming) -> F + Send + 'static,
+        S: FnOnce(accept::Incoming) -> F + Send + 'static,
         F: std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
     {
         self.runtime()?;
@@ -408,8 +252,8 @@ impl GrpcRuntime {
             .name("sum-grpc-owner".into())
             .spawn(move || {
                 let Some(runtime) = self.0.take() else { return };
-                let accepted = past_failures(TcpListenerStream::new(listener));
-                let server = runtime.spawn(serve(tuned(accepted)));
+                let accepted = accept::incoming(listener, connections);
+                let server = runtime.spawn(serve(accepted));
                 let served = match runtime.block_on(server) {
                     Ok(served) => served.map_err(ServeError::from),
                     Err(ended) => Err(ServeError::GrpcTask(ended.to_string())),
@@ -472,7 +316,8 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     }
     let committer_stopped = committer.stopped();
     manager_config.committer = committer;
-    manager_config.max_open_files = descriptor_budget(manager_config.max_open_files);
+    let (files_open, connections) = descriptor_budget(manager_config.max_open_files);
+    manager_config.max_open_files = files_open;
     let files = FileCache::new(manager_config.max_open_files);
     manager_config.files = Some(files.clone());
     let manager =
@@ -544,7 +389,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         None => router.add_service(api),
     };
     let server = grpc
-        .spawn(listener, move |incoming| {
+        .spawn(listener, connections, move |incoming| {
             router.serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             })
@@ -554,6 +399,8 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         %local_addr,
         tls = config.tls.is_some(),
         token = config.auth_token.is_some(),
+        max_connections = connections,
+        max_open_files = files_open,
         "listening"
     );
     Ok(RunningService {
@@ -661,6 +508,7 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_stream::StreamExt;
 
     #[tokio::test]
     async fn the_server_accepts_on_its_own_thread_and_its_result_comes_back() {
@@ -669,10 +517,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (seen_tx, seen) = oneshot::channel();
         let done = runtime
-            .spawn(listener, move |mut incoming| async move {
+            .spawn(listener, 1, move |mut incoming| async move {
                 let accepted = incoming.next().await.unwrap().unwrap();
                 let thread = std::thread::current().name().map(str::to_owned);
-                let _ = seen_tx.send((thread, accepted.nodelay().unwrap()));
+                let _ = seen_tx.send((thread, accepted.get_ref().nodelay().unwrap()));
                 Ok(())
             })
             .unwrap();
@@ -688,7 +536,7 @@ mod tests {
         let runtime = GrpcRuntime::build().unwrap();
         let listener = runtime.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let done = runtime
-            .spawn(listener, |_incoming| async {
+            .spawn(listener, 1, |_incoming| async {
                 panic!("a bug in the server");
             })
             .unwrap();
@@ -710,54 +558,5 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
         drop(runtime);
         drop(listener);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_accept_is_retried_after_a_pause_and_a_connection_that_ended_is_skipped() {
-        use std::io::{Error, ErrorKind};
-        let too_many = || Error::from_raw_os_error(libc::EMFILE);
-        let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let seen = attempts.clone();
-        let accepts = futures_util::stream::iter([
-            Err(too_many()),
-            Err(too_many()),
-            Err(Error::from(ErrorKind::ConnectionAborted)),
-            Ok(7),
-            Err(Error::from(ErrorKind::ConnectionReset)),
-            Err(Error::from_raw_os_error(libc::EPROTO)),
-            Ok(8),
-        ])
-        .map(move |accept| {
-            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            accept
-        });
-        let started = tokio::time::Instant::now();
-        let mut accepted = Box::pin(past_failures(accepts));
-        assert_eq!(accepted.next().await.unwrap().unwrap(), 7);
-        assert_eq!(attempts.load(std::sync::atomic::Ordering::Relaxed), 4);
-        // One pause after each failure of the process, none for the connection.
-        assert_eq!(started.elapsed(), ACCEPT_PAUSE * 2);
-        assert_eq!(accepted.next().await.unwrap().unwrap(), 8);
-        assert_eq!(started.elapsed(), ACCEPT_PAUSE * 2);
-        assert!(accepted.next().await.is_none(), "ends with the listener");
-    }
-
-    #[tokio::test]
-    async fn accepted_connections_have_nagles_algorithm_off_and_keepalive_on() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut accepted = Box::pin(tuned(TcpListenerStream::new(listener)));
-        let server_side = accepted.next().await.unwrap().unwrap();
-        assert!(server_side.nodelay().unwrap());
-        let socket = socket2::SockRef::from(&server_side);
-        assert!(socket.keepalive().unwrap());
-        assert_eq!(socket.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
-        assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
-        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
-        assert_eq!(
-            server_side.peer_addr().unwrap(),
-            client.local_addr().unwrap()
-        );
     }
 }

@@ -204,20 +204,34 @@ impl FileCache {
     }
 }
 
-/// Descriptors a service keeps for everything but stream files: stdio, its
-/// listener and the agents' connections, the commit journal, the runtimes'
-/// epoll and event descriptors, and a file being created or reopened.
+/// Descriptors a service keeps for everything but stream files and the
+/// agents' connections: stdio, its listeners, the commit journal, the
+/// runtimes' epoll and event descriptors, directories being synced, and a
+/// file being created or reopened.
 pub const RESERVED_DESCRIPTORS: u64 = 64;
 
-/// How many stream files a process may keep open, from its descriptor
-/// limit (`ulimit -n`, `RLIMIT_NOFILE`): see [`fit_to_descriptor_limit`].
+/// Agents' connections a service keeps room for however tight the limit:
+/// fewer stream files are kept open instead.
+pub const MIN_CONNECTIONS: u64 = 32;
+
+/// Linux's default `fs.nr_open`, the most descriptors a process can be
+/// given, for when `/proc/sys/fs/nr_open` cannot be read.
+const DEFAULT_NR_OPEN: u64 = 1 << 20;
+
+/// How a process's descriptor limit (`ulimit -n`, `RLIMIT_NOFILE`) is
+/// shared between stream files and agents' connections: see
+/// [`fit_to_descriptor_limit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DescriptorBudget {
     /// The bound asked for (`limits.max_open_files`).
     pub asked: usize,
     /// The bound the process can keep: `asked`, or less when the limit is
-    /// lower than `asked` plus [`RESERVED_DESCRIPTORS`] (at least one).
+    /// lower than `asked` plus [`RESERVED_DESCRIPTORS`] and
+    /// [`MIN_CONNECTIONS`] (at least one).
     pub granted: usize,
+    /// The agents' connections the process can hold besides: what the
+    /// limit leaves (at least one).
+    pub connections: usize,
     /// The soft limit before, when it was raised (to make room).
     pub raised_from: Option<u64>,
     /// The soft limit now.
@@ -226,54 +240,80 @@ pub struct DescriptorBudget {
     pub hard_limit: u64,
 }
 
-/// Makes room for `asked` stream files under the process's descriptor
-/// limit. The soft limit is raised to the hard one, as far as the system
-/// lets it: the stream files and the agents' connections share it, and the
-/// files are bounded while the connections are not (an unlimited hard limit
-/// cannot be the soft one, since Linux caps it at `fs.nr_open`; then the
-/// soft limit is raised as far as the files need). If even that leaves too
-/// little room, fewer files are granted: with too small a limit, a bound
-/// of `asked` would make opens fail (`EMFILE`) once enough streams are
-/// live, and each failure is a stream fault; a smaller bound only means
-/// more reopens.
+/// Shares the process's descriptor limit between `asked` stream files and
+/// the agents' connections, so that neither can take the other's
+/// descriptors: a stream file that cannot be opened (`EMFILE`) is a stream
+/// fault, while a connection past its share only waits in the listen
+/// queue.
+///
+/// The soft limit is first raised to the hard one, as far as the system
+/// lets it (an unlimited hard limit cannot be the soft one: Linux caps it
+/// at `fs.nr_open`). The files get `asked`, or what fits after
+/// [`RESERVED_DESCRIPTORS`] and [`MIN_CONNECTIONS`] if the limit is too
+/// low for that; a smaller bound only means more reopens. The connections
+/// get what is left.
 pub fn fit_to_descriptor_limit(asked: usize) -> io::Result<DescriptorBudget> {
-    Ok(fit(asked, descriptor_limit()?, set_soft_descriptor_limit))
+    Ok(fit(
+        asked,
+        descriptor_limit()?,
+        nr_open(),
+        set_soft_descriptor_limit,
+    ))
 }
 
-/// [`fit_to_descriptor_limit`] under the limits `(soft, hard)`, raising the
-/// soft one with `set_soft(soft, hard)`.
+/// [`fit_to_descriptor_limit`] under the limits `(soft, hard)` and a
+/// system maximum of `nr_open`, raising the soft one with
+/// `set_soft(soft, hard)`.
 fn fit(
     asked: usize,
     (soft, hard): (u64, u64),
+    nr_open: u64,
     mut set_soft: impl FnMut(u64, u64) -> io::Result<()>,
 ) -> DescriptorBudget {
     let mut budget = DescriptorBudget {
         asked,
         granted: asked,
+        connections: 1,
         raised_from: None,
         soft_limit: soft,
         hard_limit: hard,
     };
     let needed = u64::try_from(asked)
         .unwrap_or(u64::MAX)
-        .saturating_add(RESERVED_DESCRIPTORS);
-    for target in [hard, needed.min(hard)] {
+        .saturating_add(RESERVED_DESCRIPTORS + MIN_CONNECTIONS);
+    for target in [hard, nr_open.min(hard), needed.min(hard)] {
         if target > soft && set_soft(target, hard).is_ok() {
             budget.raised_from = Some(soft);
             budget.soft_limit = target;
             break;
         }
     }
-    budget.granted = files_under(asked, budget.soft_limit);
+    let limit = budget.soft_limit;
+    budget.granted = files_under(asked, limit);
+    let left = limit
+        .saturating_sub(RESERVED_DESCRIPTORS)
+        .saturating_sub(budget.granted as u64)
+        .max(1);
+    budget.connections = usize::try_from(left).unwrap_or(usize::MAX);
     budget
 }
 
 /// How many of `asked` stream files fit under a descriptor limit of
-/// `limit`, with [`RESERVED_DESCRIPTORS`] left for the rest (never none
-/// of them: a stream needs its file open to write).
+/// `limit`, with [`RESERVED_DESCRIPTORS`] and [`MIN_CONNECTIONS`] left for
+/// the rest (never none of them: a stream needs its file open to write).
 fn files_under(asked: usize, limit: u64) -> usize {
-    let room = limit.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    let room = limit
+        .saturating_sub(RESERVED_DESCRIPTORS + MIN_CONNECTIONS)
+        .max(1);
     usize::try_from(room).map_or(asked, |room| asked.min(room))
+}
+
+/// The most descriptors the system gives a process (`fs.nr_open`).
+fn nr_open() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(DEFAULT_NR_OPEN)
 }
 
 #[cfg(unix)]
@@ -320,49 +360,75 @@ mod tests {
 
     #[test]
     fn the_files_granted_leave_room_for_everything_else_and_are_never_none() {
-        let reserved = RESERVED_DESCRIPTORS;
+        let others = RESERVED_DESCRIPTORS + MIN_CONNECTIONS;
         assert_eq!(files_under(4096, 20_000), 4096);
-        assert_eq!(files_under(4096, 4096 + reserved), 4096);
-        assert_eq!(files_under(4096, 2048), 2048 - reserved as usize);
+        assert_eq!(files_under(4096, 4096 + others), 4096);
+        assert_eq!(files_under(4096, 2048), 2048 - others as usize);
         assert_eq!(files_under(4096, 10), 1);
         assert_eq!(files_under(0, 10), 0, "no more than asked");
         assert_eq!(
             files_under(usize::MAX, u64::MAX),
-            usize::try_from(u64::MAX - reserved).unwrap_or(usize::MAX)
+            usize::try_from(u64::MAX - others).unwrap_or(usize::MAX)
         );
     }
 
     #[test]
-    fn the_soft_limit_is_raised_to_the_hard_one_or_as_far_as_the_files_need() {
-        let needed = 4096 + RESERVED_DESCRIPTORS;
-        // Linux refuses a soft limit past fs.nr_open (1 048 576 by default).
-        let nr_open = |soft: u64, _hard: u64| {
-            if soft <= 1 << 20 {
+    fn the_soft_limit_is_raised_to_the_hard_one_and_the_connections_get_what_the_files_leave() {
+        let nr_open = 1 << 20;
+        // Linux refuses a soft limit past fs.nr_open.
+        let capped = |soft: u64, _hard: u64| {
+            if soft <= nr_open {
                 Ok(())
             } else {
                 Err(io::Error::from_raw_os_error(libc::EPERM))
             }
         };
-        let raised = |limits| {
-            let budget = fit(4096, limits, nr_open);
-            (budget.raised_from, budget.soft_limit, budget.granted)
+        let shared = |limits| {
+            let b = fit(4096, limits, nr_open, capped);
+            (b.raised_from, b.soft_limit, b.granted, b.connections)
         };
-        assert_eq!(raised((1024, 20_000)), (Some(1024), 20_000, 4096));
-        assert_eq!(raised((1024, u64::MAX)), (Some(1024), needed, 4096));
-        // Already at the hard limit: nothing to raise.
-        assert_eq!(raised((20_000, 20_000)), (None, 20_000, 4096));
-        // The hard limit is too low even for the files: fewer files.
+        let left = |limit: u64| (limit - RESERVED_DESCRIPTORS - 4096) as usize;
         assert_eq!(
-            raised((100, 200)),
-            (Some(100), 200, 200 - RESERVED_DESCRIPTORS as usize)
+            shared((1024, 20_000)),
+            (Some(1024), 20_000, 4096, left(20_000))
         );
-        // The soft limit cannot be changed: what fits under it.
-        let refused = fit(4096, (1024, 20_000), |_, _| {
+        // Unlimited: as far as fs.nr_open.
+        assert_eq!(
+            shared((1024, u64::MAX)),
+            (Some(1024), nr_open, 4096, left(nr_open))
+        );
+        // Already at the hard limit: nothing to raise.
+        assert_eq!(shared((20_000, 20_000)), (None, 20_000, 4096, left(20_000)));
+        // The hard limit is too low even for the files: fewer files, and
+        // room for MIN_CONNECTIONS connections all the same.
+        let few = (200 - RESERVED_DESCRIPTORS - MIN_CONNECTIONS) as usize;
+        assert_eq!(
+            shared((100, 200)),
+            (Some(100), 200, few, MIN_CONNECTIONS as usize)
+        );
+        // The soft limit cannot be changed: shared as it is.
+        let refused = fit(4096, (1024, 20_000), nr_open, |_, _| {
             Err(io::Error::from_raw_os_error(libc::EPERM))
         });
+        let few = (1024 - RESERVED_DESCRIPTORS - MIN_CONNECTIONS) as usize;
         assert_eq!(
-            (refused.raised_from, refused.soft_limit, refused.granted),
-            (None, 1024, 1024 - RESERVED_DESCRIPTORS as usize)
+            (
+                refused.raised_from,
+                refused.soft_limit,
+                refused.granted,
+                refused.connections
+            ),
+            (None, 1024, few, MIN_CONNECTIONS as usize)
+        );
+        // A limit too low for anything still lets one file and one connection in.
+        let tiny = fit(4096, (10, 10), nr_open, capped);
+        assert_eq!((tiny.granted, tiny.connections), (1, 1));
+        // fs.nr_open misread as unlimited: the files' need is the last resort.
+        let unknown = fit(4096, (1024, u64::MAX), u64::MAX, capped);
+        let needed = 4096 + RESERVED_DESCRIPTORS + MIN_CONNECTIONS;
+        assert_eq!(
+            (unknown.soft_limit, unknown.connections),
+            (needed, MIN_CONNECTIONS as usize)
         );
     }
 
