@@ -136,7 +136,7 @@ pub struct RunningService {
 /// hard one) and how many agents' connections the process keeps open at
 /// once; said in the log.
 fn descriptor_budget(asked: usize) -> (usize, usize) {
-    use crate::store::files::{fit_to_descriptor_limit, MIN_CONNECTIONS, RESERVED_DESCRIPTORS};
+    use crate::store::files::{fit_to_descriptor_limit, RESERVED_DESCRIPTORS};
     match fit_to_descriptor_limit(asked) {
         Ok(budget) => {
             if let Some(from) = budget.raised_from {
@@ -154,7 +154,7 @@ fn descriptor_budget(asked: usize) -> (usize, usize) {
                     ulimit_n = budget.soft_limit,
                     hard_limit = budget.hard_limit,
                     reserved = RESERVED_DESCRIPTORS,
-                    connections = MIN_CONNECTIONS,
+                    connections = budget.connections,
                     "the descriptor limit leaves room for fewer stream files than limits.max_open_files; \
                      keeping that many open (the others are reopened on demand)"
                 );
@@ -231,9 +231,9 @@ impl GrpcRuntime {
     /// Runs the gRPC server on this runtime's worker until `serve`'s future
     /// ends, and returns what it ended with. `serve` is given the accepted
     /// connections of `listener` (from [`bind`](Self::bind)), at most
-    /// `connections` at once ([`accept::incoming`]). A thread of its own ("sum-grpc-owner", idle
-    /// meanwhile) owns the runtime: it shuts it down once the server ended,
-    /// outside async code.
+    /// `connections` at once ([`accept::incoming`]). A thread of its own
+    /// ("sum-grpc-owner", idle meanwhile) owns the runtime: it shuts it
+    /// down once the server ended, outside async code.
     fn spawn<F, S>(
         mut self,
         listener: tokio::net::TcpListener,
