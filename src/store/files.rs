@@ -16,12 +16,13 @@
 //! cache), and is reopened on its next write.
 //!
 //! The bound must fit under the process's descriptor limit, with room for
-//! everything else the process opens ([`RESERVED_DESCRIPTORS`]), or opens
-//! fail with `EMFILE` once enough streams are live.
-//! [`fit_to_descriptor_limit`] (which `serve` calls) raises the soft limit
-//! to the hard one, so that the agents' connections have every descriptor
-//! the files leave, and grants a smaller bound when even the hard limit is
-//! too low.
+//! everything else the process opens, or opens fail with `EMFILE` once
+//! enough streams are live. [`fit_to_descriptor_limit`] (which `serve`
+//! calls) raises the soft limit to the hard one and splits it: the files
+//! get their bound (a smaller one when even the hard limit is too low), the
+//! agents' connections what is left after [`RESERVED_DESCRIPTORS`] (at
+//! least [`MIN_CONNECTIONS`]), and `serve` accepts no more connections than
+//! that (`service::accept`).
 //!
 //! [`StreamLog`]: super::StreamLog
 
