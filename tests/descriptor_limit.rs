@@ -130,10 +130,12 @@ fn agents_connections_past_their_share_wait_and_the_stream_files_keep_theirs() {
     assert_eq!(sent, Ok(()), "{stderr}");
     assert!(!stderr.contains("Too many open files"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(
-        stderr.matches("new ones wait in the listen queue").count(),
-        1,
-        "said once, not once per connection: {stderr}"
+    // The limit was reached again for each of the 100 that gave up, and the
+    // log says so at most once every ACCEPT_WARN_EVERY (10 s).
+    let said = stderr.matches("new ones wait in the listen queue").count();
+    assert!(
+        (1..10).contains(&said),
+        "said {said} times, not once per connection: {stderr}"
     );
     drop(held);
 }
