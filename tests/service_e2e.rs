@@ -1575,3 +1575,37 @@ async fn after_a_restart_unacked_updates_are_forwarded_again_from_attempt_0() {
 
     server.shutdown().await;
 }
+
+#[actix::test]
+async fn a_connection_carries_a_bounded_number_of_rpcs_at_once() {
+    use tonic::codegen::http::{Method, Request, StatusCode};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), |_| {}).await;
+    let tcp = tokio::net::TcpStream::connect(server.running.local_addr)
+        .await
+        .unwrap();
+    let (mut send, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    // A health check: once it is answered, the server's SETTINGS are in.
+    let head = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{}/grpc.health.v1.Health/Check", server.url))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut body) = send.send_request(head, false).unwrap();
+    // An empty HealthCheckRequest: no compression flag, length 0.
+    body.send_data(bytes::Bytes::from_static(&[0; 5]), true)
+        .unwrap();
+    let response = tokio::select! {
+        response = response => response.unwrap(),
+        ended = &mut connection => panic!("the connection ended first: {ended:?}"),
+    };
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        connection.max_concurrent_send_streams(),
+        service::MAX_CONCURRENT_STREAMS as usize
+    );
+    drop((send, body, response, connection));
+    server.shutdown().await;
+}

@@ -274,10 +274,18 @@ impl Drop for GrpcRuntime {
     }
 }
 
+/// RPCs one connection may carry at once (HTTP/2's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`): a client's further calls wait on
+/// its side until one ends. tonic would advertise no limit, and one client
+/// could then make the server hold any number of requests (each up to
+/// 4 MiB) at once. The bench's producers run 512 per connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
 /// Starts the service on the current actix System; see the module docs.
 pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> {
     // A certificate or key rustls refuses stops the start before anything is touched.
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder =
+        tonic::transport::Server::builder().max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     if let Some(tls) = &config.tls {
         builder = builder
             .tls_config(tls.server_config())
