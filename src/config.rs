@@ -32,7 +32,7 @@ pub const MAX_PAYLOAD_LIMIT: usize = 4 * 1024 * 1024 - 64 * 1024;
 
 /// Largest `limits.max_open_files`: Linux's default ceiling on
 /// `ulimit -n` (`fs.nr_open`).
-pub const MAX_OPEN_FILES_LIMIT: usize = 1 << 20;
+pub const MAX_OPEN_FILES_LIMIT: usize = crate::store::files::DEFAULT_NR_OPEN as usize;
 
 /// Why the configuration could not be used.
 #[derive(Debug, Error)]
@@ -682,6 +682,14 @@ mod tests {
         )
     }
 
+    /// The defaults with one environment variable `key` = `value`, loaded
+    /// and validated.
+    fn validated_with(key: &str, value: &str) -> Result<ServiceConfig, ConfigError> {
+        Settings::load_with_env(&Overrides::default(), env(&[(key, value)]))
+            .unwrap()
+            .validate()
+    }
+
     #[test]
     fn embedded_defaults_are_valid_and_match_the_contract() {
         let config = Settings::load_with_env(&Overrides::default(), env(&[]))
@@ -795,14 +803,8 @@ mod tests {
     #[test]
     fn the_journal_checkpoint_bound_is_a_size_within_what_replay_can_read() {
         let max = crate::store::journal::MAX_CHECKPOINT_BYTES;
-        let at = |bytes: u64| {
-            Settings::load_with_env(
-                &Overrides::default(),
-                env(&[("SUM__STORE__JOURNAL_CHECKPOINT_BYTES", &bytes.to_string())]),
-            )
-            .unwrap()
-            .validate()
-        };
+        let at =
+            |bytes: u64| validated_with("SUM__STORE__JOURNAL_CHECKPOINT_BYTES", &bytes.to_string());
         assert_eq!(at(max).unwrap().journal_checkpoint_bytes, max);
         assert_eq!(at(1).unwrap().journal_checkpoint_bytes, 1);
         let err = at(max + 1).unwrap_err().to_string();
@@ -870,14 +872,7 @@ mod tests {
 
     #[test]
     fn the_open_file_bound_is_a_count_a_process_can_hold() {
-        let at = |files: usize| {
-            Settings::load_with_env(
-                &Overrides::default(),
-                env(&[("SUM__LIMITS__MAX_OPEN_FILES", &files.to_string())]),
-            )
-            .unwrap()
-            .validate()
-        };
+        let at = |files: usize| validated_with("SUM__LIMITS__MAX_OPEN_FILES", &files.to_string());
         assert_eq!(
             at(MAX_OPEN_FILES_LIMIT).unwrap().max_open_files,
             MAX_OPEN_FILES_LIMIT

@@ -43,8 +43,8 @@
 //!   (rotated, then one `syncfs` on a thread of its own while rounds go on
 //!   into the new one); an LRU (`store::files`) bounds the
 //!   open files (`serve` splits `ulimit -n` between that bound and the
-//!   agents' connections); `store::dirs`
-//!   says which directories a new file syncs.
+//!   agents' connections); `store::dirs` says which directories a new
+//!   file syncs.
 //! - [`error`]: the manager's errors, one variant per rejection.
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
 //!   is the manager's upstream (`hub`), access control (`auth`: bearer

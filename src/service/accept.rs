@@ -10,12 +10,12 @@
 //! fault). Past its share, a new connection waits in the listen queue
 //! until one closes, and the log says so.
 //!
-//! An accept that fails for want of a resource all the same (`EMFILE`,
-//! `ENFILE`: another part of the process, or the system, is out of
-//! descriptors) is tried again after [`ACCEPT_PAUSE`]. Tried again at
-//! once, it would keep failing, a core busy and nothing in the log. An
-//! accept that fails because of the connection itself (reset, aborted) is
-//! skipped.
+//! An accept that fails because of the connection itself (reset, aborted,
+//! or a network error it met in the queue) is skipped. Any other failure
+//! is the process's or the system's, such as `EMFILE` or `ENFILE` (another
+//! part of the process, or the system, is out of descriptors): the next
+//! accept waits [`ACCEPT_PAUSE`]. Tried again at once, it would keep
+//! failing, a core busy and nothing in the log.
 //!
 //! Each accepted connection has `TCP_NODELAY` and TCP keepalive on
 //! ([`KEEPALIVE_IDLE`]).
@@ -51,8 +51,8 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_PROBES: u32 = 6;
 
 /// How long the server waits before it accepts again after an accept
-/// failed for want of a resource. The connection waits in the listen queue
-/// meanwhile.
+/// failed for a reason other than the connection itself. The connection
+/// waits in the listen queue meanwhile.
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// How often at most the log says that accepts fail, or that the server

@@ -540,7 +540,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_server_task_that_panics_is_reported_as_the_grpc_threads_failure() {
+    async fn a_server_task_that_panics_is_reported_as_its_own_failure() {
         let runtime = GrpcRuntime::build().unwrap();
         let listener = runtime.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let done = runtime
@@ -552,7 +552,7 @@ mod tests {
             Ok(Err(err @ ServeError::GrpcTask(_))) => {
                 assert!(err.to_string().contains("ended abnormally"), "{err}")
             }
-            other => panic!("expected the gRPC thread's failure, got {other:?}"),
+            other => panic!("expected the gRPC task's failure, got {other:?}"),
         }
     }
 

@@ -216,8 +216,9 @@ pub const RESERVED_DESCRIPTORS: u64 = 64;
 pub const MIN_CONNECTIONS: u64 = 32;
 
 /// Linux's default `fs.nr_open`, the most descriptors a process can be
-/// given, for when `/proc/sys/fs/nr_open` cannot be read.
-const DEFAULT_NR_OPEN: u64 = 1 << 20;
+/// given: assumed when `/proc/sys/fs/nr_open` cannot be read, and the
+/// largest `limits.max_open_files` ([`crate::config::MAX_OPEN_FILES_LIMIT`]).
+pub const DEFAULT_NR_OPEN: u64 = 1 << 20;
 
 /// How a process's descriptor limit (`ulimit -n`, `RLIMIT_NOFILE`) is
 /// shared between stream files and agents' connections: see
