@@ -49,12 +49,12 @@
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
 //!   is the manager's upstream (`hub`), access control (`auth`: bearer
 //!   token, TLS identity), the connections (`accept`: their share of the
-//!   descriptors, keepalive), startup recovery and graceful shutdown. The
-//!   gRPC server runs on a thread of its own; the actors stay on the actix
-//!   System's.
+//!   descriptors, keepalive), Prometheus's `/metrics` (`scrape`), startup
+//!   recovery and graceful shutdown. The gRPC server and `/metrics` run on
+//!   a thread of their own; the actors stay on the actix System's.
 //! - [`config`]: layered configuration (embedded defaults, file, `SUM__*`
 //!   environment, flags) and its validation.
-//! - [`metrics`]: Prometheus metric names, the exporter, and the handles the
+//! - [`metrics`]: Prometheus metric names, the recorder, and the handles the
 //!   streams record through ([`metrics::StreamMetrics`]).
 //! - [`inspect`]: offline decoding of checkpoint files (`inspect` command).
 //! - [`bench`](mod@bench): the built-in load benchmark (`bench` command), its raw

@@ -2,7 +2,8 @@
 //!
 //! The actors record through the `metrics` facade; without an installed
 //! recorder (library use, tests) every call is a no-op. The service calls
-//! [`install`] when `metrics.listen` is set, which serves `/metrics` there.
+//! [`install_recorder`] when `metrics.listen` is set, and serves `/metrics`
+//! there from the handle it returns ([`crate::service::scrape`]).
 //! No metric carries a per-stream label: with up to a million streams that
 //! would be unbounded; per-stream figures come from `GetStream`.
 //!
@@ -14,8 +15,6 @@
 //! stream, and a committer times its writes through a handle taken when it
 //! starts: a recorder installed after those points is not seen by them
 //! (install it first, as `serve` does).
-
-use std::net::SocketAddr;
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
@@ -139,11 +138,13 @@ pub fn describe() {
     );
 }
 
-/// Installs the Prometheus recorder and serves `/metrics` on `addr`. Must
-/// run inside a tokio runtime.
-pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Installs the Prometheus recorder as the process's (there is one per
+/// process: a second install fails) and returns the handle that renders
+/// its text. Whoever serves the text also runs the handle's upkeep.
+pub fn install_recorder(
+) -> Result<metrics_exporter_prometheus::PrometheusHandle, metrics_exporter_prometheus::BuildError>
+{
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[
             0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
             0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -157,9 +158,9 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
             metrics_exporter_prometheus::Matcher::Full(JOURNAL_CHECKPOINT_SECONDS.into()),
             &JOURNAL_CHECKPOINT_BUCKETS,
         )?
-        .install()?;
+        .install_recorder()?;
     describe();
-    Ok(())
+    Ok(handle)
 }
 
 /// The handles of every metric a stream actor records, taken from the

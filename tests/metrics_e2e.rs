@@ -1,5 +1,6 @@
 //! `metrics.listen`: the service serves Prometheus metrics, fed by what the
-//! stream actors did. (One test per process: the recorder is global.)
+//! stream actors did, and a taken address fails the start. (One test per
+//! process: the recorder is global.)
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,27 +18,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// GET /metrics, retried for a bounded time while the exporter starts.
+/// GET /metrics on a new connection (the listener is bound once `start`
+/// returned).
 fn scrape(port: u16) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) {
-            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            conn.write_all(
-                b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-            )
-            .unwrap();
-            let mut body = String::new();
-            if conn.read_to_string(&mut body).is_ok() && body.starts_with("HTTP/1.1 200") {
-                return body;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no /metrics on port {port}"
-        );
-        std::thread::yield_now();
-    }
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
 }
 
 #[actix::test]
@@ -129,4 +121,22 @@ async fn metrics_are_served_when_enabled() {
     }
     drop(sub);
     running.shutdown().await.unwrap();
+
+    // A taken metrics.listen fails the start, naming the address.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let mut settings = Settings::load_with_env(&overrides, Some(Default::default())).unwrap();
+    settings.metrics.listen = addr.to_string();
+    let err = status_update_manager::service::start(settings.validate().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, status_update_manager::service::ServeError::MetricsBind { addr: a, .. } if a == addr),
+        "{err:?}"
+    );
+    let said = err.to_string();
+    assert!(
+        said.contains(&addr.to_string()) && said.contains("metrics.listen"),
+        "{said}"
+    );
 }

@@ -21,6 +21,9 @@
 //! left the actors one core for both (BENCHMARKS.md, P6). A request reaches
 //! the manager as an actor message, from that thread.
 //!
+//! With `metrics.listen` set, [`scrape`] serves `/metrics` on the gRPC
+//! thread too, from the start.
+//!
 //! The stream files and the agents' connections share `ulimit -n`:
 //! [`start`] splits it between them
 //! ([`crate::store::files::fit_to_descriptor_limit`]), and [`accept`] holds
@@ -31,6 +34,7 @@ pub mod auth;
 pub mod codec;
 pub mod grpc;
 pub mod hub;
+pub mod scrape;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,13 +88,22 @@ pub enum ServeError {
     /// Reflection could not be set up.
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// The metrics exporter could not start.
-    #[error("metrics exporter on {addr}: {source}")]
+    /// The metrics recorder could not be installed (another one is the
+    /// process's already).
+    #[error("cannot install the metrics recorder (metrics.listen = {addr}): {source}")]
     Metrics {
         /// `metrics.listen`.
         addr: SocketAddr,
         /// Why.
         source: metrics_exporter_prometheus::BuildError,
+    },
+    /// `metrics.listen` could not be bound.
+    #[error("cannot serve metrics on {addr} (metrics.listen): {source}")]
+    MetricsBind {
+        /// `metrics.listen`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
     },
     /// The committer thread could not start, or its journal could not be replayed.
     #[error("cannot start the committer: {0}")]
@@ -281,6 +294,29 @@ impl Drop for GrpcRuntime {
 /// 4 MiB) at once. The bench's producers run 512 per connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
+/// Serves `/metrics` on `addr` from the gRPC thread's runtime
+/// ([`scrape`]), from now on: a scrape during a long recovery sees it
+/// progress. Bound first, so that a taken address fails the start with
+/// [`ServeError::MetricsBind`] whether or not a recorder was installed; the
+/// recorder is installed before the manager starts, since its streams take
+/// their metric handles from the recorder installed then.
+fn serve_metrics(grpc: &GrpcRuntime, addr: SocketAddr) -> Result<(), ServeError> {
+    let bind = |source| ServeError::MetricsBind { addr, source };
+    let listener = grpc.bind(addr).map_err(bind)?;
+    let local_addr = listener.local_addr().map_err(bind)?;
+    let handle = crate::metrics::install_recorder()
+        .map_err(|source| ServeError::Metrics { addr, source })?;
+    grpc.runtime()
+        .map_err(ServeError::GrpcThread)?
+        .spawn(scrape::serve(listener, handle));
+    info!(
+        %local_addr,
+        max_connections = scrape::SCRAPE_CONNECTIONS,
+        "serving Prometheus metrics at /metrics"
+    );
+    Ok(())
+}
+
 /// Starts the service on the current actix System; see the module docs.
 pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> {
     // A certificate or key rustls refuses stops the start before anything is touched.
@@ -297,9 +333,10 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         source,
     })?;
 
+    // The gRPC thread's runtime drives every listener's connections.
+    let grpc = GrpcRuntime::build().map_err(ServeError::GrpcThread)?;
     if let Some(addr) = config.metrics_listen {
-        crate::metrics::install(addr).map_err(|source| ServeError::Metrics { addr, source })?;
-        info!(%addr, "serving Prometheus metrics at /metrics");
+        serve_metrics(&grpc, addr)?;
     }
 
     let hub = SubscriberHub::start();
@@ -353,9 +390,8 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     }
     info!(recovered, errors = state.errors, "recovery done");
 
-    // Bound here, so that a taken address fails the start, with the gRPC
-    // thread's runtime, whose reactor then drives the connections.
-    let grpc = GrpcRuntime::build().map_err(ServeError::GrpcThread)?;
+    // Bound once the streams are recovered, so that agents connect to a
+    // service that knows them; a taken address fails the start.
     let bind = |source| ServeError::Bind {
         addr: config.listen,
         source,

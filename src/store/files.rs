@@ -207,8 +207,9 @@ impl FileCache {
 
 /// Descriptors a service keeps for everything but stream files and the
 /// agents' connections: stdio, its listeners, the commit journal, the
-/// runtimes' epoll and event descriptors, directories being synced, and a
-/// file being created or reopened.
+/// runtimes' epoll and event descriptors, directories being synced, a
+/// file being created or reopened, and the scrapers' connections to
+/// `/metrics` (at most `service::scrape::SCRAPE_CONNECTIONS`).
 pub const RESERVED_DESCRIPTORS: u64 = 64;
 
 /// Agents' connections a service keeps room for however tight the limit:
