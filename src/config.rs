@@ -18,6 +18,7 @@ use thiserror::Error;
 
 use crate::actors::manager::ManagerConfig;
 use crate::service::auth::{BearerToken, TlsIdentity};
+pub use crate::service::Http2Keepalive;
 use crate::store::SyncPolicy;
 use crate::stream::RetryPolicy;
 
@@ -311,6 +312,10 @@ pub struct ServiceConfig {
     pub max_open_files: usize,
     /// Prometheus listen address.
     pub metrics_listen: Option<SocketAddr>,
+    /// How the agents' connections are pinged. Not a config key: always
+    /// [`Http2Keepalive::default`] from [`Settings::validate`] (tests
+    /// shorten it).
+    pub http2_keepalive: Http2Keepalive,
     /// `tracing` filter.
     pub log_level: String,
     /// Log format.
@@ -548,6 +553,7 @@ impl Settings {
                     max_streams: limits.max_streams,
                     max_open_files: limits.max_open_files,
                     metrics_listen,
+                    http2_keepalive: Http2Keepalive::default(),
                     log_level: self.log.level.clone(),
                     log_format,
                 })

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 use uuid::Uuid;
 
-use status_update_manager::config::{Overrides, Settings};
+use status_update_manager::config::{Http2Keepalive, Overrides, ServiceConfig, Settings};
 use status_update_manager::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 use status_update_manager::proto::status_update_manager::v1::{
     AcknowledgeRequest, AcknowledgeResponse, CleanupRequest, ForwardedUpdate, GetStreamRequest,
@@ -61,6 +61,16 @@ impl Server {
     /// Starts a server over `data_dir` with the compiled-in defaults (no
     /// process environment), `listen = 127.0.0.1:0`, changed by `tweak`.
     async fn start(data_dir: &Path, tweak: impl FnOnce(&mut Settings)) -> Server {
+        Self::start_with(data_dir, tweak, |_| {}).await
+    }
+
+    /// [`start`](Self::start), with `tweak_config` changing the validated
+    /// config (for what has no config key).
+    async fn start_with(
+        data_dir: &Path,
+        tweak: impl FnOnce(&mut Settings),
+        tweak_config: impl FnOnce(&mut ServiceConfig),
+    ) -> Server {
         let overrides = Overrides {
             data_dir: Some(data_dir.into()),
             listen: Some("127.0.0.1:0".into()),
@@ -69,7 +79,8 @@ impl Server {
         let mut settings = Settings::load_with_env(&overrides, Some(Default::default()))
             .expect("the defaults load");
         tweak(&mut settings);
-        let config = settings.validate().expect("the test settings are valid");
+        let mut config = settings.validate().expect("the test settings are valid");
+        tweak_config(&mut config);
         let running = service::start(config).await.expect("the service starts");
         let url = format!("http://{}", running.local_addr);
         let client = Client::connect(url.clone())
@@ -1607,5 +1618,131 @@ async fn a_connection_carries_a_bounded_number_of_rpcs_at_once() {
         service::MAX_CONCURRENT_STREAMS as usize
     );
     drop((send, body, response, connection));
+    server.shutdown().await;
+}
+
+/// HTTP/2 frame types and flags the keepalive test reads and writes.
+mod frame {
+    pub(super) const SETTINGS: u8 = 0x4;
+    pub(super) const PING: u8 = 0x6;
+    pub(super) const GOAWAY: u8 = 0x7;
+    pub(super) const ACK: u8 = 0x1;
+}
+
+/// A connection that speaks HTTP/2 frame by frame: the client preface and
+/// an empty SETTINGS are sent; the server's SETTINGS are acknowledged as
+/// they come; nothing else is answered unless the test does.
+struct RawH2(tokio::net::TcpStream);
+
+impl RawH2 {
+    async fn connect(server: &Server) -> RawH2 {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(server.running.local_addr)
+            .await
+            .unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = RawH2(tcp);
+        raw.write(frame::SETTINGS, 0, &[]).await;
+        raw
+    }
+
+    async fn write(&mut self, kind: u8, flags: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut bytes = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 0];
+        bytes.extend_from_slice(payload);
+        self.0.write_all(&bytes).await.unwrap();
+    }
+
+    /// The next frame but SETTINGS (acknowledged here): its type, flags and
+    /// payload; `None` once the server closed the connection.
+    async fn next(&mut self) -> Option<(u8, u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let mut head = [0u8; 9];
+            match tokio::time::timeout(WAIT, self.0.read_exact(&mut head))
+                .await
+                .expect("a frame or the end of the connection within the wait")
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("reading a frame: {e}"),
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            self.0.read_exact(&mut payload).await.unwrap();
+            let (kind, flags) = (head[3], head[4]);
+            if kind == frame::SETTINGS {
+                if flags & frame::ACK == 0 {
+                    self.write(frame::SETTINGS, frame::ACK, &[]).await;
+                }
+                continue;
+            }
+            return Some((kind, flags, payload));
+        }
+    }
+
+    /// The next PING the server sends (frames in between are skipped).
+    async fn ping(&mut self) -> Vec<u8> {
+        loop {
+            match self.next().await {
+                Some((frame::PING, flags, payload)) if flags & frame::ACK == 0 => return payload,
+                Some(_) => continue,
+                None => panic!("the connection was closed before a PING came"),
+            }
+        }
+    }
+}
+
+#[actix::test]
+async fn a_connection_that_leaves_pings_unanswered_is_closed_and_one_that_answers_them_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        |_| {},
+        |config| {
+            // The answers get far more time than they need, so that a
+            // loaded machine does not close the answering connection.
+            config.http2_keepalive = Http2Keepalive {
+                interval: Duration::from_millis(100),
+                timeout: Duration::from_secs(2),
+            }
+        },
+    )
+    .await;
+
+    // A peer that answers: ping after ping, the connection stays.
+    let mut answering = RawH2::connect(&server).await;
+    for _ in 0..3 {
+        let payload = answering.ping().await;
+        answering.write(frame::PING, frame::ACK, &payload).await;
+    }
+    answering.ping().await;
+
+    // A peer that does not (stopped, hung): its connection is closed,
+    // with a GOAWAY first.
+    let mut silent = RawH2::connect(&server).await;
+    silent.ping().await;
+    let mut goaway = false;
+    while let Some((kind, _, _)) = silent.next().await {
+        goaway |= kind == frame::GOAWAY;
+    }
+    assert!(
+        goaway,
+        "the server said GOAWAY before it closed the connection"
+    );
+
+    // The server serves on.
+    server
+        .update(common::status_update(
+            "k1",
+            "",
+            &status("TASK_RUNNING", false),
+        ))
+        .await;
+    drop((answering, silent));
     server.shutdown().await;
 }

@@ -18,7 +18,8 @@
 //! failing, a core busy and nothing in the log.
 //!
 //! Each accepted connection has `TCP_NODELAY` and TCP keepalive on
-//! ([`KEEPALIVE_IDLE`]).
+//! ([`KEEPALIVE_IDLE`]); the gRPC server also pings its HTTP/2 side
+//! ([`Http2Keepalive`](super::Http2Keepalive)).
 //!
 //! [`fit_to_descriptor_limit`]: crate::store::files::fit_to_descriptor_limit
 

@@ -317,11 +317,44 @@ fn serve_metrics(grpc: &GrpcRuntime, addr: SocketAddr) -> Result<(), ServeError>
     Ok(())
 }
 
+/// HTTP/2 keepalive on the agents' connections: a connection on which
+/// nothing arrived for `interval` is sent a PING, and closed if the PING is
+/// not answered within `timeout`.
+///
+/// TCP keepalive ([`accept::KEEPALIVE_IDLE`]) finds a peer host that is
+/// gone, but the kernel of a live host answers its probes even when the
+/// agent process is stopped, hung, or no longer reads its connection. Such
+/// a connection would hold its descriptor, its permit, and what its RPCs
+/// hold (a subscriber's stream of forwards, say) until the process
+/// restarts. A PING is answered by the peer's HTTP/2 side itself, so an
+/// agent that merely has nothing to say is never closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Keepalive {
+    /// Idle time before a PING.
+    pub interval: Duration,
+    /// How long the PING's answer may take.
+    pub timeout: Duration,
+}
+
+impl Default for Http2Keepalive {
+    /// A PING after a minute of silence, closed 20 s later if unanswered.
+    /// gRPC clients accept server PINGs at any rate (their limits are on
+    /// the PINGs they send).
+    fn default() -> Self {
+        Http2Keepalive {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
 /// Starts the service on the current actix System; see the module docs.
 pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> {
     // A certificate or key rustls refuses stops the start before anything is touched.
-    let mut builder =
-        tonic::transport::Server::builder().max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_keepalive_interval(Some(config.http2_keepalive.interval))
+        .http2_keepalive_timeout(Some(config.http2_keepalive.timeout));
     if let Some(tls) = &config.tls {
         builder = builder
             .tls_config(tls.server_config())
