@@ -18,6 +18,7 @@ use thiserror::Error;
 
 use crate::actors::manager::ManagerConfig;
 use crate::service::auth::{BearerToken, TlsIdentity};
+pub use crate::service::inflight::DEFAULT_REQUEST_BYTES_IN_FLIGHT;
 pub use crate::service::Http2Keepalive;
 use crate::store::SyncPolicy;
 use crate::stream::RetryPolicy;
@@ -316,6 +317,11 @@ pub struct ServiceConfig {
     /// [`Http2Keepalive::default`] from [`Settings::validate`] (tests
     /// shorten it).
     pub http2_keepalive: Http2Keepalive,
+    /// Request bytes the gRPC server holds at once while receiving them
+    /// ([`crate::service::inflight`]). Not a config key: always
+    /// [`DEFAULT_REQUEST_BYTES_IN_FLIGHT`] from [`Settings::validate`]
+    /// (tests lower it).
+    pub request_bytes_in_flight: usize,
     /// `tracing` filter.
     pub log_level: String,
     /// Log format.
@@ -554,6 +560,7 @@ impl Settings {
                     max_open_files: limits.max_open_files,
                     metrics_listen,
                     http2_keepalive: Http2Keepalive::default(),
+                    request_bytes_in_flight: DEFAULT_REQUEST_BYTES_IN_FLIGHT,
                     log_level: self.log.level.clone(),
                     log_format,
                 })

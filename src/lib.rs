@@ -49,7 +49,8 @@
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
 //!   is the manager's upstream (`hub`), access control (`auth`: bearer
 //!   token, TLS identity), the connections (`accept`: their share of the
-//!   descriptors, keepalive), Prometheus's `/metrics` (`scrape`), startup
+//!   descriptors, keepalive), the bound on request bytes being received
+//!   (`inflight`), Prometheus's `/metrics` (`scrape`), startup
 //!   recovery and graceful shutdown. The gRPC server and `/metrics` run on
 //!   a thread of their own; the actors stay on the actix System's.
 //! - [`config`]: layered configuration (embedded defaults, file, `SUM__*`

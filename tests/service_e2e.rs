@@ -1746,3 +1746,157 @@ async fn a_connection_that_leaves_pings_unanswered_is_closed_and_one_that_answer
     drop((answering, silent));
     server.shutdown().await;
 }
+
+/// One `Update` RPC on a raw HTTP/2 connection, its request message sent
+/// in two parts.
+struct RawUpdate {
+    body: h2::SendStream<bytes::Bytes>,
+    response: h2::client::ResponseFuture,
+    rest: bytes::Bytes,
+}
+
+impl RawUpdate {
+    /// Opens the RPC and sends the first `sent` bytes of its message (a
+    /// gRPC frame of `request`).
+    fn start(
+        send: &mut h2::client::SendRequest<bytes::Bytes>,
+        server: &Server,
+        request: &UpdateRequest,
+        sent: usize,
+    ) -> RawUpdate {
+        use prost::Message;
+        use tonic::codegen::http::{Method, Request};
+        let message = request.encode_to_vec();
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+        framed.extend_from_slice(&message);
+        let mut framed = bytes::Bytes::from(framed);
+        let head = Request::builder()
+            .method(Method::POST)
+            .uri(format!(
+                "{}/status_update_manager.v1.StatusUpdateManager/Update",
+                server.url
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, mut body) = send.send_request(head, false).unwrap();
+        let rest = framed.split_off(sent);
+        body.send_data(framed, false).unwrap();
+        RawUpdate {
+            body,
+            response,
+            rest,
+        }
+    }
+
+    /// Sends the rest of the message.
+    fn finish(&mut self) {
+        let rest = std::mem::take(&mut self.rest);
+        self.body.send_data(rest, true).unwrap();
+    }
+}
+
+/// The gRPC status of a trailers-only answer: code and message.
+fn grpc_status(response: &tonic::codegen::http::Response<h2::RecvStream>) -> (String, String) {
+    let header = |name: &str| {
+        response.headers().get(name).map_or(String::new(), |v| {
+            percent_encoding::percent_decode(v.as_bytes())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    };
+    (header("grpc-status"), header("grpc-message"))
+}
+
+#[actix::test]
+async fn requests_being_received_hold_a_bounded_number_of_bytes_and_past_it_one_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        |_| {},
+        |config| config.request_bytes_in_flight = 256 * 1024,
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(server.running.local_addr)
+        .await
+        .unwrap();
+    let (mut send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+
+    // Two updates of about 200 KiB each (a payload far over
+    // server.max_payload_bytes), 150 KiB of each sent: 300 KiB, more than
+    // the server holds at once.
+    let big = |stream: &str| UpdateRequest {
+        update: Some(common::status_update(
+            stream,
+            "",
+            &Status {
+                payload: vec![7; 200 * 1024],
+                ..status("TASK_RUNNING", false)
+            },
+        )),
+        memory_only: false,
+    };
+    let mut a = RawUpdate::start(&mut send, &server, &big("big-a"), 150 * 1024);
+    let mut b = RawUpdate::start(&mut send, &server, &big("big-b"), 150 * 1024);
+
+    // Whichever frame found no room fails its RPC at once.
+    let (refused, mut survivor) = tokio::time::timeout(WAIT, async {
+        tokio::select! {
+            response = &mut a.response => (response, b),
+            response = &mut b.response => (response, a),
+        }
+    })
+    .await
+    .expect("an RPC past the budget is refused at once");
+    let (code, message) = grpc_status(&refused.unwrap());
+    assert_eq!(
+        code,
+        (Code::ResourceExhausted as i32).to_string(),
+        "{message}"
+    );
+    assert!(
+        message.contains("of at most 262144 bytes") && message.contains("retry"),
+        "{message}"
+    );
+
+    // The other one, once whole, reaches the handler, which refuses its
+    // payload as API.md says.
+    survivor.finish();
+    let answered = tokio::time::timeout(WAIT, &mut survivor.response)
+        .await
+        .expect("the RPC within the budget is answered")
+        .unwrap();
+    let (code, message) = grpc_status(&answered);
+    assert_eq!(
+        code,
+        (Code::InvalidArgument as i32).to_string(),
+        "{message}"
+    );
+    assert!(message.contains("payload"), "{message}");
+
+    // Every byte was given back: an update of the whole budget but a
+    // little goes through on a fresh RPC.
+    let mut whole = RawUpdate::start(&mut send, &server, &big("big-c"), 0);
+    whole.finish();
+    let answered = tokio::time::timeout(WAIT, &mut whole.response)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(
+        grpc_status(&answered).0,
+        (Code::InvalidArgument as i32).to_string()
+    );
+    server
+        .update(common::status_update(
+            "small",
+            "",
+            &status("TASK_RUNNING", false),
+        ))
+        .await;
+    drop((send, survivor, whole));
+    connection.abort();
+    server.shutdown().await;
+}

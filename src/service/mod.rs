@@ -27,13 +27,15 @@
 //! The stream files and the agents' connections share `ulimit -n`:
 //! [`start`] splits it between them
 //! ([`crate::store::files::fit_to_descriptor_limit`]), and [`accept`] holds
-//! the connections to their share.
+//! the connections to their share. Whatever their number, the requests
+//! being received hold a bounded number of bytes ([`inflight`]).
 
 pub mod accept;
 pub mod auth;
 pub mod codec;
 pub mod grpc;
 pub mod hub;
+pub mod inflight;
 pub mod scrape;
 
 use std::net::SocketAddr;
@@ -454,7 +456,10 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     }
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = builder.add_service(health_service).add_service(reflection);
+    let router = builder
+        .layer(inflight::RequestBudget::new(config.request_bytes_in_flight))
+        .add_service(health_service)
+        .add_service(reflection);
     // Only the API requires the token: health checks and reflection stay
     // open. Without a token the API is served as it is: the interceptor
     // would only take each request apart and put it back together.
