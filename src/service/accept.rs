@@ -1,5 +1,6 @@
-//! The gRPC server's connections: how many it holds, how it accepts them
-//! and how each is set up.
+//! The service's connections, the agents' to the gRPC server and the
+//! scrapers' to `/metrics` ([`Peers`]): how many it holds, how it accepts
+//! them and how each is set up.
 //!
 //! The stream files and the agents' connections share the process's
 //! descriptor limit (`ulimit -n`). `serve` splits it between them
@@ -64,13 +65,49 @@ pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 /// What the gRPC server accepts: TCP connections, each with its permit.
 pub type Incoming = Pin<Box<dyn Stream<Item = io::Result<Held<TcpStream>>> + Send>>;
 
-/// The connections `listener` accepts, at most `connections` open at once,
-/// each set up as the module docs say.
-pub fn incoming(listener: TcpListener, connections: usize) -> Incoming {
+/// Whose connections a listener accepts: what the log names, and why
+/// their number is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peers {
+    /// The agents', on `server.listen`: their share of the descriptors.
+    Agents,
+    /// Prometheus scrapers', on `metrics.listen`
+    /// ([`SCRAPE_CONNECTIONS`](super::scrape::SCRAPE_CONNECTIONS)).
+    Scrapers,
+}
+
+impl Peers {
+    /// The listener, as the log names it (`listener = …`).
+    fn listener(self) -> &'static str {
+        match self {
+            Peers::Agents => "server.listen",
+            Peers::Scrapers => "metrics.listen",
+        }
+    }
+
+    /// Why a new connection waits, said when all permits are held.
+    fn full(self) -> &'static str {
+        match self {
+            Peers::Agents => {
+                "holding as many agents' connections as the descriptor limit leaves room for \
+                 beside the stream files; new ones wait in the listen queue until one closes"
+            }
+            Peers::Scrapers => {
+                "holding as many /metrics connections as the server keeps open; new ones wait \
+                 in the listen queue until one closes"
+            }
+        }
+    }
+}
+
+/// The connections `listener` accepts from `peers`, at most `connections`
+/// open at once, each set up as the module docs say.
+pub fn incoming(listener: TcpListener, connections: usize, peers: Peers) -> Incoming {
     let permits = Arc::new(Semaphore::new(connections.clamp(1, Semaphore::MAX_PERMITS)));
     Box::pin(accepting(
         TcpListenerStream::new(listener).map(|accepted| accepted.map(tune)),
         permits,
+        peers,
     ))
 }
 
@@ -199,6 +236,7 @@ impl Throttled {
 fn accepting<C>(
     accepts: impl Stream<Item = io::Result<C>> + Unpin,
     permits: Arc<Semaphore>,
+    peers: Peers,
 ) -> impl Stream<Item = io::Result<Held<C>>> {
     struct State<S> {
         accepts: S,
@@ -212,18 +250,13 @@ fn accepting<C>(
         failing: Throttled::default(),
         full: Throttled::default(),
     };
-    futures_util::stream::unfold(state, |mut state| async move {
+    futures_util::stream::unfold(state, move |mut state| async move {
         loop {
             let permit = match state.permits.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(TryAcquireError::NoPermits) => {
                     if let Some(times) = state.full.happened() {
-                        warn!(
-                            times,
-                            "holding as many agents' connections as the descriptor limit leaves \
-                             room for beside the stream files; new ones wait in the listen queue \
-                             until one closes"
-                        );
+                        warn!(times, listener = peers.listener(), "{}", peers.full());
                     }
                     state.permits.clone().acquire_owned().await.ok()?
                 }
@@ -232,7 +265,7 @@ fn accepting<C>(
             match state.accepts.next().await? {
                 Ok(io) => {
                     if state.failing.ended() {
-                        info!("accepting connections again");
+                        info!(listener = peers.listener(), "accepting connections again");
                     }
                     return Some((
                         Ok(Held {
@@ -252,10 +285,17 @@ fn accepting<C>(
                                 cause = %e,
                                 failed,
                                 retry_every = ?ACCEPT_PAUSE,
+                                listener = peers.listener(),
                                 "cannot accept connections: out of descriptors (ulimit -n)"
                             );
                         } else {
-                            warn!(cause = %e, failed, retry_every = ?ACCEPT_PAUSE, "cannot accept connections");
+                            warn!(
+                                cause = %e,
+                                failed,
+                                retry_every = ?ACCEPT_PAUSE,
+                                listener = peers.listener(),
+                                "cannot accept connections"
+                            );
                         }
                     }
                     tokio::time::sleep(ACCEPT_PAUSE).await;
@@ -332,7 +372,11 @@ mod tests {
             Ok(8),
         ]);
         let started = Instant::now();
-        let mut accepted = Box::pin(accepting(accepts, Arc::new(Semaphore::new(8))));
+        let mut accepted = Box::pin(accepting(
+            accepts,
+            Arc::new(Semaphore::new(8)),
+            Peers::Agents,
+        ));
         assert_eq!(*accepted.next().await.unwrap().unwrap().get_ref(), 7);
         assert_eq!(taken.load(Ordering::Relaxed), 4);
         // One pause after each failure of the process, none for the connection.
@@ -346,7 +390,7 @@ mod tests {
     async fn no_more_connections_are_accepted_than_there_are_permits() {
         let (accepts, taken) = counted(vec![Ok(1), Ok(2), Ok(3)]);
         let permits = Arc::new(Semaphore::new(2));
-        let mut accepted = Box::pin(accepting(accepts, permits.clone()));
+        let mut accepted = Box::pin(accepting(accepts, permits.clone(), Peers::Agents));
         let first = accepted.next().await.unwrap().unwrap();
         let second = accepted.next().await.unwrap().unwrap();
         assert_eq!((*first.get_ref(), *second.get_ref()), (1, 2));
@@ -382,7 +426,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = TcpStream::connect(addr).await.unwrap();
-        let mut accepted = incoming(listener, 1);
+        let mut accepted = incoming(listener, 1, Peers::Agents);
         let held = accepted.next().await.unwrap().unwrap();
         let server_side = held.get_ref();
         assert!(server_side.nodelay().unwrap());

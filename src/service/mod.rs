@@ -267,7 +267,7 @@ impl GrpcRuntime {
             .name("sum-grpc-owner".into())
             .spawn(move || {
                 let Some(runtime) = self.0.take() else { return };
-                let accepted = accept::incoming(listener, connections);
+                let accepted = accept::incoming(listener, connections, accept::Peers::Agents);
                 let server = runtime.spawn(serve(accepted));
                 let served = match runtime.block_on(server) {
                     Ok(served) => served.map_err(ServeError::from),

@@ -75,7 +75,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
     });
     // The upkeep ends with the server (when this future is dropped).
     let _upkeep = AbortOnDrop(upkeep);
-    let mut connections = accept::incoming(listener, SCRAPE_CONNECTIONS);
+    let mut connections = accept::incoming(listener, SCRAPE_CONNECTIONS, accept::Peers::Scrapers);
     while let Some(accepted) = connections.next().await {
         let Ok(connection) = accepted else { continue };
         let handle = handle.clone();
