@@ -339,9 +339,9 @@ pub struct Http2Keepalive {
 }
 
 impl Default for Http2Keepalive {
-    /// A PING after a minute of silence, closed 20 s later if unanswered.
-    /// gRPC clients accept server PINGs at any rate (their limits are on
-    /// the PINGs they send).
+    /// A PING after a minute of silence, closed 20 s later if unanswered:
+    /// rare enough for any client (gRPC's ping limits police the PINGs
+    /// clients send, not those they receive).
     fn default() -> Self {
         Http2Keepalive {
             interval: Duration::from_secs(60),
