@@ -170,6 +170,39 @@ async fn nothing_is_answered_before_the_journal_is_synced() {
 }
 
 #[actix::test]
+async fn files_outside_the_journals_directory_are_synced_by_their_round_not_journaled() {
+    // A library's layout: the journal in one directory, the stream files in
+    // another. The journal cannot name them relative to its own directory,
+    // and a replay would skip an entry for a file outside it: such a round
+    // syncs the files themselves.
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal").join(JOURNAL_FILE);
+    let streams = dir.path().join("streams");
+    let (committer, _) = Committer::thread_with_journal(SyncPolicy::Batch, &journal).unwrap();
+    let (manager, _rx) = start::<Native>(
+        batch_config(&committer, &FaultPlan::new()),
+        native_paths(&streams),
+    );
+    let states = ["ONE", "TWO", "THREE"];
+    for state in states {
+        send_round(&manager, state).await;
+    }
+    assert_eq!(
+        std::fs::metadata(&journal).unwrap().len(),
+        0,
+        "no entry for a file the journal cannot name"
+    );
+    for i in 0..STREAMS {
+        let (found, pending) = file_states(&streams, &format!("s{i}"));
+        assert_eq!(
+            (found, pending),
+            (states.map(String::from).to_vec(), 3),
+            "s{i}"
+        );
+    }
+}
+
+#[actix::test]
 async fn a_round_of_one_file_syncs_that_file_and_leaves_the_journal_empty() {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join(JOURNAL_FILE);

@@ -671,16 +671,22 @@ impl Syncer {
         // than one file (for one, its own `fdatasync` is cheapest: the
         // journal's would also write the file's new blocks, ext4 ordering
         // data before metadata), and only those written into a file it can
-        // name.
+        // name (one with an identity, inside its directory).
         let journaling = self.journal.is_some() && shares_several_files(&round);
         let written: Vec<Result<Wrote, Arc<StoreError>>> = round
             .iter()
             .map(|ticket| self.write_of(ticket, journaling && ticket.sync == TicketSync::Shared))
             .collect();
+        // A file the journal cannot name (outside its directory) takes the shared sync.
+        let journal = self.journal.as_ref();
         let landed: Vec<Option<&Landed>> = written
             .iter()
             .map(|w| match w {
-                Ok(Wrote::Here(Some(landed))) => Some(landed),
+                Ok(Wrote::Here(Some(landed)))
+                    if journal.is_some_and(|j| j.names(&landed.path).is_some()) =>
+                {
+                    Some(landed)
+                }
                 _ => None,
             })
             .collect();

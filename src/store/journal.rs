@@ -34,7 +34,10 @@
 //! same bytes of a file must win. (A build that predates rotation does not know the old
 //! file: after a crash during a checkpoint, it would replay only the newer journal.)
 //!
-//! **Which file.** An entry names its stream file by path *and* identity: device, inode, the
+//! **Which file.** An entry names its stream file by its path *relative to the journal's
+//! directory*, so that a start that spells the directory otherwise (another working
+//! directory for a relative `store.data_dir`, an absolute path, a symlink) still finds
+//! every file; and by its identity: device, inode, the
 //! inode's generation (`FS_IOC_GETVERSION`, new for each inode the filesystem allocates, so a
 //! reused inode number is told apart) and birth time (`statx`), found once per open handle
 //! of the file cache, since the inode a handle refers to does not change (found for every
@@ -43,15 +46,23 @@
 //! file is gone (the stream ended and its file was removed) or is another file now (removed,
 //! then created again for a new stream of the same id): a journal never writes one stream's
 //! records into another's file. On a filesystem that keeps no generation or birth time the
-//! committer does not journal (it syncs the round with `syncfs` as before). Replay also skips, with a warning, any entry whose path is not
-//! inside the journal's own directory, so a damaged journal cannot write elsewhere.
+//! committer does not journal (it syncs the round with `syncfs` as before), nor does it
+//! for a file outside the journal's directory ([`Journal::names`]: a library may keep its
+//! stream files elsewhere), which its round syncs by itself. Replay also skips, with a
+//! warning, any entry whose path leaves the journal's directory (`..`, a root), so a
+//! damaged journal cannot write elsewhere.
 //!
 //! **Entry format** (little-endian), one frame (`u32` length, then the body, as in stream
 //! files) per record run:
-//! `crc32c u32` of the rest, `kind u8` (1 = write), `dev u64`, `ino u64`, `generation u32`,
-//! `birth secs i64`, `birth nanos u32`, `offset u64`, `path length u32`, the path's bytes, then the bytes
-//! written. Replay stops at the first torn or corrupt frame: a round's entries are appended
-//! and synced together, so nothing after a torn one was ever answered.
+//! `crc32c u32` of the rest, `kind u8`, `dev u64`, `ino u64`, `generation u32`,
+//! `birth secs i64`, `birth nanos u32`, `offset u64`, `path length u32`, the path's bytes,
+//! then the bytes written. Kind 2 (written since 2026-12-02): the path is relative to the
+//! journal's directory, names only. Kind 1 (written before): the path the file was written
+//! at, replayed only if it is inside the journal's directory as spelled now. Replay stops at
+//! the first torn or corrupt frame: a round's entries are appended and synced together, so
+//! nothing after a torn one was ever answered. (A build that knows only kind 1 takes a kind
+//! 2 entry for a corrupt one and stops there: go back to one only after a clean shutdown,
+//! which leaves the journal empty.)
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -78,7 +89,14 @@ pub const MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
 /// The name of the journal file in its directory (the service's `store.data_dir`).
 pub const JOURNAL_FILE: &str = "commit.journal";
 
+/// An entry naming its file by the path it was written at. Builds before 2026-12-02 wrote
+/// these; they are still replayed, if the path is (as spelled) inside the journal's
+/// directory.
 const WRITE_ENTRY: u8 = 1;
+/// An entry naming its file by its path relative to the journal's directory: found
+/// however the directory is spelled at the next start (another working directory, a
+/// symlink, `./data` for `data`).
+const WRITE_RELATIVE_ENTRY: u8 = 2;
 /// crc, kind, dev, ino, generation, birth secs, birth nanos, offset, path length.
 const HEADER_BYTES: usize = 4 + 1 + 8 + 8 + 4 + 8 + 4 + 8 + 4;
 
@@ -302,6 +320,30 @@ impl Journal {
         &self.dir
     }
 
+    /// `path` relative to the journal's directory, if the journal can name it: inside the
+    /// directory as spelled (as `serve` spells both, from `store.data_dir`), below it
+    /// through names only. A write into any other file is not journaled (the committer
+    /// syncs it by other means).
+    ///
+    /// Compared as bytes (once per journaled record, so without splitting both paths into
+    /// components): a path spelled with `//` or `.` below the directory is not named, and
+    /// its round syncs it by itself.
+    pub fn names<'p>(&self, path: &'p Path) -> Option<&'p Path> {
+        let bytes = path.as_os_str().as_bytes();
+        let rest = if self.dir == Path::new(".") && path.is_relative() {
+            // A journal named without a directory is in `.`, as are relative paths.
+            bytes.strip_prefix(b"./").unwrap_or(bytes)
+        } else {
+            let dir = self.dir.as_os_str().as_bytes();
+            let dir = dir.strip_suffix(b"/").unwrap_or(dir);
+            bytes.strip_prefix(dir)?.strip_prefix(b"/")?
+        };
+        let names = rest
+            .split(|&byte| byte == b'/')
+            .all(|name| !name.is_empty() && name != b"." && name != b"..");
+        names.then(|| Path::new(std::ffi::OsStr::from_bytes(rest)))
+    }
+
     /// Bytes in the journal now (not counting a rotated one: see [`old_len`](Self::old_len)).
     pub fn len(&self) -> u64 {
         self.len
@@ -333,38 +375,23 @@ impl Journal {
     ) -> Result<(), StoreError> {
         self.buf.clear();
         for entry in landed {
-            let path = entry.path.as_os_str().as_bytes();
-            let too_large = |len| StoreError::RecordTooLarge {
+            let relative = self.names(&entry.path).ok_or_else(|| StoreError::Journal {
                 path: entry.path.to_path_buf(),
-                len,
-            };
-            let path_len = u32::try_from(path.len()).map_err(|_| too_large(path.len()))?;
-            let body_len = HEADER_BYTES + path.len() + entry.bytes.len();
-            let frame_len = u32::try_from(body_len).map_err(|_| too_large(body_len))?;
-            // The frame is built in place: length prefix, then the body with
-            // its checksum filled in last.
-            let start = self.buf.len();
-            self.buf.reserve(LENGTH_PREFIX_BYTES + body_len);
-            self.buf.extend_from_slice(&frame_len.to_le_bytes());
-            self.buf.extend_from_slice(&[0; 4]);
-            self.buf.push(WRITE_ENTRY);
-            self.buf.extend_from_slice(&entry.file.dev.to_le_bytes());
-            self.buf.extend_from_slice(&entry.file.ino.to_le_bytes());
-            self.buf
-                .extend_from_slice(&entry.file.generation.to_le_bytes());
-            self.buf
-                .extend_from_slice(&entry.file.birth_secs.to_le_bytes());
-            self.buf
-                .extend_from_slice(&entry.file.birth_nanos.to_le_bytes());
-            self.buf.extend_from_slice(&entry.offset.to_le_bytes());
-            self.buf.extend_from_slice(&path_len.to_le_bytes());
-            self.buf.extend_from_slice(path);
-            self.buf.extend_from_slice(&entry.bytes);
-            let body = start + LENGTH_PREFIX_BYTES;
-            let crc = crc32c::crc32c(self.buf.get(body + 4..).unwrap_or_default());
-            if let Some(slot) = self.buf.get_mut(body..body + 4) {
-                slot.copy_from_slice(&crc.to_le_bytes());
-            }
+                action: "journal a write into",
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the file is not inside the journal's directory '{}'",
+                        self.dir.display()
+                    ),
+                ),
+            })?;
+            encode_entry(
+                &mut self.buf,
+                WRITE_RELATIVE_ENTRY,
+                relative.as_os_str().as_bytes(),
+                entry,
+            )?;
         }
         if self.buf.is_empty() {
             return Ok(());
@@ -464,6 +491,43 @@ impl Journal {
     }
 }
 
+/// Appends `entry`'s frame to `buf`, of `kind` and naming its file by `path`: the length
+/// prefix, then the body with its checksum filled in last.
+fn encode_entry(
+    buf: &mut Vec<u8>,
+    kind: u8,
+    path: &[u8],
+    entry: &Landed,
+) -> Result<(), StoreError> {
+    let too_large = |len| StoreError::RecordTooLarge {
+        path: entry.path.to_path_buf(),
+        len,
+    };
+    let path_len = u32::try_from(path.len()).map_err(|_| too_large(path.len()))?;
+    let body_len = HEADER_BYTES + path.len() + entry.bytes.len();
+    let frame_len = u32::try_from(body_len).map_err(|_| too_large(body_len))?;
+    let start = buf.len();
+    buf.reserve(LENGTH_PREFIX_BYTES + body_len);
+    buf.extend_from_slice(&frame_len.to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    buf.push(kind);
+    buf.extend_from_slice(&entry.file.dev.to_le_bytes());
+    buf.extend_from_slice(&entry.file.ino.to_le_bytes());
+    buf.extend_from_slice(&entry.file.generation.to_le_bytes());
+    buf.extend_from_slice(&entry.file.birth_secs.to_le_bytes());
+    buf.extend_from_slice(&entry.file.birth_nanos.to_le_bytes());
+    buf.extend_from_slice(&entry.offset.to_le_bytes());
+    buf.extend_from_slice(&path_len.to_le_bytes());
+    buf.extend_from_slice(path);
+    buf.extend_from_slice(&entry.bytes);
+    let body = start + LENGTH_PREFIX_BYTES;
+    let crc = crc32c::crc32c(buf.get(body + 4..).unwrap_or_default());
+    if let Some(slot) = buf.get_mut(body..body + 4) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
+    Ok(())
+}
+
 /// Why replay failed: what it was doing, to which file, and the OS error.
 type ReplayError = (&'static str, PathBuf, io::Error);
 
@@ -490,28 +554,28 @@ fn replay(dir: &Path, contents: &[u8]) -> Result<Replayed, ReplayError> {
             replayed.torn_bytes = super::framing::to_u64(contents.len()) - start;
             break;
         };
-        if !is_inside(dir, &entry.path) {
+        let Some(path) = entry.file_in(dir) else {
             warn!(path = %entry.path.display(), dir = %dir.display(),
                 "skipping a commit journal entry for a file outside the journal's directory");
             replayed.skipped += 1;
             continue;
-        }
-        let file = match OpenOptions::new().write(true).open(&entry.path) {
+        };
+        let file = match OpenOptions::new().write(true).open(&path) {
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 replayed.skipped += 1;
                 continue;
             }
-            Err(err) => return Err(("open for replay", entry.path, err)),
+            Err(err) => return Err(("open for replay", path, err)),
         };
         if FileId::of(&file) != Some(entry.file) {
             replayed.skipped += 1;
             continue;
         }
         file.write_all_at(entry.bytes, entry.offset)
-            .map_err(|err| ("replay into", entry.path.clone(), err))?;
+            .map_err(|err| ("replay into", path.clone(), err))?;
         replayed.applied += 1;
-        devices.entry(entry.file.dev).or_insert(entry.path);
+        devices.entry(entry.file.dev).or_insert(path);
     }
     for path in devices.into_values() {
         let file = File::open(&path).map_err(|err| ("open for replay", path.clone(), err))?;
@@ -524,8 +588,22 @@ fn replay(dir: &Path, contents: &[u8]) -> Result<Replayed, ReplayError> {
 struct Entry<'a> {
     file: FileId,
     offset: u64,
+    /// As written: relative to the journal's directory if `relative`, else the path the
+    /// file was written at.
     path: PathBuf,
+    relative: bool,
     bytes: &'a [u8],
+}
+
+impl Entry<'_> {
+    /// The file to replay into, if the entry names one inside `dir`.
+    fn file_in(&self, dir: &Path) -> Option<PathBuf> {
+        if self.relative {
+            is_names(&self.path).then(|| dir.join(&self.path))
+        } else {
+            is_inside(dir, &self.path).then(|| self.path.clone())
+        }
+    }
 }
 
 impl<'a> Entry<'a> {
@@ -535,9 +613,11 @@ impl<'a> Entry<'a> {
             return None;
         }
         let (&kind, rest) = rest.split_first()?;
-        if kind != WRITE_ENTRY {
-            return None;
-        }
+        let relative = match kind {
+            WRITE_ENTRY => false,
+            WRITE_RELATIVE_ENTRY => true,
+            _ => return None,
+        };
         let (dev, rest) = rest.split_first_chunk::<8>()?;
         let (ino, rest) = rest.split_first_chunk::<8>()?;
         let (generation, rest) = rest.split_first_chunk::<4>()?;
@@ -557,9 +637,19 @@ impl<'a> Entry<'a> {
             },
             offset: u64::from_le_bytes(*offset),
             path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+            relative,
             bytes,
         })
     }
+}
+
+/// Whether `path` is one or more names and nothing else (no `.`, `..`, root or prefix): a
+/// relative path that stays below the directory it is joined to.
+fn is_names(path: &Path) -> bool {
+    path.components().next().is_some()
+        && path
+            .components()
+            .all(|component| matches!(component, Component::Normal(_)))
 }
 
 /// Whether `path` is lexically inside `dir` (no `..`, and `dir` a prefix).
@@ -686,6 +776,14 @@ mod tests {
         Ok(())
     }
 
+    /// Appends `raw` entries to the journal file at `path`, as a damaged (or older) journal
+    /// would hold them.
+    fn append_raw(path: &Path, raw: &[u8]) -> TestResult {
+        use std::io::Write;
+        OpenOptions::new().append(true).open(path)?.write_all(raw)?;
+        Ok(())
+    }
+
     #[test]
     fn a_torn_round_and_entries_outside_the_directory_are_skipped() -> TestResult {
         let dir = tempfile::tempdir()?;
@@ -693,24 +791,25 @@ mod tests {
         let journal_path = inner.join(JOURNAL_FILE);
         let (kept, outside) = (inner.join("kept"), dir.path().join("outside"));
         fs::create_dir_all(&inner)?;
-        fs::write(&outside, b"")?;
-        journal_of(
-            &journal_path,
-            &[
-                &[(&kept, 0, b"kept"), (&outside, 0, b"evil")],
-                &[(&kept, 4, b"torn")],
-            ],
-        )?;
-        // The last round is torn by the crash: its frame lacks its tail.
-        let len = fs::metadata(&journal_path)?.len();
-        OpenOptions::new()
-            .write(true)
-            .open(&journal_path)?
-            .set_len(len - 3)?;
+        journal_of(&journal_path, &[&[(&kept, 0, b"kept")]])?;
+        // A damaged journal names a file outside its directory, by its full path (as
+        // builds before relative entries wrote them) and relative, through `..`.
+        let evil = land(&outside, 0, b"evil")?;
+        let mut raw = Vec::new();
+        encode_entry(&mut raw, WRITE_ENTRY, outside.as_os_str().as_bytes(), &evil)?;
+        encode_entry(&mut raw, WRITE_RELATIVE_ENTRY, b"../outside", &evil)?;
+        encode_entry(&mut raw, WRITE_RELATIVE_ENTRY, b"", &evil)?;
+        // Then a round torn by the crash: its frame lacks its tail.
+        let torn = land(&kept, 4, b"torn")?;
+        let before_torn = raw.len();
+        encode_entry(&mut raw, WRITE_RELATIVE_ENTRY, b"kept", &torn)?;
+        raw.truncate(raw.len() - 3);
+        assert!(raw.len() > before_torn);
+        append_raw(&journal_path, &raw)?;
         fs::write(&kept, b"")?;
         fs::write(&outside, b"")?;
         let (_, replayed) = Journal::open(&journal_path)?;
-        assert_eq!((replayed.applied, replayed.skipped), (1, 1));
+        assert_eq!((replayed.applied, replayed.skipped), (1, 3));
         assert!(replayed.torn_bytes > 0);
         assert_eq!(
             fs::read(&kept)?,
@@ -722,6 +821,90 @@ mod tests {
             b"",
             "nothing is written outside the directory"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_write_into_a_file_outside_the_directory_is_refused_not_journaled() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let inner = dir.path().join("data");
+        let (mut journal, _) = Journal::open(&inner.join(JOURNAL_FILE))?;
+        let outside = dir.path().join("outside");
+        let inside = inner.join("sub").join("s");
+        fs::create_dir_all(inside.parent().ok_or("a parent")?)?;
+        assert_eq!(journal.names(&inside), Some(Path::new("sub/s")));
+        assert_eq!(journal.names(&outside), None);
+        assert_eq!(journal.names(&inner.join("sub/../../outside")), None);
+        // Odd spellings below the directory are not named (their rounds sync them).
+        assert_eq!(journal.names(&inner.join("sub/./s")), None);
+        assert_eq!(journal.names(&inner.join("sub//s")), None);
+        assert_eq!(journal.names(&inner), None);
+        let datadir = dir.path().join("datadir").join("s");
+        assert_eq!(
+            journal.names(&datadir),
+            None,
+            "a directory whose name starts alike"
+        );
+        let refused = journal
+            .commit([&land(&inside, 0, b"in")?, &land(&outside, 0, b"out")?])
+            .map(|()| "committed")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains(&outside.display().to_string())
+                && refused.contains("not inside the journal's directory"),
+            "{refused}"
+        );
+        assert!(
+            journal.is_empty(),
+            "nothing of the refused round is journaled"
+        );
+        // Without a directory, a journal is in `.` and names relative paths.
+        let here = Journal {
+            dir: PathBuf::from("."),
+            ..Journal::open(&dir.path().join("other").join(JOURNAL_FILE))?.0
+        };
+        assert_eq!(here.names(Path::new("s")), Some(Path::new("s")));
+        assert_eq!(here.names(Path::new("/s")), None);
+        Ok(())
+    }
+
+    #[test]
+    fn entries_are_found_however_the_directory_is_spelled_at_the_next_start() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let stream = data.join("s");
+        fs::create_dir_all(&data)?;
+        journal_of(&data.join(JOURNAL_FILE), &[&[(&stream, 0, b"relative")]])?;
+        // An entry as builds before relative entries wrote it: still replayed.
+        let legacy = land(&data.join("t"), 0, b"legacy")?;
+        let mut raw = Vec::new();
+        encode_entry(
+            &mut raw,
+            WRITE_ENTRY,
+            legacy.path.as_os_str().as_bytes(),
+            &legacy,
+        )?;
+        append_raw(&data.join(JOURNAL_FILE), &raw)?;
+        fs::write(&stream, b"")?;
+        fs::write(data.join("t"), b"")?;
+
+        // The next start names the directory through a symlink (or another working
+        // directory, or `./data`): the relative entry is found there.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&data, &link)?;
+        let (_, replayed) = Journal::open(&link.join(JOURNAL_FILE))?;
+        assert_eq!(fs::read(&stream)?, b"relative");
+        // The full path names the directory as it was spelled then, not `link`.
+        assert_eq!((replayed.applied, replayed.skipped), (1, 1));
+        assert_eq!(fs::read(data.join("t"))?, b"");
+
+        // Spelled as then, the full path is inside: replayed too.
+        journal_of(&data.join(JOURNAL_FILE), &[])?;
+        append_raw(&data.join(JOURNAL_FILE), &raw)?;
+        let (_, replayed) = Journal::open(&data.join(JOURNAL_FILE))?;
+        assert_eq!((replayed.applied, replayed.skipped), (1, 0));
+        assert_eq!(fs::read(data.join("t"))?, b"legacy");
         Ok(())
     }
 
