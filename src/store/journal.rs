@@ -58,7 +58,8 @@
 //! `birth secs i64`, `birth nanos u32`, `offset u64`, `path length u32`, the path's bytes,
 //! then the bytes written. Kind 2 (written since 2026-12-02): the path is relative to the
 //! journal's directory, names only. Kind 1 (written before): the path the file was written
-//! at, replayed only if it is inside the journal's directory as spelled now. Replay stops at
+//! at, replayed only if it is inside the journal's directory as spelled now, or once both
+//! are resolved (symlinks; a relative path against the working directory now). Replay stops at
 //! the first torn or corrupt frame: a round's entries are appended and synced together, so
 //! nothing after a torn one was ever answered. (A build that knows only kind 1 takes a kind
 //! 2 entry for a corrupt one and stops there: go back to one only after a clean shutdown,
@@ -539,6 +540,7 @@ fn replay(dir: &Path, contents: &[u8]) -> Result<Replayed, ReplayError> {
     // the replay durable (files are closed as they go: a journal may name
     // more files than may be open at once).
     let mut devices: HashMap<u64, PathBuf> = HashMap::new();
+    let resolved = dir.canonicalize().ok();
     let mut reader = FrameReader::new(contents);
     loop {
         let start = reader.offset();
@@ -554,7 +556,7 @@ fn replay(dir: &Path, contents: &[u8]) -> Result<Replayed, ReplayError> {
             replayed.torn_bytes = super::framing::to_u64(contents.len()) - start;
             break;
         };
-        let Some(path) = entry.file_in(dir) else {
+        let Some(path) = entry.file_in(dir, resolved.as_deref()) else {
             warn!(path = %entry.path.display(), dir = %dir.display(),
                 "skipping a commit journal entry for a file outside the journal's directory");
             replayed.skipped += 1;
@@ -596,13 +598,22 @@ struct Entry<'a> {
 }
 
 impl Entry<'_> {
-    /// The file to replay into, if the entry names one inside `dir`.
-    fn file_in(&self, dir: &Path) -> Option<PathBuf> {
+    /// The file to replay into, if the entry names one inside `dir` (`resolved`: `dir`
+    /// with its symlinks resolved, if it could be).
+    ///
+    /// A kind 1 path spelled otherwise than `dir` now (written before relative entries,
+    /// under another spelling of the directory) is resolved too: if it is a file inside the
+    /// resolved directory, it is replayed there. The file's identity is checked as for any
+    /// entry, so this never writes into another file than the one the round wrote.
+    fn file_in(&self, dir: &Path, resolved: Option<&Path>) -> Option<PathBuf> {
         if self.relative {
-            is_names(&self.path).then(|| dir.join(&self.path))
-        } else {
-            is_inside(dir, &self.path).then(|| self.path.clone())
+            return is_names(&self.path).then(|| dir.join(&self.path));
         }
+        if is_inside(dir, &self.path) {
+            return Some(self.path.clone());
+        }
+        let file = self.path.canonicalize().ok()?;
+        file.starts_with(resolved?).then_some(file)
     }
 }
 
@@ -895,16 +906,21 @@ mod tests {
         std::os::unix::fs::symlink(&data, &link)?;
         let (_, replayed) = Journal::open(&link.join(JOURNAL_FILE))?;
         assert_eq!(fs::read(&stream)?, b"relative");
-        // The full path names the directory as it was spelled then, not `link`.
-        assert_eq!((replayed.applied, replayed.skipped), (1, 1));
-        assert_eq!(fs::read(data.join("t"))?, b"");
+        // The full path spells the directory as it was then, not `link`: resolved, it is
+        // the same directory, and the same file.
+        assert_eq!((replayed.applied, replayed.skipped), (2, 0));
+        assert_eq!(fs::read(data.join("t"))?, b"legacy");
 
-        // Spelled as then, the full path is inside: replayed too.
-        journal_of(&data.join(JOURNAL_FILE), &[])?;
+        // Spelled as then, the full path is inside as it stands.
+        fs::write(data.join("t"), b"")?;
         append_raw(&data.join(JOURNAL_FILE), &raw)?;
         let (_, replayed) = Journal::open(&data.join(JOURNAL_FILE))?;
         assert_eq!((replayed.applied, replayed.skipped), (1, 0));
         assert_eq!(fs::read(data.join("t"))?, b"legacy");
+
+        // Resolving never leads outside: an old entry for a file elsewhere stays skipped
+        // (a_torn_round_and_entries_outside_the_directory_are_skipped), and one for a file
+        // that is another one now too (replay_never_writes_into_a_file_that_is_gone_or_another_one_now).
         Ok(())
     }
 
