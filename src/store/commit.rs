@@ -877,10 +877,7 @@ impl Syncer {
             return;
         };
         let (ended, seconds) = match outcome {
-            Some((synced, seconds)) => (
-                synced.and_then(|()| journal.drop_old().map_err(Arc::new)),
-                seconds,
-            ),
+            Some((synced, seconds)) => (synced.map(|()| journal.old_removed()), seconds),
             None => (
                 Err(Arc::new(StoreError::Sync {
                     path: journal.path().to_path_buf(),

@@ -26,7 +26,7 @@
 //! its name (its directory synced, so that what rounds commit to it survives), and the
 //! `syncfs` runs on a thread of its own while rounds go on into the new file. Once it
 //! returns, that thread removes the old file ([`remove_old_journal`]), and the committer
-//! then stops counting it ([`Journal::drop_old`], which finds it gone). Only a journal that
+//! then stops counting it ([`Journal::old_removed`]). Only a journal that
 //! fills again
 //! before that makes a round wait. When the committer stops it checkpoints in place, so a
 //! clean shutdown leaves one empty journal. [`Journal::open`] replays `<name>.old` first:
@@ -478,6 +478,12 @@ impl Journal {
             self.old_len = None;
         }
         Ok(())
+    }
+
+    /// Stops counting the rotated journal, which the checkpoint's thread removed
+    /// ([`remove_old_journal`]) once its `syncfs` succeeded.
+    pub fn old_removed(&mut self) {
+        self.old_len = None;
     }
 
     /// Empties the journal. Only once every file its entries name is durable by itself (a
