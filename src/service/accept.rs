@@ -280,23 +280,18 @@ fn accepting<C>(
                 }
                 Err(e) => {
                     if let Some(failed) = state.failing.happened() {
-                        if out_of_descriptors(&e) {
-                            warn!(
-                                cause = %e,
-                                failed,
-                                retry_every = ?ACCEPT_PAUSE,
-                                listener = peers.listener(),
-                                "cannot accept connections: out of descriptors (ulimit -n)"
-                            );
+                        let why = if out_of_descriptors(&e) {
+                            "cannot accept connections: out of descriptors (ulimit -n)"
                         } else {
-                            warn!(
-                                cause = %e,
-                                failed,
-                                retry_every = ?ACCEPT_PAUSE,
-                                listener = peers.listener(),
-                                "cannot accept connections"
-                            );
-                        }
+                            "cannot accept connections"
+                        };
+                        warn!(
+                            cause = %e,
+                            failed,
+                            retry_every = ?ACCEPT_PAUSE,
+                            listener = peers.listener(),
+                            "{why}"
+                        );
                     }
                     tokio::time::sleep(ACCEPT_PAUSE).await;
                 }

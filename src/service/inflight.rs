@@ -20,8 +20,9 @@
 //! instead could leave every RPC waiting for the others, each holding a
 //! part of its message.)
 //!
-//! Decoded requests are not counted: each is handed to the manager at once,
-//! and a payload over `server.max_payload_bytes` is refused there.
+//! Decoded requests are not counted: the handler refuses a payload over
+//! `server.max_payload_bytes` at once (`service::grpc`), and hands the
+//! others to the manager.
 //!
 //! [`MAX_CONCURRENT_STREAMS`]: super::MAX_CONCURRENT_STREAMS
 

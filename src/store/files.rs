@@ -284,8 +284,14 @@ fn fit(
     let needed = u64::try_from(asked)
         .unwrap_or(u64::MAX)
         .saturating_add(RESERVED_DESCRIPTORS + MIN_CONNECTIONS);
+    let mut tried = None;
     for target in [hard, nr_open.min(hard), needed.min(hard)] {
-        if target > soft && set_soft(target, hard).is_ok() {
+        // The hard limit is often at or under fs.nr_open: one try for both.
+        if target <= soft || tried == Some(target) {
+            continue;
+        }
+        tried = Some(target);
+        if set_soft(target, hard).is_ok() {
             budget.raised_from = Some(soft);
             budget.soft_limit = target;
             break;
@@ -410,9 +416,16 @@ mod tests {
             (Some(100), 200, few, MIN_CONNECTIONS as usize)
         );
         // The soft limit cannot be changed: shared as it is.
-        let refused = fit(4096, (1024, 20_000), nr_open, |_, _| {
+        let mut tries = Vec::new();
+        let refused = fit(4096, (1024, 20_000), nr_open, |soft, _| {
+            tries.push(soft);
             Err(io::Error::from_raw_os_error(libc::EPERM))
         });
+        assert_eq!(
+            tries,
+            [20_000, 4096 + RESERVED_DESCRIPTORS + MIN_CONNECTIONS],
+            "each target once"
+        );
         let few = (1024 - RESERVED_DESCRIPTORS - MIN_CONNECTIONS) as usize;
         assert_eq!(
             (
