@@ -18,7 +18,9 @@
 //!
 //! A connection that sends no complete request head for
 //! [`SCRAPE_HEADER_TIMEOUT`], whether its first or the next on a kept-alive
-//! connection, is closed, so that idle or slow clients give their permit
+//! connection, is closed, and so is one whose response could not be written
+//! for [`SCRAPE_WRITE_TIMEOUT`] (a client that sends requests but does not
+//! read the answers), so that idle, slow or stuck clients give their permit
 //! back.
 //!
 //! `GET` (or `HEAD`) `/metrics` is answered with the Prometheus text format
@@ -53,6 +55,10 @@ pub const SCRAPE_CONNECTIONS: usize = 8;
 /// connection; a scraper reconnects when it finds one closed.
 pub const SCRAPE_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long writing a response may make no progress (the client reads
+/// none of it) before the connection is closed.
+pub const SCRAPE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How often the recorder's upkeep runs (drains the histograms' recent
 /// samples into their buckets), as the exporter crate's listener does it.
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -79,6 +85,8 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
     while let Some(accepted) = connections.next().await {
         let Ok(connection) = accepted else { continue };
         let handle = handle.clone();
+        let mut connection = tokio_io_timeout::TimeoutStream::new(connection);
+        connection.set_write_timeout(Some(SCRAPE_WRITE_TIMEOUT));
         tokio::spawn(async move {
             let respond = hyper::service::service_fn(move |request| {
                 std::future::ready(respond(&handle, &request))
@@ -86,7 +94,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(SCRAPE_HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(connection), respond)
+                .serve_connection(TokioIo::new(Box::pin(connection)), respond)
                 .await;
             if let Err(err) = served {
                 debug!(cause = %err, "a /metrics connection ended with an error");
@@ -287,6 +295,52 @@ mod tests {
             let mut rest = Vec::new();
             // Closed by the server: the read ends (hyper may first answer 408).
             conn.read_to_end(&mut rest).await.unwrap();
+        }
+    }
+
+    /// A connection whose client sends requests and reads none of the
+    /// answers: once the socket buffers are full, the server's write
+    /// waits. Its receive buffer is made small so that this comes soon.
+    async fn stuck(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut conn = socket.connect(addr).await.unwrap();
+        // Far more answers than the buffers hold; the client's own write
+        // waits too once the server stops reading, hence the task.
+        let requests = get("/metrics").repeat(20_000);
+        tokio::spawn(async move {
+            let _ = conn.write_all(requests.as_bytes()).await;
+            std::future::pending::<()>().await;
+        })
+    }
+
+    /// Paused time, as above. Every permit is held by a connection whose
+    /// response cannot be written: the header timeout does not apply to
+    /// them (they are not waiting for a request), the write timeout does.
+    #[tokio::test(start_paused = true)]
+    async fn connections_that_read_no_answers_are_closed_after_the_write_timeout() {
+        let addr = server().await;
+        let started = tokio::time::Instant::now();
+        let mut clients = Vec::new();
+        for _ in 0..SCRAPE_CONNECTIONS {
+            clients.push(stuck(addr).await);
+        }
+        let mut waiting = TcpStream::connect(addr).await.unwrap();
+        let (head, body) = tokio::time::timeout(
+            4 * SCRAPE_WRITE_TIMEOUT,
+            exchange(&mut waiting, &get("/metrics")),
+        )
+        .await
+        .expect("the scraper past the limit is served once a stuck connection is closed");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(body.contains("sum_test_total 3"), "{body}");
+        assert!(
+            started.elapsed() >= SCRAPE_WRITE_TIMEOUT,
+            "served before any stuck connection timed out: {:?}",
+            started.elapsed()
+        );
+        for client in clients {
+            client.abort();
         }
     }
 }
