@@ -39,10 +39,10 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
 use tracing::{debug, info, warn};
 
-/// How long an agent's connection may be idle before the kernel asks
-/// whether its peer is still there (TCP keepalive). With
-/// [`KEEPALIVE_INTERVAL`] and [`KEEPALIVE_PROBES`], a connection from an
-/// agent host that vanished without closing it (power loss, a partition) is
+/// How long a connection (an agent's or a scraper's) may be idle before
+/// the kernel asks whether its peer is still there (TCP keepalive). With
+/// [`KEEPALIVE_INTERVAL`] and [`KEEPALIVE_PROBES`], a connection from a
+/// host that vanished without closing it (power loss, a partition) is
 /// closed within about two minutes, instead of holding a descriptor and a
 /// connection's permit until the process restarts. (Linux's defaults would
 /// wait two hours and a quarter.)
