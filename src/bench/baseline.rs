@@ -63,7 +63,11 @@ pub fn appends_per_sec(
     // At least one round, however long creating the files took.
     while written < records && (written < files || started.elapsed() < budget) {
         for (i, offset) in offsets.iter_mut().enumerate() {
-            let frame = if written % 2 == 0 { &update } else { &ack };
+            let frame = if written.is_multiple_of(2) {
+                &update
+            } else {
+                &ack
+            };
             let reopened;
             let file = match handles.get(i) {
                 Some(file) => file,
