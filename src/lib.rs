@@ -44,7 +44,7 @@
 //!   into the new one); an LRU (`store::files`) bounds the
 //!   open files (`serve` splits `ulimit -n` between that bound and the
 //!   agents' connections); `store::dirs` says which directories a new
-//!   file syncs.
+//!   file syncs; `store::lock` keeps a second `serve` off a data directory.
 //! - [`error`]: the manager's errors, one variant per rejection.
 //! - [`service`]: `serve`: the gRPC front (`grpc`), the subscriber hub that
 //!   is the manager's upstream (`hub`), access control (`auth`: bearer

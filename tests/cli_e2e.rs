@@ -475,6 +475,40 @@ fn a_port_in_use_is_a_startup_failure() {
 }
 
 #[test]
+fn a_data_directory_in_use_is_a_startup_failure_and_is_free_again_once_its_server_is_killed() {
+    let first = start_server(&[]);
+    let dir = first
+        ._data
+        .path()
+        .to_str()
+        .expect("utf-8 temp path")
+        .to_string();
+    let serve = ["serve", "--data-dir", &dir, "--listen", "127.0.0.1:0"];
+    let out = Proc::start("a second serve on the same data directory", &serve, &[]).finish();
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let holder = first.proc.child.id();
+    assert!(
+        out.stderr.contains(&format!(
+            "error: the data directory '{dir}' is in use by another process (pid {holder})"
+        )) && out.stderr.contains("store.data_dir"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("listening on"),
+        "the second server listened: {}",
+        out.stdout
+    );
+    // SIGKILL leaves the lock file, not the lock: the next start needs nothing cleared.
+    first.proc.signal("-KILL");
+    let Server { proc, _data, .. } = first;
+    let killed = proc.finish();
+    assert!(!killed.status.success(), "{:?}", killed.status);
+    let again = Proc::start("serve after the holder was killed", &serve, &[]);
+    again.line_where("`listening on ADDR`", |l| l.starts_with("listening on "));
+}
+
+#[test]
 fn usage_errors_exit_2_and_help_exits_0() {
     for (i, args) in [
         &["send", "--stream", "s1"][..],

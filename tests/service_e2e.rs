@@ -1449,21 +1449,23 @@ async fn health_is_serving_and_shutdown_stops_accepting() {
         let mut open = open_files_under(dir.path());
         open.sort();
         let journal = dir.path().join(status_update_manager::store::JOURNAL_FILE);
+        let lock = dir.path().join(status_update_manager::store::LOCK_FILE);
         assert_eq!(
             open,
             [
                 journal.canonicalize().unwrap(),
+                lock.canonicalize().unwrap(),
                 path.canonicalize().unwrap()
             ],
-            "the commit journal and the stream's file are open while serving"
+            "the commit journal, the data directory's lock and the stream's file are open while serving"
         );
     }
     let url = server.url.clone();
     server.shutdown().await;
     let end = stream_error(&mut sub, "the subscriber at shutdown").await;
     assert_eq!(end.code(), Code::Unavailable, "{end:?}");
-    // The service lets go of its streams and its journal: their files are
-    // closed, and kept.
+    // The service lets go of its streams, its journal and its lock: their
+    // files are closed, and kept.
     files_closed(dir.path()).await;
     assert!(path.exists(), "an unfinished stream's file is kept");
 
@@ -1505,6 +1507,55 @@ async fn after_a_shutdown_the_streams_close_their_files_and_the_committer_stops(
 }
 
 // ---------------------------------------------------------------- 11. restart
+
+#[actix::test]
+async fn a_second_service_on_a_data_directory_in_use_refuses_to_start_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), |_| {}).await;
+    let pending = status("RUNNING", false);
+    server
+        .update(common::status_update("s", "", &pending))
+        .await;
+    let before = common::snapshot(dir.path());
+    let overrides = Overrides {
+        data_dir: Some(dir.path().into()),
+        listen: Some("127.0.0.1:0".into()),
+        config_file: None,
+    };
+    let settings = Settings::load_with_env(&overrides, Some(Default::default())).unwrap();
+    let err = service::start(settings.validate().unwrap())
+        .await
+        .expect_err("the data directory is the running server's");
+    match &err {
+        service::ServeError::Lock(status_update_manager::store::LockError::InUse {
+            dir: locked,
+            holder,
+            ..
+        }) => {
+            assert_eq!(locked, dir.path());
+            assert_eq!(*holder, Some(std::process::id()));
+        }
+        other => panic!("not a data directory in use: {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+    // Neither its journal nor its stream files were read into a second
+    // manager and written back: the running server's files are as they were.
+    assert_eq!(common::snapshot(dir.path()), before);
+    server
+        .update(common::status_update("s", "", &status("FINISHED", true)))
+        .await;
+    server.shutdown().await;
+    files_closed(dir.path()).await;
+
+    // Released by the shutdown: the next start takes the directory over.
+    let server = Server::start(dir.path(), |_| {}).await;
+    assert_eq!(server.running.recovered, 1);
+    assert_eq!(server.list("").await[0].pending, 2);
+    server.shutdown().await;
+}
 
 #[actix::test]
 async fn after_a_restart_unacked_updates_are_forwarded_again_from_attempt_0() {

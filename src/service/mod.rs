@@ -1,7 +1,8 @@
 //! The service: `status-update-manager serve`.
 //!
 //! [`start`] runs the whole lifecycle up to listening: create the data
-//! directory, start the [`SubscriberHub`] and a paused
+//! directory and lock it, so that a second process on it refuses to start
+//! ([`crate::store::lock`]), start the [`SubscriberHub`] and a paused
 //! native-kind manager whose forwards go to the hub, discover every stream
 //! under `store.data_dir` and recover them (strict per `recovery.strict`; a
 //! strict failure is an error and nothing listens), then serve gRPC — the
@@ -53,7 +54,7 @@ use crate::kind::Native;
 use crate::messages::{ListStreams, Recover, SyncAll};
 use crate::proto::status_update_manager::v1::status_update_manager_server::StatusUpdateManagerServer;
 use crate::store::layout::{discover_native_streams, native_stream_path, LayoutError};
-use crate::store::{Committer, FileCache, JOURNAL_FILE};
+use crate::store::{Committer, DataDirLock, FileCache, JOURNAL_FILE};
 use crate::StatusUpdateManager;
 use auth::RequireToken;
 use grpc::GrpcService;
@@ -70,6 +71,10 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The data directory is served by another process, or could not be
+    /// locked.
+    #[error(transparent)]
+    Lock(#[from] crate::store::LockError),
     /// The streams under the data directory could not be listed.
     #[error("cannot discover streams: {0}")]
     Discover(#[from] LayoutError),
@@ -144,6 +149,9 @@ pub struct RunningService {
     stop: oneshot::Sender<()>,
     server: oneshot::Receiver<Result<(), ServeError>>,
     health: tonic_health::server::HealthReporter,
+    /// Released when this is dropped: at the end of
+    /// [`shutdown`](Self::shutdown), once every stream file is synced.
+    _lock: DataDirLock,
 }
 
 /// How many stream files (`asked`: `limits.max_open_files`, unless
@@ -367,6 +375,9 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         path: data_dir.clone(),
         source,
     })?;
+    // Before anything in the directory is read or written (the journal's
+    // replay first): a second process on it would corrupt both.
+    let lock = DataDirLock::acquire(&data_dir)?;
 
     // The gRPC thread's runtime drives every listener's connections.
     let grpc = GrpcRuntime::build().map_err(ServeError::GrpcThread)?;
@@ -495,6 +506,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         stop,
         server,
         health,
+        _lock: lock,
     })
 }
 

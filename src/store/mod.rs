@@ -94,7 +94,8 @@
 //!
 //! [`layout`] maps stream ids to file paths: operation streams use the Mesos layout
 //! (`<root>/<operation uuid>/operation.updates`); native stream ids are arbitrary strings,
-//! percent-encoded so that their path can never escape the data directory.
+//! percent-encoded so that their path can never escape the data directory. One process at a
+//! time serves a data directory: `serve` holds [`lock`]'s lock on it (`<data_dir>/serve.lock`).
 
 pub mod commit;
 mod dirs;
@@ -103,6 +104,7 @@ pub mod files;
 pub mod framing;
 pub mod journal;
 pub mod layout;
+pub mod lock;
 pub mod log;
 
 use std::fmt;
@@ -121,6 +123,7 @@ pub use layout::{
     discover_native_streams, native_stream_id, native_stream_path, operation_stream_path,
     LayoutError, NameProblem,
 };
+pub use lock::{DataDirLock, LockError, LOCK_FILE};
 pub use log::{remove_file, NewLog, Opened, Staged, StagedWrite, StreamLog, Wrote};
 
 /// When an append counts as durable; see the module documentation for the guarantees.

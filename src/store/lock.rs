@@ -1,0 +1,193 @@
+//! One process per data directory: [`DataDirLock`].
+//!
+//! Two processes serving the same data directory would both append to its
+//! stream files and both replay, append to and checkpoint its commit
+//! journal: records interleaved, a journal emptied under the other's feet,
+//! updates reported durable and then lost. So `serve` takes an exclusive
+//! lock on `<data_dir>/serve.lock` ([`LOCK_FILE`]) before it touches
+//! anything else there, and a second one refuses to start, naming the
+//! directory and, where it could read it, the holder's pid.
+//!
+//! The lock is the kernel's (`flock`, through [`std::fs::File::try_lock`]),
+//! not the file's existence: it goes with the process however that ends,
+//! SIGKILL and power loss included, so there is never a stale lock to clear
+//! by hand. The file stays behind, holding the last holder's pid; it is
+//! not removed on release, since a process that opened it meanwhile would
+//! then hold a lock on a file no longer there while a third one made a new
+//! one.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// The lock file's name inside the data directory.
+pub const LOCK_FILE: &str = "serve.lock";
+
+/// Why the data directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds the lock.
+    #[error(
+        "the data directory '{}' is in use by another process{}: its lock '{}' is held; \
+         stop that process first, or give this one another store.data_dir",
+        dir.display(),
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
+        path.display()
+    )]
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+        /// The lock file.
+        path: PathBuf,
+        /// The holder's pid, as it wrote it into the file (absent if the
+        /// file held none that parses).
+        holder: Option<u32>,
+    },
+    /// The lock file could not be opened, locked or written.
+    #[error("cannot lock the data directory with '{}' (to {action}): {source}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// Why it failed.
+        source: io::Error,
+    },
+}
+
+/// The exclusive lock on a data directory, held until dropped.
+#[derive(Debug)]
+pub struct DataDirLock {
+    path: PathBuf,
+    // Holds the lock: closing the file releases it.
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Locks `dir` (which must exist) for this process, or says who holds
+    /// it. Never waits.
+    pub fn acquire(dir: &Path) -> Result<DataDirLock, LockError> {
+        let path = dir.join(LOCK_FILE);
+        let io_err = |action| {
+            let path = path.clone();
+            move |source| LockError::Io {
+                path,
+                action,
+                source,
+            }
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("open it"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(LockError::InUse {
+                    dir: dir.to_path_buf(),
+                    holder: read_pid(&mut file),
+                    path,
+                })
+            }
+            Err(TryLockError::Error(source)) => return Err(io_err("lock it")(source)),
+        }
+        // For the message of a process that finds the lock held; the lock
+        // does not depend on it, so it is not synced.
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(io_err("write this process's pid into it"))?;
+        Ok(DataDirLock { path, _file: file })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The pid written into the lock file by its holder, if it parses.
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    #[test]
+    fn a_second_lock_on_the_same_directory_is_refused_naming_the_holder_until_the_first_is_dropped(
+    ) -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let first = DataDirLock::acquire(dir.path())?;
+        assert_eq!(first.path(), dir.path().join(LOCK_FILE));
+        // A second open file description conflicts with the first even in
+        // this process, as another process's would.
+        let refused = DataDirLock::acquire(dir.path()).expect_err("the directory is locked");
+        match &refused {
+            LockError::InUse { dir: d, holder, .. } => {
+                assert_eq!(d, dir.path());
+                assert_eq!(*holder, Some(std::process::id()));
+            }
+            other => panic!("not InUse: {other:?}"),
+        }
+        let message = refused.to_string();
+        assert!(
+            message.contains(&dir.path().display().to_string())
+                && message.contains(&format!("pid {}", std::process::id()))
+                && message.contains("store.data_dir"),
+            "{message}"
+        );
+        drop(first);
+        let again = DataDirLock::acquire(dir.path())?;
+        drop(again);
+        // The file stays; it holds no lock by itself.
+        assert!(dir.path().join(LOCK_FILE).exists());
+        DataDirLock::acquire(dir.path())?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_lock_file_left_with_garbage_or_a_longer_pid_is_taken_and_rewritten() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join(LOCK_FILE),
+            "not a pid, and long: 4294967295\n",
+        )?;
+        let lock = DataDirLock::acquire(dir.path())?;
+        assert_eq!(
+            std::fs::read_to_string(lock.path())?,
+            format!("{}\n", std::process::id())
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_directory_that_does_not_exist_is_an_error_naming_the_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = DataDirLock::acquire(&missing).expect_err("no such directory");
+        assert!(
+            matches!(
+                err,
+                LockError::Io {
+                    action: "open it",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&missing.join(LOCK_FILE).display().to_string()),
+            "{err}"
+        );
+    }
+}
