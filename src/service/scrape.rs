@@ -263,6 +263,34 @@ mod tests {
         );
     }
 
+    /// With every permit held by `kind` connections, a further scraper
+    /// waits in the listen queue (its connect completes in the kernel) and
+    /// is served once one of them is closed by `timeout`, counted from
+    /// `started`, and not before.
+    async fn served_once_one_times_out(
+        addr: std::net::SocketAddr,
+        started: tokio::time::Instant,
+        timeout: Duration,
+        kind: &str,
+    ) {
+        let mut waiting = TcpStream::connect(addr).await.unwrap();
+        let (head, body) =
+            tokio::time::timeout(4 * timeout, exchange(&mut waiting, &get("/metrics")))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "the scraper past the limit is served once a {kind} connection is closed"
+                    )
+                });
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(body.contains("sum_test_total 3"), "{body}");
+        assert!(
+            started.elapsed() >= timeout,
+            "served before any {kind} connection timed out: {:?}",
+            started.elapsed()
+        );
+    }
+
     /// Paused time: the clock moves only when every task waits, straight to
     /// the next timer, so the idle connections' header timeout passes
     /// without a real wait.
@@ -275,22 +303,7 @@ mod tests {
         for _ in 0..SCRAPE_CONNECTIONS {
             idle.push(TcpStream::connect(addr).await.unwrap());
         }
-        // Every permit is held: this one waits in the listen queue (its
-        // connect completes in the kernel) until an idle one is closed.
-        let mut waiting = TcpStream::connect(addr).await.unwrap();
-        let (head, body) = tokio::time::timeout(
-            4 * SCRAPE_HEADER_TIMEOUT,
-            exchange(&mut waiting, &get("/metrics")),
-        )
-        .await
-        .expect("the scraper past the limit is served once an idle connection is closed");
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(body.contains("sum_test_total 3"), "{body}");
-        assert!(
-            started.elapsed() >= SCRAPE_HEADER_TIMEOUT,
-            "served before any idle connection timed out: {:?}",
-            started.elapsed()
-        );
+        served_once_one_times_out(addr, started, SCRAPE_HEADER_TIMEOUT, "idle").await;
         for mut conn in idle {
             let mut rest = Vec::new();
             // Closed by the server: the read ends (hyper may first answer 408).
@@ -325,20 +338,7 @@ mod tests {
         for _ in 0..SCRAPE_CONNECTIONS {
             clients.push(stuck(addr).await);
         }
-        let mut waiting = TcpStream::connect(addr).await.unwrap();
-        let (head, body) = tokio::time::timeout(
-            4 * SCRAPE_WRITE_TIMEOUT,
-            exchange(&mut waiting, &get("/metrics")),
-        )
-        .await
-        .expect("the scraper past the limit is served once a stuck connection is closed");
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(body.contains("sum_test_total 3"), "{body}");
-        assert!(
-            started.elapsed() >= SCRAPE_WRITE_TIMEOUT,
-            "served before any stuck connection timed out: {:?}",
-            started.elapsed()
-        );
+        served_once_one_times_out(addr, started, SCRAPE_WRITE_TIMEOUT, "stuck").await;
         for client in clients {
             client.abort();
         }
