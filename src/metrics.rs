@@ -138,12 +138,25 @@ pub fn describe() {
     );
 }
 
-/// Installs the Prometheus recorder as the process's (there is one per
-/// process: a second install fails) and returns the handle that renders
-/// its text. Whoever serves the text also runs the handle's upkeep.
+/// The recorder installed by [`install_recorder`], if it ran.
+static INSTALLED: std::sync::Mutex<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+    std::sync::Mutex::new(None);
+
+/// Installs the Prometheus recorder as the process's and returns the handle
+/// that renders its text; whoever serves the text also runs the handle's
+/// upkeep. A process has one recorder, and it cannot be taken back: a later
+/// call (a service started again in the same process) gets the handle of
+/// the one installed first, with the figures counted so far. It fails only
+/// if another recorder than this one is the process's.
 pub fn install_recorder(
 ) -> Result<metrics_exporter_prometheus::PrometheusHandle, metrics_exporter_prometheus::BuildError>
 {
+    let mut installed = INSTALLED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(handle) = installed.as_ref() {
+        return Ok(handle.clone());
+    }
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[
             0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
@@ -160,6 +173,7 @@ pub fn install_recorder(
         )?
         .install_recorder()?;
     describe();
+    *installed = Some(handle.clone());
     Ok(handle)
 }
 

@@ -1,6 +1,7 @@
 //! `metrics.listen`: the service serves Prometheus metrics, fed by what the
-//! stream actors did, and a taken address fails the start. (One test per
-//! process: the recorder is global.)
+//! stream actors did, a taken address fails the start, and a second start
+//! in the process serves the same recorder. (One test per process: the
+//! recorder is global.)
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -139,4 +140,21 @@ async fn metrics_are_served_when_enabled() {
         said.contains(&addr.to_string()) && said.contains("metrics.listen"),
         "{said}"
     );
+
+    // Started again in this process, the service serves the recorder it
+    // installed the first time, with what was counted then.
+    let port = free_port();
+    let mut settings = Settings::load_with_env(&overrides, Some(Default::default())).unwrap();
+    settings.metrics.listen = format!("127.0.0.1:{port}");
+    let running = status_update_manager::service::start(settings.validate().unwrap())
+        .await
+        .expect("a second start with metrics.listen");
+    let body = tokio::task::spawn_blocking(move || scrape(port))
+        .await
+        .unwrap();
+    assert!(
+        body.contains("sum_updates_total{outcome=\"accepted\"} 1"),
+        "/metrics after a restart:\n{body}"
+    );
+    running.shutdown().await.unwrap();
 }

@@ -95,8 +95,8 @@ pub enum ServeError {
     /// Reflection could not be set up.
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// The metrics recorder could not be installed (another one is the
-    /// process's already).
+    /// The metrics recorder could not be installed (a recorder other than
+    /// this crate's is the process's already).
     #[error("cannot install the metrics recorder (metrics.listen = {addr}): {source}")]
     Metrics {
         /// `metrics.listen`.
