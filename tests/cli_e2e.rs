@@ -499,6 +499,16 @@ fn a_data_directory_in_use_is_a_startup_failure_and_is_free_again_once_its_serve
         "the second server listened: {}",
         out.stdout
     );
+    // inspect reads the directory without taking the lock, and says who serves it.
+    let inspected = Proc::start("inspect of a served directory", &["inspect", &dir], &[]).finish();
+    assert_eq!(inspected.status.code(), Some(0), "{}", inspected.stderr);
+    assert!(
+        inspected
+            .stderr
+            .contains(&format!("is being served right now (pid {holder})")),
+        "{}",
+        inspected.stderr
+    );
     // SIGKILL leaves the lock file, not the lock: the next start needs nothing cleared.
     first.proc.signal("-KILL");
     let Server { proc, _data, .. } = first;

@@ -1,7 +1,8 @@
 //! `status-update-manager inspect PATH... [--kind native|operation|task] [--json]`: decodes
 //! checkpoint files offline and prints what recovery would find in each, as one JSON document
 //! (`--json`, API.md §2) or as a table. The work is [`crate::inspect`]'s; this file parses
-//! the arguments and renders the report. Files are never modified.
+//! the arguments and renders the report. Files are never modified, and a data directory that
+//! a `serve` holds is not locked, only named on stderr (its files change as they are read).
 //!
 //! A stream whose outcome is `error` is part of the report, not a failure of the command: the
 //! exit status is 0 unless a directory cannot be listed or the output cannot be written.
@@ -29,6 +30,34 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// Where the search for a path's data directory starts: the path itself if it is a
+/// directory (a data directory, or one inside it), else its parent (a stream file). Resolved,
+/// so that its ancestors are the real ones.
+fn search_start(path: &Path) -> PathBuf {
+    let start = if path.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(Path::new("."))
+    };
+    start.canonicalize().unwrap_or_else(|_| start.to_path_buf())
+}
+
+/// The data directories under `paths` that a `serve` holds right now, with its pid: for each
+/// path, the nearest directory at or above it that has a lock file
+/// ([`crate::store::lock`]), if its lock is held. Each directory once.
+fn served_now(paths: &[PathBuf]) -> BTreeSet<(PathBuf, u32)> {
+    paths
+        .iter()
+        .filter_map(|path| {
+            search_start(path)
+                .ancestors()
+                .find(|dir| dir.join(crate::store::LOCK_FILE).is_file())
+                .map(Path::to_path_buf)
+        })
+        .filter_map(|dir| crate::store::lock::holder(&dir).map(|pid| (dir, pid)))
+        .collect()
+}
+
 /// The commit journals that hold records for the stream files under `paths`: for each path,
 /// the nearest `commit.journal` (or `commit.journal.old`, one rotated for a checkpoint that
 /// had not ended) in its own directory (a data directory) or in one of its ancestors (a
@@ -38,13 +67,7 @@ fn journals_with_records(paths: &[PathBuf]) -> BTreeSet<PathBuf> {
     paths
         .iter()
         .filter_map(|path| {
-            let start = if path.is_dir() {
-                path.as_path()
-            } else {
-                path.parent().unwrap_or(Path::new("."))
-            };
-            let start = start.canonicalize().unwrap_or_else(|_| start.to_path_buf());
-            start
+            search_start(path)
                 .ancestors()
                 .map(|dir| dir.join(crate::store::JOURNAL_FILE))
                 .find(|journal| journal.is_file() || old_journal_path(journal).is_file())
@@ -89,6 +112,13 @@ impl From<KindArg> for InspectKind {
 impl InspectArgs {
     /// Inspects the paths and prints the report on stdout.
     pub fn run(self) -> anyhow::Result<()> {
+        for (dir, pid) in served_now(&self.paths) {
+            eprintln!(
+                "warning: '{}' is being served right now (pid {pid}): its files change while \
+                 they are read, and a record being written may show as a partial tail",
+                dir.display(),
+            );
+        }
         for journal in journals_with_records(&self.paths) {
             warn_of_journal(&journal);
         }
@@ -173,6 +203,31 @@ fn write_row(stream: &StreamReport, path_width: usize, out: &mut impl Write) -> 
 mod tests {
     use super::*;
     use crate::inspect::{Outcome, TailState, UpdateReport};
+
+    #[test]
+    fn a_data_directory_held_by_a_server_is_found_from_a_file_or_a_directory_inside_it(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let data = tempfile::tempdir()?;
+        let streams = data.path().join("streams");
+        std::fs::create_dir_all(&streams)?;
+        let file = streams.join("a.updates");
+        std::fs::write(&file, b"")?;
+        let paths = [data.path().to_path_buf(), streams.clone(), file];
+        assert!(served_now(&paths).is_empty(), "no lock file");
+        let lock = crate::store::DataDirLock::acquire(data.path())?;
+        let found = served_now(&paths);
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            [(data.path().canonicalize()?, std::process::id())],
+            "each directory once"
+        );
+        drop(lock);
+        assert!(
+            served_now(&paths).is_empty(),
+            "a lock file left behind holds nothing"
+        );
+        Ok(())
+    }
 
     #[test]
     fn table_lists_streams_and_their_updates() -> Result<(), Box<dyn std::error::Error>> {

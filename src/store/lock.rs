@@ -109,6 +109,33 @@ impl DataDirLock {
     }
 }
 
+/// The pid of the process that holds `dir`'s lock now, from the kernel's
+/// table of locks (`/proc/locks`), not by trying the lock: a try, however
+/// brief, would make a `serve` starting at that moment fail. `None`: nobody
+/// holds it, there is no lock file, or the table cannot be read (not Linux,
+/// or a filesystem whose files it lists under another device).
+pub fn holder(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir.join(LOCK_FILE)).ok()?;
+    let table = std::fs::read_to_string("/proc/locks").ok()?;
+    holder_in(&table, meta.dev(), meta.ino())
+}
+
+/// The pid of the `flock` holder of the file `dev`/`ino` in `table`, which
+/// reads `/proc/locks`'s way: `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0
+/// EOF`, the device as hexadecimal major and minor; a waiter's line has
+/// `->` after its number and is skipped.
+fn holder_in(table: &str, dev: u64, ino: u64) -> Option<u32> {
+    let file = format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev));
+    table.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, locked, ..] if *locked == file => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
 /// The pid written into the lock file by its holder, if it parses.
 fn read_pid(file: &mut File) -> Option<u32> {
     let mut text = String::new();
@@ -152,6 +179,35 @@ mod tests {
         assert!(dir.path().join(LOCK_FILE).exists());
         DataDirLock::acquire(dir.path())?;
         Ok(())
+    }
+
+    #[test]
+    fn the_holder_is_read_from_the_kernels_table_without_taking_the_lock() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        assert_eq!(holder(dir.path()), None, "no lock file yet");
+        let lock = DataDirLock::acquire(dir.path())?;
+        assert_eq!(holder(dir.path()), Some(std::process::id()));
+        // Asking did not take it: it is still this one's, and free once dropped.
+        assert!(DataDirLock::acquire(dir.path()).is_err());
+        drop(lock);
+        assert_eq!(holder(dir.path()), None, "the file stays, the lock is gone");
+        Ok(())
+    }
+
+    #[test]
+    fn the_table_is_read_for_the_flock_of_that_file_only() {
+        let dev = libc::makedev(0xfd, 0x01);
+        let table = "\
+1: POSIX  ADVISORY  WRITE 111 fd:01:42 0 EOF
+2: FLOCK  ADVISORY  WRITE 222 fd:01:43 0 EOF
+2: -> FLOCK  ADVISORY  WRITE 333 fd:01:42 0 EOF
+3: FLOCK  ADVISORY  WRITE 444 fd:02:42 0 EOF
+4: FLOCK  ADVISORY  WRITE 555 fd:01:42 0 EOF
+";
+        assert_eq!(holder_in(table, dev, 42), Some(555));
+        assert_eq!(holder_in(table, dev, 43), Some(222));
+        assert_eq!(holder_in(table, dev, 44), None);
+        assert_eq!(holder_in("", dev, 42), None);
     }
 
     #[test]
