@@ -150,7 +150,7 @@ impl Drop for Proc {
 struct Server {
     proc: Proc,
     url: String,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
 }
 
 fn start_server(env: &[(&str, &str)]) -> Server {
@@ -166,7 +166,7 @@ fn start_server(env: &[(&str, &str)]) -> Server {
     Server {
         url: format!("http://{addr}"),
         proc,
-        _data: data,
+        data,
     }
 }
 
@@ -478,7 +478,7 @@ fn a_port_in_use_is_a_startup_failure() {
 fn a_data_directory_in_use_is_a_startup_failure_and_is_free_again_once_its_server_is_killed() {
     let first = start_server(&[]);
     let dir = first
-        ._data
+        .data
         .path()
         .to_str()
         .expect("utf-8 temp path")
@@ -511,7 +511,10 @@ fn a_data_directory_in_use_is_a_startup_failure_and_is_free_again_once_its_serve
     );
     // SIGKILL leaves the lock file, not the lock: the next start needs nothing cleared.
     first.proc.signal("-KILL");
-    let Server { proc, _data, .. } = first;
+    // The directory is kept (bound, not dropped) for the next start.
+    let Server {
+        proc, data: _kept, ..
+    } = first;
     let killed = proc.finish();
     assert!(!killed.status.success(), "{:?}", killed.status);
     let again = Proc::start("serve after the holder was killed", &serve, &[]);

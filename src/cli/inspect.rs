@@ -30,16 +30,20 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// Where the search for a path's data directory starts: the path itself if it is a
-/// directory (a data directory, or one inside it), else its parent (a stream file). Resolved,
-/// so that its ancestors are the real ones.
-fn search_start(path: &Path) -> PathBuf {
+/// The nearest directory at or above `path` for which `holds` is true, looking from the path
+/// itself if it is a directory (a data directory, or one inside it), else from its parent (a
+/// stream file); resolved first, so that its ancestors are the real ones.
+fn nearest_dir(path: &Path, holds: impl Fn(&Path) -> bool) -> Option<PathBuf> {
     let start = if path.is_dir() {
         path
     } else {
         path.parent().unwrap_or(Path::new("."))
     };
-    start.canonicalize().unwrap_or_else(|_| start.to_path_buf())
+    let start = start.canonicalize().unwrap_or_else(|_| start.to_path_buf());
+    start
+        .ancestors()
+        .find(|dir| holds(dir))
+        .map(Path::to_path_buf)
 }
 
 /// The data directories under `paths` that a `serve` holds right now, with its pid: for each
@@ -48,12 +52,7 @@ fn search_start(path: &Path) -> PathBuf {
 fn served_now(paths: &[PathBuf]) -> BTreeSet<(PathBuf, u32)> {
     paths
         .iter()
-        .filter_map(|path| {
-            search_start(path)
-                .ancestors()
-                .find(|dir| dir.join(crate::store::LOCK_FILE).is_file())
-                .map(Path::to_path_buf)
-        })
+        .filter_map(|path| nearest_dir(path, |dir| dir.join(crate::store::LOCK_FILE).is_file()))
         .filter_map(|dir| crate::store::lock::holder(&dir).map(|pid| (dir, pid)))
         .collect()
 }
@@ -67,11 +66,12 @@ fn journals_with_records(paths: &[PathBuf]) -> BTreeSet<PathBuf> {
     paths
         .iter()
         .filter_map(|path| {
-            search_start(path)
-                .ancestors()
-                .map(|dir| dir.join(crate::store::JOURNAL_FILE))
-                .find(|journal| journal.is_file() || old_journal_path(journal).is_file())
+            nearest_dir(path, |dir| {
+                let journal = dir.join(crate::store::JOURNAL_FILE);
+                journal.is_file() || old_journal_path(&journal).is_file()
+            })
         })
+        .map(|dir| dir.join(crate::store::JOURNAL_FILE))
         .flat_map(|journal| [old_journal_path(&journal), journal])
         .filter(|journal| std::fs::metadata(journal).is_ok_and(|meta| meta.len() > 0))
         .collect()
