@@ -26,13 +26,18 @@ pub const LOCK_FILE: &str = "serve.lock";
 /// Why the data directory could not be locked.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    /// Another process holds the lock.
+    /// Another process, or another lock in this one, holds the lock.
     #[error(
-        "the data directory '{}' is in use by another process{}: its lock '{}' is held; \
-         stop that process first, or give this one another store.data_dir",
+        "the data directory '{}' is in use by {}: its lock '{}' is held; \
+         {}, or give this one another store.data_dir",
         dir.display(),
-        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
-        path.display()
+        holder_phrase(*holder),
+        path.display(),
+        if *holder == Some(std::process::id()) {
+            "release the other lock first"
+        } else {
+            "stop that process first"
+        }
     )]
     InUse {
         /// The data directory.
@@ -53,6 +58,17 @@ pub enum LockError {
         /// Why it failed.
         source: io::Error,
     },
+}
+
+/// Who holds a lock, for [`LockError::InUse`]'s message: this process when
+/// the pid in the file is its own (a second manager or server started in
+/// the same process on the same directory), another process otherwise.
+fn holder_phrase(holder: Option<u32>) -> String {
+    match holder {
+        Some(pid) if pid == std::process::id() => format!("this process (pid {pid}) already"),
+        Some(pid) => format!("another process (pid {pid})"),
+        None => "another process".to_string(),
+    }
 }
 
 /// The exclusive lock on a data directory, held until dropped.
@@ -169,7 +185,9 @@ mod tests {
         assert!(
             message.contains(&dir.path().display().to_string())
                 && message.contains(&format!("pid {}", std::process::id()))
-                && message.contains("store.data_dir"),
+                && message.contains("store.data_dir")
+                && message.contains("in use by this process")
+                && message.contains("release the other lock first"),
             "{message}"
         );
         drop(first);
