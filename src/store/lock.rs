@@ -33,7 +33,7 @@ pub enum LockError {
         dir.display(),
         holder_phrase(*holder),
         path.display(),
-        if *holder == Some(std::process::id()) {
+        if held_here(*holder) {
             "release the other lock first"
         } else {
             "stop that process first"
@@ -60,12 +60,17 @@ pub enum LockError {
     },
 }
 
-/// Who holds a lock, for [`LockError::InUse`]'s message: this process when
-/// the pid in the file is its own (a second manager or server started in
-/// the same process on the same directory), another process otherwise.
+/// Whether the pid in the lock file is this process's own: a second
+/// [`service::start`](crate::service::start) in the same process on the
+/// same directory. Pids are those of this process's pid namespace.
+fn held_here(holder: Option<u32>) -> bool {
+    holder == Some(std::process::id())
+}
+
+/// Who holds a lock, for [`LockError::InUse`]'s message.
 fn holder_phrase(holder: Option<u32>) -> String {
     match holder {
-        Some(pid) if pid == std::process::id() => format!("this process (pid {pid}) already"),
+        Some(pid) if held_here(holder) => format!("this process (pid {pid}) already"),
         Some(pid) => format!("another process (pid {pid})"),
         None => "another process".to_string(),
     }
