@@ -61,8 +61,10 @@ pub enum UpdateError {
         /// The update's framework.
         actual: Option<String>,
     },
-    /// The stream's terminal update was just acknowledged and it is closing.
-    #[error("stream {stream} is closing (its terminal update was acknowledged or its framework cleaned up); update {uuid} was not accepted")]
+    /// The stream is closing: its terminal update was just acknowledged,
+    /// its framework was cleaned up, or (for a request sent straight to the
+    /// stream) its manager stopped.
+    #[error("stream {stream} is closing (its terminal update was acknowledged, its framework was cleaned up, or its manager stopped); update {uuid} was not accepted")]
     StreamClosing {
         /// The stream.
         stream: String,

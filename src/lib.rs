@@ -18,7 +18,8 @@
 //!   `task` (Mesos's messages) and `native` (the service's own).
 //! - [`messages`]: the actix messages, one file per receiving actor:
 //!   `Update`, `Acknowledge`, `Recover`, `Cleanup`, `Pause`, `Resume`,
-//!   `ListStreams`, `GetStream` for the manager; `Forward` for the upstream.
+//!   `ListStreams`, `GetStream`, `GetHandle` for the manager; `Forward` for
+//!   the upstream.
 //! - [`actors::manager`]: [`StatusUpdateManager`], the actor an agent talks
 //!   to. It owns only the routing tables (stream → actor, framework →
 //!   streams), validates updates before creating streams, and supervises
@@ -28,6 +29,10 @@
 //!   durable, and restarts from its file after a storage fault.
 //! - [`actors::timers`]: one timer queue per manager that wakes a stream
 //!   when its retry is due (no tokio timer per stream).
+//! - [`actors::handle`]: requests that skip the manager's hop: a
+//!   `StreamHandle` sends a known stream its updates and acks, and
+//!   `Forward::acknowledge` acks a forward at the stream that sent it (the
+//!   in-process upstream's path).
 //! - [`stream`]: what a stream decides, with no I/O and no clock: the state
 //!   machine (a queued update is kept as its record's bytes), replay of a
 //!   file through the same transitions, recovery of one file (and of many

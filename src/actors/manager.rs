@@ -6,8 +6,11 @@
 //! lives in its [`StreamActor`].
 //!
 //! **Handles** [`Update`], [`Acknowledge`], [`Recover`], [`Cleanup`],
-//! [`Pause`], [`Resume`], [`ListStreams`], [`GetStream`], [`SyncAll`] from
-//! the agent, and [`StreamEnded`] from its stream actors.
+//! [`Pause`], [`Resume`], [`ListStreams`], [`GetStream`], [`GetHandle`],
+//! [`SyncAll`] from the agent, and [`StreamEnded`] from its stream actors.
+//! A caller holding a stream's handle ([`GetHandle`]), and an upstream
+//! acknowledging a forward ([`Forward::acknowledge`]), reach the stream
+//! without this actor ([`super::handle`]).
 //!
 //! **Sends** each `Update`/`Acknowledge` on to the stream's mailbox together
 //! with the caller's reply channel (so the stream answers the caller
@@ -35,13 +38,15 @@ use actix::prelude::*;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::actors::handle::{deliver, StreamHandle, STREAM_STOPPED};
 use crate::actors::stream::{StreamActor, StreamInit, StreamSettings, StreamShared};
 use crate::error::{AckError, RecoverError, UpdateError};
 use crate::kind::{validate_update, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
 use crate::messages::manager::{
-    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
-    RecoveryState, Resume, StreamEnded, StreamStats, SyncAll, Update, UpdateOutcome,
+    AckOutcome, Acknowledge, Cleanup, GetHandle, GetStream, ListStreams, Pause, Recover,
+    RecoveredStream, RecoveryState, Resume, StreamEnded, StreamStats, SyncAll, Update,
+    UpdateOutcome,
 };
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::metrics::StreamMetrics;
@@ -355,34 +360,6 @@ type UpdateRequest<K> = (<K as UpdateKind>::Update, StatusUuid, bool);
 type UpdateReply = Result<UpdateOutcome, UpdateError>;
 type AckReply = Result<AckOutcome, AckError>;
 
-/// Why a request could not reach its stream actor.
-const STREAM_STOPPED: &str = "the stream actor stopped";
-
-/// Enqueues `msg` on the stream's mailbox; if the actor is gone, answers
-/// the reply channel `msg` carries with `unavailable()`.
-fn deliver<K, S, Res>(
-    addr: &Addr<StreamActor<K>>,
-    msg: S,
-    unavailable: impl FnOnce() -> Res,
-    take_reply: fn(S) -> Option<OneshotSender<Res>>,
-) where
-    K: UpdateKind,
-    S: Message<Result = ()> + Send + 'static,
-    StreamActor<K>: Handler<S>,
-    <StreamActor<K> as Actor>::Context: actix::dev::ToEnvelope<StreamActor<K>, S>,
-{
-    match addr.try_send(msg) {
-        Ok(()) => {}
-        // Stream mailboxes are unbounded; kept for completeness.
-        Err(SendError::Full(msg)) => addr.do_send(msg),
-        Err(SendError::Closed(msg)) => {
-            if let Some(tx) = take_reply(msg) {
-                let _ = tx.send(unavailable());
-            }
-        }
-    }
-}
-
 impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Update<K>>
     for Routed<K, UpdateRequest<K>, UpdateReply>
 {
@@ -457,7 +434,7 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Acknowledge<K>>
 }
 
 /// Best-effort names of an update's stream and uuid for error messages.
-fn describe<K: UpdateKind>(update: &K::Update) -> (String, String) {
+pub(crate) fn describe<K: UpdateKind>(update: &K::Update) -> (String, String) {
     let stream = K::stream_id(update)
         .map_or_else(|_| "<invalid stream id>".to_string(), |id| id.to_string());
     let uuid = match K::raw_status_uuid(update) {
@@ -529,6 +506,15 @@ impl<K: UpdateKind> Handler<Acknowledge<K>> for StatusUpdateManager<K> {
                 uuid: uuid.to_string(),
             })),
         }
+    }
+}
+
+impl<K: UpdateKind> Handler<GetHandle<K>> for StatusUpdateManager<K> {
+    type Result = Option<StreamHandle<K>>;
+
+    fn handle(&mut self, msg: GetHandle<K>, _ctx: &mut Context<Self>) -> Self::Result {
+        let entry = self.streams.get(&msg.stream).filter(|e| !e.closing)?;
+        Some(StreamHandle::new(msg.stream, Addr::clone(&entry.addr)))
     }
 }
 

@@ -8,8 +8,12 @@
 //!
 //! **Handles** from the manager: [`StreamUpdate`], [`StreamAck`],
 //! [`SetPaused`], [`Close`], [`GetStats`], [`SyncNow`]; from the committer:
-//! [`Durable`]; from the timer queue: [`Due`]. Requests carry the agent's reply channel; the stream answers
-//! the agent itself.
+//! [`Durable`]; from the timer queue: [`Due`]. Requests carry the agent's
+//! reply channel; the stream answers the agent itself. `StreamUpdate` and
+//! `StreamAck` also come straight from callers holding a
+//! [`StreamHandle`](super::handle::StreamHandle) or a [`Forward`], so the
+//! stream itself refuses them once it has ended (the manager's check of a
+//! stream being cleaned up, kept here too).
 //!
 //! **Sends** [`Forward`] to the upstream recipient (each send of the head),
 //! and [`StreamEnded`] to the manager once the stream is over (terminal ack,
@@ -616,11 +620,13 @@ impl<K: UpdateKind> StreamActor<K> {
         }
         debug!(stream = %self.name(), %uuid, attempt, "forwarding");
         self.shared.metrics.forwards.increment(1);
-        let msg = Forward {
-            stream: self.state.id().clone(),
+        let msg = Forward::new(
+            self.state.id().clone(),
             update,
             attempt,
-        };
+            uuid,
+            self.me.clone(),
+        );
         match self.shared.forward.try_send(msg) {
             Ok(()) => {}
             Err(SendError::Full(msg)) => self.shared.forward.do_send(msg),
@@ -935,6 +941,17 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
             checkpoint,
             reply,
         } = msg;
+        if self.ended {
+            // Closed by a cleanup (or its manager stopped) and sent to
+            // directly: its file is closed, nothing more is accepted.
+            return send(
+                reply,
+                Err(UpdateError::StreamClosing {
+                    stream: self.name(),
+                    uuid: uuid.to_string(),
+                }),
+            );
+        }
         if let Err(reason) = self.healthy() {
             return send(
                 reply,
@@ -1005,6 +1022,16 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
     fn handle(&mut self, msg: StreamAck, ctx: &mut Context<Self>) {
         let _entered = self.span().entered();
         let StreamAck { uuid, reply } = msg;
+        if self.ended {
+            // As the manager answers for a stream it forgot or is closing.
+            return send(
+                reply,
+                Err(AckError::UnknownStream {
+                    stream: self.name(),
+                    uuid: uuid.to_string(),
+                }),
+            );
+        }
         if let Err(reason) = self.healthy() {
             return send(
                 reply,

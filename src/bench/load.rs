@@ -17,8 +17,10 @@ use tokio::sync::oneshot;
 
 use super::baseline::{new_histogram, record_micros};
 use super::{BenchError, BenchOptions};
+use crate::actors::handle::{Reply, StreamHandle};
+use crate::error::AckError;
 use crate::kind::Native;
-use crate::messages::{Acknowledge, Forward, Update};
+use crate::messages::{AckOutcome, Forward, GetHandle, Update};
 use crate::proto::status_update_manager::v1::{Status, StatusUpdate};
 use crate::store::layout::native_stream_path;
 use crate::store::{Committer, FileCache, JOURNAL_FILE};
@@ -97,7 +99,7 @@ struct Acker {
 }
 
 /// A reply to one acknowledgement.
-type AckReply = actix::dev::Request<StatusUpdateManager<Native>, Acknowledge<Native>>;
+type AckReply = Reply<Native, Result<AckOutcome, AckError>>;
 
 /// The acknowledgements whose replies are awaited, shared by the acker and
 /// the task that awaits them.
@@ -120,7 +122,7 @@ async fn await_replies(
         std::future::poll_fn(|cx| {
             let mut replies = replies.borrow_mut();
             while let Poll::Ready(Some(reply)) = replies.waiting.poll_next_unpin(cx) {
-                if matches!(reply, Ok(Ok(_))) {
+                if reply.is_ok() {
                     remaining -= 1;
                     if remaining == 0 {
                         return Poll::Ready(());
@@ -154,17 +156,12 @@ impl Handler<Forward<Native>> for Acker {
     type Result = ();
 
     fn handle(&mut self, forward: Forward<Native>, _: &mut Context<Self>) {
-        let (Some(manager), Some(status), true) = (&self.manager, &forward.update.status, self.ack)
-        else {
+        if self.manager.is_none() || !self.ack {
             return;
-        };
-        let Ok(uuid) = uuid::Uuid::from_slice(&status.uuid) else {
-            return;
-        };
-        let ack = manager.send(Acknowledge::<Native> {
-            stream: forward.stream,
-            uuid,
-        });
+        }
+        // At the stream that sent it, as an upstream in the same process
+        // can: no hop through the manager (`actors::handle`).
+        let ack = forward.acknowledge();
         let mut replies = self.replies.borrow_mut();
         replies.waiting.push(ack);
         if let Some(waker) = replies.waker.take() {
@@ -215,10 +212,13 @@ pub async fn in_process(
     let latency = Rc::new(RefCell::new(new_histogram()?));
     let next = Rc::new(RefCell::new(0usize));
     let failure: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
+    let handles: Rc<RefCell<Vec<Option<StreamHandle<Native>>>>> =
+        Rc::new(RefCell::new(vec![None; streams]));
     let mut workers = Vec::new();
     for _ in 0..o.concurrency.clamp(1, total.max(1)) {
-        let (manager, latency, next, failure, progress) = (
+        let (manager, handles, latency, next, failure, progress) = (
             manager.clone(),
+            handles.clone(),
             latency.clone(),
             next.clone(),
             failure.clone(),
@@ -235,23 +235,46 @@ pub async fn in_process(
                 if i >= total || failure.borrow().is_some() {
                     return;
                 }
-                let update = bench_update(i % streams, i / streams);
+                let stream = i % streams;
+                let update = bench_update(stream, i / streams);
                 let sent = Instant::now();
-                match manager
-                    .send(Update::<Native> {
-                        update,
-                        checkpoint: true,
-                    })
-                    .await
-                {
-                    Ok(Ok(_)) => {
-                        record_micros(&mut latency.borrow_mut(), sent.elapsed());
-                        if i % 1024 == 0 {
-                            progress.set_position(i as u64);
+                // A stream's first update creates it, through the manager;
+                // the rest go through its handle, as an agent that keeps
+                // one per stream sends them.
+                let direct = handles.borrow()[stream].clone();
+                let answer = match direct {
+                    Some(handle) => handle.update(update, true).await,
+                    None => match manager
+                        .send(Update::<Native> {
+                            update,
+                            checkpoint: true,
+                        })
+                        .await
+                    {
+                        Ok(answer) => answer,
+                        Err(err) => {
+                            *failure.borrow_mut() = Some(err.to_string());
+                            return;
+                        }
+                    },
+                };
+                if let Err(err) = answer {
+                    *failure.borrow_mut() = Some(err.to_string());
+                    return;
+                }
+                record_micros(&mut latency.borrow_mut(), sent.elapsed());
+                if i % 1024 == 0 {
+                    progress.set_position(i as u64);
+                }
+                if handles.borrow()[stream].is_none() {
+                    let id = format!("bench-{stream}");
+                    match manager.send(GetHandle::<Native> { stream: id }).await {
+                        Ok(handle) => handles.borrow_mut()[stream] = handle,
+                        Err(err) => {
+                            *failure.borrow_mut() = Some(err.to_string());
+                            return;
                         }
                     }
-                    Ok(Err(err)) => *failure.borrow_mut() = Some(err.to_string()),
-                    Err(err) => *failure.borrow_mut() = Some(err.to_string()),
                 }
             }
         }));
@@ -259,6 +282,9 @@ pub async fn in_process(
     for worker in workers {
         let _ = worker.await;
     }
+    // A handle keeps its stream's actor, and with it the committer thread
+    // that the wind-down waits for: none may outlive the load.
+    drop(handles);
     let failed = failure.borrow_mut().take();
     if let Some(err) = failed {
         wind_down(acker, manager, &files, committer_stopped).await;

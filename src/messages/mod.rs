@@ -2,7 +2,7 @@
 //!
 //! - [`manager`]: what an agent sends to [`crate::StatusUpdateManager`]:
 //!   `Update`, `Acknowledge`, `Recover`, `Cleanup`, `Pause`, `Resume`,
-//!   `ListStreams`, `GetStream`.
+//!   `ListStreams`, `GetStream`, `GetHandle`.
 //! - [`forward`]: what the manager sends to the upstream's recipient.
 //! - [`stream`]: what the manager sends to a stream actor (crate-internal
 //!   shapes, public so the actor's handlers can name them).
@@ -13,6 +13,6 @@ pub mod stream;
 
 pub use forward::Forward;
 pub use manager::{
-    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
-    RecoveryState, Resume, StreamStats, SyncAll, Update, UpdateOutcome,
+    AckOutcome, Acknowledge, Cleanup, GetHandle, GetStream, ListStreams, Pause, Recover,
+    RecoveredStream, RecoveryState, Resume, StreamStats, SyncAll, Update, UpdateOutcome,
 };

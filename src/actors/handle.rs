@@ -1,0 +1,290 @@
+//! Requests that go to a stream's actor without the manager's hop.
+//!
+//! A request through the manager ([`Update`](crate::messages::Update),
+//! [`Acknowledge`](crate::messages::Acknowledge)) is routed twice: into the
+//! manager's mailbox, where the stream is looked up by id, then into the
+//! stream's. A caller that already knows the stream's actor can skip the
+//! first:
+//!
+//! - [`StreamHandle`]: the stream's actor, from
+//!   [`GetHandle`](crate::messages::GetHandle). Its updates are validated
+//!   as the manager validates them and must name its stream.
+//! - [`Forward::acknowledge`](crate::messages::Forward::acknowledge): the
+//!   upstream acknowledges the update it was just forwarded, at the stream
+//!   that forwarded it.
+//!
+//! Both give the answers the manager's route gives. A stream whose
+//! framework was cleaned up answers as the manager does for it
+//! (`StreamClosing` for an update, `UnknownStream` for an ack): the
+//! cleanup's `Close` reaches the stream's mailbox before anything sent after
+//! the cleanup returned, and the stream refuses what comes after it. A
+//! stream whose actor is gone (its manager stopped or forgot it) gets
+//! `Unavailable` for an update and `UnknownStream` for an ack.
+//!
+//! **Order.** Requests sent through one stream's handle (or its forwards)
+//! reach the stream in the order they were sent, as through the manager. A
+//! request sent through the manager and one sent directly are ordered only
+//! if the first was answered before the second was sent.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context as TaskContext, Poll};
+
+use actix::dev::{OneshotSender, ToEnvelope};
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::stream::StreamActor;
+use crate::error::{AckError, UpdateError};
+use crate::kind::{validate_update, InvalidUpdate, StatusUuid, UpdateKind};
+use crate::messages::manager::{AckOutcome, UpdateOutcome};
+use crate::messages::stream::{StreamAck, StreamUpdate};
+
+/// Why a request could not reach its stream actor.
+pub(crate) const STREAM_STOPPED: &str = "the stream actor stopped";
+
+/// Enqueues `msg` on the stream's mailbox; if the actor is gone, answers
+/// the reply channel `msg` carries with `unavailable()`.
+pub(crate) fn deliver<K, S, Res>(
+    addr: &Addr<StreamActor<K>>,
+    msg: S,
+    unavailable: impl FnOnce() -> Res,
+    take_reply: fn(S) -> Option<OneshotSender<Res>>,
+) where
+    K: UpdateKind,
+    S: Message<Result = ()> + Send + 'static,
+    StreamActor<K>: Handler<S>,
+    <StreamActor<K> as Actor>::Context: ToEnvelope<StreamActor<K>, S>,
+{
+    match addr.try_send(msg) {
+        Ok(()) => {}
+        // Stream mailboxes are unbounded; kept for completeness.
+        Err(SendError::Full(msg)) => addr.do_send(msg),
+        Err(SendError::Closed(msg)) => {
+            if let Some(tx) = take_reply(msg) {
+                let _ = tx.send(unavailable());
+            }
+        }
+    }
+}
+
+/// The answer to a request sent straight to a stream's actor: an update's
+/// ([`StreamHandle::update`]) or an ack's ([`StreamHandle::acknowledge`],
+/// [`Forward::acknowledge`](crate::messages::Forward::acknowledge)).
+///
+/// The request was enqueued when it was made; awaiting this only waits
+/// for the answer, and dropping it does not withdraw the request.
+#[must_use = "the request is sent already; the reply says whether it was accepted"]
+pub struct Reply<K: UpdateKind, T> {
+    state: ReplyState<K, T>,
+}
+
+enum ReplyState<K: UpdateKind, T> {
+    /// Answered without reaching the stream (invalid, or the actor is gone).
+    Ready(Option<T>),
+    /// Waiting for the stream's answer; if the stream drops the channel
+    /// unanswered (its actor stopped), `gone(stream)` answers.
+    Waiting {
+        rx: oneshot::Receiver<T>,
+        stream: K::StreamId,
+        gone: fn(&K::StreamId) -> T,
+    },
+}
+
+impl<K: UpdateKind, T> Reply<K, T> {
+    fn ready(value: T) -> Self {
+        Reply {
+            state: ReplyState::Ready(Some(value)),
+        }
+    }
+}
+
+impl<K: UpdateKind, T> std::fmt::Debug for Reply<K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.state {
+            ReplyState::Ready(_) => "Reply::Ready",
+            ReplyState::Waiting { .. } => "Reply::Waiting",
+        })
+    }
+}
+
+// Nothing in a `Reply` is pinned: the receiver is `Unpin`.
+impl<K: UpdateKind, T> Unpin for Reply<K, T> {}
+
+impl<K: UpdateKind, T> Future for Reply<K, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        match &mut this.state {
+            ReplyState::Ready(value) => match value.take() {
+                Some(value) => Poll::Ready(value),
+                None => panic!("a Reply was polled after it completed"),
+            },
+            ReplyState::Waiting { rx, stream, gone } => {
+                let answer = ready!(Pin::new(rx).poll(cx));
+                Poll::Ready(answer.unwrap_or_else(|_| gone(stream)))
+            }
+        }
+    }
+}
+
+type UpdateResult = Result<UpdateOutcome, UpdateError>;
+type AckResult = Result<AckOutcome, AckError>;
+
+fn update_unavailable<S: ToString>(stream: &S) -> UpdateResult {
+    Err(UpdateError::Unavailable {
+        stream: stream.to_string(),
+        reason: STREAM_STOPPED.into(),
+    })
+}
+
+fn ack_unavailable<S: ToString>(stream: &S) -> AckResult {
+    Err(AckError::Unavailable {
+        stream: stream.to_string(),
+        reason: STREAM_STOPPED.into(),
+    })
+}
+
+/// Sends an ack for `uuid` to the stream actor at `addr` (`None`: gone).
+pub(crate) fn acknowledge<K: UpdateKind>(
+    addr: Option<&Addr<StreamActor<K>>>,
+    stream: &K::StreamId,
+    uuid: StatusUuid,
+) -> Reply<K, AckResult> {
+    if uuid.is_nil() {
+        return Reply::ready(Err(AckError::Invalid {
+            stream: stream.to_string(),
+            reason: InvalidUpdate::NilUuid,
+        }));
+    }
+    let Some(addr) = addr else {
+        // The manager forgot the stream (it ended) or stopped.
+        return Reply::ready(Err(AckError::UnknownStream {
+            stream: stream.to_string(),
+            uuid: uuid.to_string(),
+        }));
+    };
+    let (tx, rx) = oneshot::channel();
+    deliver(
+        addr,
+        StreamAck {
+            uuid,
+            reply: Some(tx),
+        },
+        || ack_unavailable(stream),
+        |m: StreamAck| m.reply,
+    );
+    Reply {
+        state: ReplyState::Waiting {
+            rx,
+            stream: stream.clone(),
+            gone: ack_unavailable::<K::StreamId>,
+        },
+    }
+}
+
+/// A direct line to one stream's actor, for a caller that sends it many
+/// updates (see the module docs). Cheap to clone; `Send`, so a clone may
+/// move to another thread, though requests from the manager's own arbiter
+/// thread are the cheap ones.
+///
+/// A handle keeps its stream's actor alive, not the stream: once the
+/// stream ends (terminal ack, cleanup) or its manager stops, its updates
+/// are refused, and a new stream of the same id (created through the
+/// manager) needs a new handle. The actor holds what the manager's
+/// streams share, the committer thread among them, so a committer thread
+/// stops only once its manager's handles are dropped too.
+pub struct StreamHandle<K: UpdateKind> {
+    inner: Arc<Inner<K>>,
+}
+
+struct Inner<K: UpdateKind> {
+    stream: K::StreamId,
+    addr: Addr<StreamActor<K>>,
+}
+
+impl<K: UpdateKind> Clone for StreamHandle<K> {
+    fn clone(&self) -> Self {
+        StreamHandle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K: UpdateKind> std::fmt::Debug for StreamHandle<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamHandle")
+            .field("stream", &self.inner.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: UpdateKind> StreamHandle<K> {
+    pub(crate) fn new(stream: K::StreamId, addr: Addr<StreamActor<K>>) -> Self {
+        StreamHandle {
+            inner: Arc::new(Inner { stream, addr }),
+        }
+    }
+
+    /// The stream this handle sends to.
+    pub fn stream(&self) -> &K::StreamId {
+        &self.inner.stream
+    }
+
+    /// Hands the stream one status update, as
+    /// [`Update`](crate::messages::Update) does through the manager, with
+    /// the same checks and answers. The update must name this handle's
+    /// stream (else `Invalid`, and nothing is sent).
+    pub fn update(&self, update: K::Update, checkpoint: bool) -> Reply<K, UpdateResult> {
+        let key = match validate_update::<K>(&update) {
+            Ok(key) => key,
+            Err(reason) => {
+                let (stream, uuid) = super::manager::describe::<K>(&update);
+                return Reply::ready(Err(UpdateError::Invalid {
+                    stream,
+                    uuid,
+                    reason,
+                }));
+            }
+        };
+        let stream = &self.inner.stream;
+        if key.stream != *stream {
+            return Reply::ready(Err(UpdateError::Invalid {
+                stream: key.stream.to_string(),
+                uuid: key.uuid.to_string(),
+                reason: InvalidUpdate::StreamId(format!(
+                    "the update is for stream {} but was sent through the handle of stream {stream}",
+                    key.stream
+                )),
+            }));
+        }
+        let (tx, rx) = oneshot::channel();
+        deliver(
+            &self.inner.addr,
+            StreamUpdate {
+                update,
+                uuid: key.uuid,
+                checkpoint,
+                reply: Some(tx),
+            },
+            || update_unavailable(stream),
+            |m: StreamUpdate<K>| m.reply,
+        );
+        Reply {
+            state: ReplyState::Waiting {
+                rx,
+                stream: key.stream,
+                gone: update_unavailable::<K::StreamId>,
+            },
+        }
+    }
+
+    /// Acknowledges the stream's head by its status uuid, as
+    /// [`Acknowledge`](crate::messages::Acknowledge) does through the
+    /// manager.
+    pub fn acknowledge(&self, uuid: StatusUuid) -> Reply<K, AckResult> {
+        acknowledge(Some(&self.inner.addr), &self.inner.stream, uuid)
+    }
+}
