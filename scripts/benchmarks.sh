@@ -38,6 +38,17 @@ run() {
 # runs below delete their 10,000-file directories.
 run p3-batch-1-light --streams 1 --updates 2000 --sync batch --concurrency 1
 # P1: no sync, 10,000 streams (files beyond --max-open-files are reopened on demand).
+# With every file open the load's 10,000 creates are a large part of its time,
+# and on ext4 without a journal they crawl for up to 360 s after many files
+# were deleted nearby (the inode allocator skips each recently freed inode, and
+# the load creates its files first): REST_SECONDS (default 400; 0 to skip) of
+# nothing deleted before it, so that the load and the loop create their files
+# on the same quiet filesystem (BENCHMARKS.md, "P1 at rest").
+rest=${REST_SECONDS:-400}
+if [ "$rest" -gt 0 ]; then
+    echo "   (P1 with every file open: ${rest} s with nothing deleted first)" >&2
+    sleep "$rest"
+fi
 run p1-none-10k             --streams 10000 --updates 20 --sync none --max-open-files 16384
 run p1-none-10k-default-fds --streams 10000 --updates 20 --sync none
 # P2: group commit against a sync per record, 10,000 streams, back to back
