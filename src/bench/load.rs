@@ -266,7 +266,10 @@ pub async fn in_process(
                 if i % 1024 == 0 {
                     progress.set_position(i as u64);
                 }
-                if handles.borrow()[stream].is_none() {
+                // Only for a stream with updates still to come: with one
+                // update per stream (P5) the handles would be all the load
+                // keeps per stream besides the streams themselves.
+                if i / streams + 1 < updates && handles.borrow()[stream].is_none() {
                     let id = format!("bench-{stream}");
                     match manager.send(GetHandle::<Native> { stream: id }).await {
                         Ok(handle) => handles.borrow_mut()[stream] = handle,
