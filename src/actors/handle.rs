@@ -13,13 +13,15 @@
 //!   upstream acknowledges the update it was just forwarded, at the stream
 //!   that forwarded it.
 //!
-//! Both give the answers the manager's route gives. A stream whose
-//! framework was cleaned up answers as the manager does for it
-//! (`StreamClosing` for an update, `UnknownStream` for an ack): the
-//! cleanup's `Close` reaches the stream's mailbox before anything sent after
-//! the cleanup returned, and the stream refuses what comes after it. A
-//! stream whose actor is gone (its manager stopped or forgot it) gets
-//! `Unavailable` for an update and `UnknownStream` for an ack.
+//! Both give the answers the manager's route gives. A stream that has
+//! ended (its framework was cleaned up, its terminal update acknowledged,
+//! or its manager stopped) answers as the manager does for it:
+//! `StreamClosing` for an update, `UnknownStream` for an ack. A cleanup's
+//! `Close` reaches the stream's mailbox before anything sent after the
+//! cleanup returned, so nothing sent after it is accepted. An ack through
+//! a forward whose stream's actor is gone gets `UnknownStream`; a request
+//! that finds the actor's mailbox closed gets `Unavailable`, as through
+//! the manager.
 //!
 //! **Order.** Requests sent through one stream's handle (or its forwards)
 //! reach the stream in the order they were sent, as through the manager. A
