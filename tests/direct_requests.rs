@@ -15,8 +15,10 @@ use status_update_manager::actors::handle::StreamHandle;
 use status_update_manager::error::{AckError, UpdateError};
 use status_update_manager::kind::{InvalidUpdate, Native};
 use status_update_manager::messages::{
-    Acknowledge, Cleanup, Forward, GetHandle, GetStream, Recover, Update, UpdateOutcome,
+    Acknowledge, Cleanup, Forward, GetHandle, GetStream, Recover, StreamStats, Update,
+    UpdateOutcome,
 };
+use status_update_manager::proto::status_update_manager::v1 as native;
 use status_update_manager::store::layout::native_stream_path;
 use status_update_manager::{ManagerConfig, StatusUpdateManager};
 
@@ -39,15 +41,30 @@ async fn open(m: &Manager, rx: &mut Forwards, id: &str) -> (StreamHandle<Native>
         .await
         .expect("manager is running");
     assert_eq!(outcome.unwrap(), UpdateOutcome::Accepted);
-    let handle = m
-        .send(GetHandle::<Native> { stream: id.into() })
-        .await
-        .expect("manager is running")
-        .expect("the stream is in memory");
+    let handle = handle_of(m, id).await.expect("the stream is in memory");
     assert_eq!(handle.stream(), id);
     let forward = recv_or_fail(rx, "the first update").await;
     assert_eq!(forward.uuid(), native_uuid(&first));
     (handle, forward)
+}
+
+/// A `RUNNING` update of stream `s` in framework `f`.
+fn running() -> native::StatusUpdate {
+    native_update("s", "RUNNING", false, "f")
+}
+
+/// The manager's handle of stream `id`, if it gives one.
+async fn handle_of(m: &Manager, id: &str) -> Option<StreamHandle<Native>> {
+    m.send(GetHandle::<Native> { stream: id.into() })
+        .await
+        .expect("manager is running")
+}
+
+/// Stream `id`'s figures, if it is in memory.
+async fn stats_of(m: &Manager, id: &str) -> Option<StreamStats<Native>> {
+    m.send(GetStream::<Native> { stream: id.into() })
+        .await
+        .expect("manager is running")
 }
 
 fn file_len(dir: &Path, id: &str) -> u64 {
@@ -62,9 +79,7 @@ async fn updates_through_a_handle_are_checkpointed_forwarded_in_order_and_acked_
     let dir = tempfile::tempdir().unwrap();
     let (m, mut rx) = boot(dir.path());
     let (handle, first) = open(&m, &mut rx, "s").await;
-    let rest: Vec<_> = (0..3)
-        .map(|_| native_update("s", "RUNNING", false, "f"))
-        .collect();
+    let rest: Vec<_> = (0..3).map(|_| running()).collect();
     // Sent before any is awaited: order is the order of the calls.
     let replies: Vec<_> = rest
         .iter()
@@ -78,11 +93,7 @@ async fn updates_through_a_handle_are_checkpointed_forwarded_in_order_and_acked_
         handle.update(rest[0].clone(), true).await.unwrap(),
         UpdateOutcome::Duplicate
     );
-    let stats = m
-        .send(GetStream::<Native> { stream: "s".into() })
-        .await
-        .unwrap()
-        .unwrap();
+    let stats = stats_of(&m, "s").await.expect("the stream is in memory");
     assert_eq!((stats.pending, stats.received), (4, 4));
 
     // Each ack goes to the stream that forwarded it, and the next head follows.
@@ -112,11 +123,7 @@ async fn updates_through_a_handle_are_checkpointed_forwarded_in_order_and_acked_
     let updates = recovered.streams["s"].as_ref().unwrap();
     assert_eq!(updates.updates.len(), 4);
     assert!(!updates.terminated);
-    let stats = m
-        .send(GetStream::<Native> { stream: "s".into() })
-        .await
-        .unwrap()
-        .unwrap();
+    let stats = stats_of(&m, "s").await.expect("the stream is in memory");
     assert_eq!(
         (stats.pending, stats.received, stats.acknowledged),
         (0, 4, 4)
@@ -144,7 +151,7 @@ async fn a_handle_refuses_an_update_of_another_stream_or_an_invalid_one_and_send
         }
         other => panic!("expected Invalid for another stream's update, got {other:?}"),
     }
-    let mut nil = native_update("s", "RUNNING", false, "f");
+    let mut nil = running();
     nil.status.as_mut().unwrap().uuid = vec![0; 16];
     assert!(matches!(
         handle.update(nil, true).await,
@@ -153,7 +160,7 @@ async fn a_handle_refuses_an_update_of_another_stream_or_an_invalid_one_and_send
             ..
         })
     ));
-    let mut with_latest = native_update("s", "RUNNING", false, "f");
+    let mut with_latest = running();
     with_latest.latest_status = with_latest.status.clone();
     assert!(matches!(
         handle.update(with_latest, true).await,
@@ -164,9 +171,7 @@ async fn a_handle_refuses_an_update_of_another_stream_or_an_invalid_one_and_send
     ));
     // The stream's own checks apply as through the manager.
     assert!(matches!(
-        handle
-            .update(native_update("s", "RUNNING", false, "f"), false)
-            .await,
+        handle.update(running(), false).await,
         Err(UpdateError::CheckpointMismatch { .. })
     ));
     assert!(matches!(
@@ -188,16 +193,8 @@ async fn a_handle_refuses_an_update_of_another_stream_or_an_invalid_one_and_send
     ));
     settle().await;
     assert_eq!(file_len(dir.path(), "s"), len, "nothing was written");
-    assert!(m
-        .send(GetStream::<Native> { stream: "t".into() })
-        .await
-        .unwrap()
-        .is_none());
-    assert!(m
-        .send(GetHandle::<Native> { stream: "t".into() })
-        .await
-        .unwrap()
-        .is_none());
+    assert!(stats_of(&m, "t").await.is_none());
+    assert!(handle_of(&m, "t").await.is_none());
 }
 
 #[actix::test]
@@ -217,7 +214,7 @@ async fn after_a_cleanup_direct_requests_are_refused_as_the_manager_refuses_them
     );
 
     // Sent after the cleanup returned: the stream's `Close` is ahead of them.
-    let late = native_update("s", "RUNNING", false, "f");
+    let late = running();
     assert!(matches!(
         handle.update(late, true).await,
         Err(UpdateError::StreamClosing { .. })
@@ -246,11 +243,7 @@ async fn after_a_cleanup_direct_requests_are_refused_as_the_manager_refuses_them
         len,
         "nothing was written after the cleanup"
     );
-    assert!(m
-        .send(GetHandle::<Native> { stream: "s".into() })
-        .await
-        .unwrap()
-        .is_none());
+    assert!(handle_of(&m, "s").await.is_none());
     advance(MIN * 2).await;
     assert_no_forward(&mut rx, "a closed stream does not retry").await;
 }
@@ -273,20 +266,14 @@ async fn a_terminal_ack_through_a_forward_ends_the_stream_and_its_handle() {
     settle().await;
 
     assert!(matches!(
-        handle
-            .update(native_update("s", "RUNNING", false, "f"), true)
-            .await,
+        handle.update(running(), true).await,
         Err(UpdateError::StreamClosing { .. })
     ));
     assert!(matches!(
         terminal.acknowledge().await,
         Err(AckError::UnknownStream { .. })
     ));
-    assert!(m
-        .send(GetHandle::<Native> { stream: "s".into() })
-        .await
-        .unwrap()
-        .is_none());
+    assert!(handle_of(&m, "s").await.is_none());
 }
 
 #[actix::test]
@@ -320,9 +307,7 @@ async fn once_the_manager_is_gone_direct_requests_get_errors_not_silence() {
     settle().await;
     // The handle keeps the actor, which the manager closed as it stopped.
     assert!(matches!(
-        handle
-            .update(native_update("s", "RUNNING", false, "f"), true)
-            .await,
+        handle.update(running(), true).await,
         Err(UpdateError::StreamClosing { .. })
     ));
     drop(handle);

@@ -44,7 +44,7 @@ use crate::messages::manager::{AckOutcome, UpdateOutcome};
 use crate::messages::stream::{StreamAck, StreamUpdate};
 
 /// Why a request could not reach its stream actor.
-pub(crate) const STREAM_STOPPED: &str = "the stream actor stopped";
+const STREAM_STOPPED: &str = "the stream actor stopped";
 
 /// Enqueues `msg` on the stream's mailbox; if the actor is gone, answers
 /// the reply channel `msg` carries with `unavailable()`.
@@ -135,14 +135,16 @@ impl<K: UpdateKind, T> Future for Reply<K, T> {
 type UpdateResult = Result<UpdateOutcome, UpdateError>;
 type AckResult = Result<AckOutcome, AckError>;
 
-fn update_unavailable<S: ToString>(stream: &S) -> UpdateResult {
+/// The answer to an update whose stream actor stopped before it got it.
+pub(crate) fn update_unavailable<S: ToString>(stream: &S) -> UpdateResult {
     Err(UpdateError::Unavailable {
         stream: stream.to_string(),
         reason: STREAM_STOPPED.into(),
     })
 }
 
-fn ack_unavailable<S: ToString>(stream: &S) -> AckResult {
+/// The answer to an ack whose stream actor stopped before it got it.
+pub(crate) fn ack_unavailable<S: ToString>(stream: &S) -> AckResult {
     Err(AckError::Unavailable {
         stream: stream.to_string(),
         reason: STREAM_STOPPED.into(),

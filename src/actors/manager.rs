@@ -38,7 +38,7 @@ use actix::prelude::*;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::actors::handle::{deliver, StreamHandle, STREAM_STOPPED};
+use crate::actors::handle::{ack_unavailable, deliver, update_unavailable, StreamHandle};
 use crate::actors::stream::{StreamActor, StreamInit, StreamSettings, StreamShared};
 use crate::error::{AckError, RecoverError, UpdateError};
 use crate::kind::{validate_update, StatusUuid, UpdateKind};
@@ -385,12 +385,7 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Update<K>>
                     checkpoint,
                     reply: tx,
                 };
-                let unavailable = || {
-                    Err(UpdateError::Unavailable {
-                        stream: stream.to_string(),
-                        reason: STREAM_STOPPED.into(),
-                    })
-                };
+                let unavailable = || update_unavailable(&stream);
                 deliver(&addr, msg, unavailable, |m: StreamUpdate<K>| m.reply);
             }
         }
@@ -416,12 +411,7 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Acknowledge<K>>
                 request: uuid,
                 stream,
             } => {
-                let unavailable = || {
-                    Err(AckError::Unavailable {
-                        stream: stream.to_string(),
-                        reason: STREAM_STOPPED.into(),
-                    })
-                };
+                let unavailable = || ack_unavailable(&stream);
                 deliver(
                     &addr,
                     StreamAck { uuid, reply: tx },

@@ -1,7 +1,10 @@
-//! Messages handled by a [`crate::actors::stream::StreamActor`]; sent only
-//! by the manager, which routes each agent request to the stream's mailbox.
-//! Requests carry the caller's reply channel, so the stream answers the agent
-//! directly once its record is durable.
+//! Messages handled by a [`crate::actors::stream::StreamActor`]; sent by
+//! the manager, which routes each agent request to the stream's mailbox,
+//! and for `StreamUpdate` and `StreamAck` also by a
+//! [`StreamHandle`](crate::actors::handle::StreamHandle) or
+//! [`Forward::acknowledge`](crate::messages::Forward::acknowledge), which
+//! skip the manager. Requests carry the caller's reply channel, so the
+//! stream answers the agent directly once its record is durable.
 
 use std::marker::PhantomData;
 
