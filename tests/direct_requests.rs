@@ -1,4 +1,4 @@
-//! Requests sent straight to a stream's actor (`actors::handle`): through a
+//! Requests sent straight to a stream's actor (`messages::handle`): through a
 //! `StreamHandle` from `GetHandle`, and acknowledgements through
 //! `Forward::acknowledge`. They must give the answers the manager's route
 //! gives, keep the stream's order and file, and be refused once the stream
@@ -11,7 +11,7 @@ use actix::prelude::*;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use common::*;
-use status_update_manager::actors::handle::StreamHandle;
+use status_update_manager::messages::handle::StreamHandle;
 use status_update_manager::error::{AckError, UpdateError};
 use status_update_manager::kind::{InvalidUpdate, Native};
 use status_update_manager::messages::{

@@ -38,13 +38,15 @@ use actix::prelude::*;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::actors::handle::{ack_unavailable, deliver, update_unavailable, StreamHandle};
+use crate::messages::handle::{
+    ack_unavailable, deliver, update_unavailable, GetHandle, StreamHandle,
+};
 use crate::actors::stream::{StreamActor, StreamInit, StreamSettings, StreamShared};
 use crate::error::{AckError, RecoverError, UpdateError};
-use crate::kind::{validate_update, StatusUuid, UpdateKind};
+use crate::kind::{describe_update, validate_update, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
 use crate::messages::manager::{
-    AckOutcome, Acknowledge, Cleanup, GetHandle, GetStream, ListStreams, Pause, Recover,
+    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover,
     RecoveredStream, RecoveryState, Resume, StreamEnded, StreamStats, SyncAll, Update,
     UpdateOutcome,
 };
@@ -386,7 +388,7 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Update<K>>
                     reply: tx,
                 };
                 let unavailable = || update_unavailable(&stream);
-                deliver(&addr, msg, unavailable, |m: StreamUpdate<K>| m.reply);
+                deliver(&*addr, msg, unavailable, |m: StreamUpdate<K>| m.reply);
             }
         }
     }
@@ -413,7 +415,7 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Acknowledge<K>>
             } => {
                 let unavailable = || ack_unavailable(&stream);
                 deliver(
-                    &addr,
+                    &*addr,
                     StreamAck { uuid, reply: tx },
                     unavailable,
                     |m: StreamAck| m.reply,
@@ -421,20 +423,6 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Acknowledge<K>>
             }
         }
     }
-}
-
-/// Best-effort names of an update's stream and uuid for error messages.
-pub(crate) fn describe<K: UpdateKind>(update: &K::Update) -> (String, String) {
-    let stream = K::stream_id(update)
-        .map_or_else(|_| "<invalid stream id>".to_string(), |id| id.to_string());
-    let uuid = match K::raw_status_uuid(update) {
-        None => "<missing>".to_string(),
-        Some(raw) => match <[u8; 16]>::try_from(raw) {
-            Ok(bytes) => uuid::Uuid::from_bytes(bytes).to_string(),
-            Err(_) => format!("<{} bytes>", raw.len()),
-        },
-    };
-    (stream, uuid)
 }
 
 impl<K: UpdateKind> Handler<Update<K>> for StatusUpdateManager<K> {
@@ -445,7 +433,7 @@ impl<K: UpdateKind> Handler<Update<K>> for StatusUpdateManager<K> {
         let key = match validate_update::<K>(&update) {
             Ok(key) => key,
             Err(reason) => {
-                let (stream, uuid) = describe::<K>(&update);
+                let (stream, uuid) = describe_update::<K>(&update);
                 return Routed::Ready(Err(UpdateError::Invalid {
                     stream,
                     uuid,
@@ -504,7 +492,11 @@ impl<K: UpdateKind> Handler<GetHandle<K>> for StatusUpdateManager<K> {
 
     fn handle(&mut self, msg: GetHandle<K>, _ctx: &mut Context<Self>) -> Self::Result {
         let entry = self.streams.get(&msg.stream).filter(|e| !e.closing)?;
-        Some(StreamHandle::new(msg.stream, Addr::clone(&entry.addr)))
+        Some(StreamHandle::new(
+            msg.stream,
+            Addr::clone(&entry.addr).recipient(),
+            Addr::clone(&entry.addr).recipient(),
+        ))
     }
 }
 

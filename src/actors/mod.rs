@@ -1,9 +1,7 @@
 //! The two actors: [`manager`] (routing tables, supervision) and [`stream`]
 //! (one per stream: its file, queue and retry deadline), and [`timers`], the
-//! one timer queue that wakes the streams of a manager when a retry is due;
-//! [`handle`]: requests sent to a stream's actor without the manager's hop.
+//! one timer queue that wakes the streams of a manager when a retry is due.
 
-pub mod handle;
 pub mod manager;
 pub mod stream;
 pub mod timers;

@@ -11,7 +11,7 @@
 //! [`Durable`]; from the timer queue: [`Due`]. Requests carry the agent's
 //! reply channel; the stream answers the agent itself. `StreamUpdate` and
 //! `StreamAck` also come straight from callers holding a
-//! [`StreamHandle`](super::handle::StreamHandle) or a [`Forward`], so the
+//! [`StreamHandle`](crate::messages::handle::StreamHandle) or a [`Forward`], so the
 //! stream itself refuses them once it has ended (the manager's check of a
 //! stream being cleaned up, kept here too).
 //!
@@ -625,7 +625,7 @@ impl<K: UpdateKind> StreamActor<K> {
             update,
             attempt,
             uuid,
-            self.me.clone(),
+            self.me.clone().into(),
         );
         match self.shared.forward.try_send(msg) {
             Ok(()) => {}

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::baseline::{new_histogram, record_micros};
 use super::{BenchError, BenchOptions};
-use crate::actors::handle::{Reply, StreamHandle};
+use crate::messages::handle::{Reply, StreamHandle};
 use crate::error::AckError;
 use crate::kind::Native;
 use crate::messages::{AckOutcome, Forward, GetHandle, Update};
@@ -160,7 +160,7 @@ impl Handler<Forward<Native>> for Acker {
             return;
         }
         // At the stream that sent it, as an upstream in the same process
-        // can: no hop through the manager (`actors::handle`).
+        // can: no hop through the manager (`messages::handle`).
         let ack = forward.acknowledge();
         let mut replies = self.replies.borrow_mut();
         replies.waiting.push(ack);

@@ -270,6 +270,20 @@ pub fn encode_framed<K: UpdateKind>(
     }
 }
 
+/// Best-effort names of an update's stream and uuid for error messages.
+pub(crate) fn describe_update<K: UpdateKind>(update: &K::Update) -> (String, String) {
+    let stream = K::stream_id(update)
+        .map_or_else(|_| "<invalid stream id>".to_string(), |id| id.to_string());
+    let uuid = match K::raw_status_uuid(update) {
+        None => "<missing>".to_string(),
+        Some(raw) => match <[u8; 16]>::try_from(raw) {
+            Ok(bytes) => uuid::Uuid::from_bytes(bytes).to_string(),
+            Err(_) => format!("<{} bytes>", raw.len()),
+        },
+    };
+    (stream, uuid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

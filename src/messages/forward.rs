@@ -1,12 +1,12 @@
 //! The message the manager sends upstream.
 
-use actix::{Message, WeakAddr};
+use actix::{Message, WeakRecipient};
 
-use crate::actors::handle::{self, Reply};
-use crate::actors::stream::StreamActor;
 use crate::error::AckError;
 use crate::kind::{StatusUuid, UpdateKind};
+use crate::messages::handle::{self, Reply};
 use crate::messages::manager::AckOutcome;
+use crate::messages::stream::StreamAck;
 
 /// Sent by the manager to the upstream's `Recipient<Forward<K>>` for every
 /// send of a stream's head: the first one, each retry, and each re-send on
@@ -32,9 +32,9 @@ pub struct Forward<K: UpdateKind> {
     pub attempt: u32,
     /// The update's status uuid.
     uuid: StatusUuid,
-    /// The stream's actor, weak: a forward kept by the upstream must not
-    /// keep a stream that ended alive.
-    from: WeakAddr<StreamActor<K>>,
+    /// Where the stream's actor takes acks, weak: a forward kept by the
+    /// upstream must not keep a stream that ended alive.
+    from: WeakRecipient<StreamAck>,
 }
 
 impl<K: UpdateKind> Forward<K> {
@@ -43,7 +43,7 @@ impl<K: UpdateKind> Forward<K> {
         update: K::Update,
         attempt: u32,
         uuid: StatusUuid,
-        from: WeakAddr<StreamActor<K>>,
+        from: WeakRecipient<StreamAck>,
     ) -> Self {
         Forward {
             stream,
@@ -62,7 +62,7 @@ impl<K: UpdateKind> Forward<K> {
     /// Acknowledges this update at the stream that forwarded it, as
     /// [`crate::messages::Acknowledge`] does through the manager, with the
     /// same answers (`UnknownStream` once the stream has ended or its
-    /// manager stopped). See [`crate::actors::handle`].
+    /// manager stopped). See [`crate::messages::handle`].
     pub fn acknowledge(&self) -> Reply<K, Result<AckOutcome, AckError>> {
         handle::acknowledge(self.from.upgrade().as_ref(), &self.stream, self.uuid)
     }

@@ -180,19 +180,6 @@ impl<K: UpdateKind> Message for GetStream<K> {
     type Result = Option<StreamStats<K>>;
 }
 
-/// A handle to one stream's actor, for sending it updates and acks without
-/// the manager's hop ([`crate::actors::handle`]). `None` if the stream is
-/// not in memory or is being cleaned up.
-#[derive(Debug, Clone)]
-pub struct GetHandle<K: UpdateKind> {
-    /// The stream.
-    pub stream: K::StreamId,
-}
-
-impl<K: UpdateKind> Message for GetHandle<K> {
-    type Result = Option<crate::actors::handle::StreamHandle<K>>;
-}
-
 /// A stream's figures (its metrics).
 #[derive(Debug, Clone)]
 pub struct StreamStats<K: UpdateKind> {

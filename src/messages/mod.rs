@@ -4,15 +4,20 @@
 //!   `Update`, `Acknowledge`, `Recover`, `Cleanup`, `Pause`, `Resume`,
 //!   `ListStreams`, `GetStream`, `GetHandle`.
 //! - [`forward`]: what the manager sends to the upstream's recipient.
+//! - [`handle`]: requests that go to a stream's actor without the manager's
+//!   hop (`GetHandle` gives a `StreamHandle`), and the `Reply` they answer
+//!   with.
 //! - [`stream`]: what the manager sends to a stream actor (crate-internal
 //!   shapes, public so the actor's handlers can name them).
 
 pub mod forward;
+pub mod handle;
 pub mod manager;
 pub mod stream;
 
 pub use forward::Forward;
+pub use handle::{GetHandle, Reply, StreamHandle};
 pub use manager::{
-    AckOutcome, Acknowledge, Cleanup, GetHandle, GetStream, ListStreams, Pause, Recover,
+    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover,
     RecoveredStream, RecoveryState, Resume, StreamStats, SyncAll, Update, UpdateOutcome,
 };

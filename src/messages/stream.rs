@@ -1,7 +1,7 @@
 //! Messages handled by a [`crate::actors::stream::StreamActor`]; sent by
 //! the manager, which routes each agent request to the stream's mailbox,
 //! and for `StreamUpdate` and `StreamAck` also by a
-//! [`StreamHandle`](crate::actors::handle::StreamHandle) or
+//! [`StreamHandle`](crate::messages::handle::StreamHandle) or
 //! [`Forward::acknowledge`](crate::messages::Forward::acknowledge), which
 //! skip the manager. Requests carry the caller's reply channel, so the
 //! stream answers the agent directly once its record is durable.

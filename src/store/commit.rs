@@ -92,8 +92,9 @@ use std::time::Duration;
 use tracing::{debug, error, warn};
 
 use super::faults::FaultPlan;
-use super::journal::{Journal, Landed, Replayed};
-use super::log::Wrote;
+use super::journal::{Journal, Replayed};
+use super::log::{Landed, Wrote};
+use super::sys::syncfs;
 use super::{StagedWrite, StoreError, SyncPolicy};
 
 /// Threads for blocking file work (creating stream files) where each new
@@ -1051,46 +1052,6 @@ fn sync_file(path: &Path) -> CommitResult {
     })
 }
 
-/// `syncfs` of the filesystem `file` is on (elsewhere than Linux: `sync`).
-#[cfg(target_os = "linux")]
-pub(super) fn syncfs(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `syncfs` only reads the descriptor, which `file` keeps open.
-    let rc = unsafe { libc::syncfs(file.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(super) fn syncfs(_file: &File) -> io::Result<()> {
-    // No per-filesystem sync: flush everything.
-    // SAFETY: `sync` takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-    Ok(())
-}
-
-/// The filesystem (`st_dev`) of an open file, for [`Ticket::device`].
-pub fn device_of(file: &File) -> u64 {
-    file.metadata().map_or(0, |m| device_in(&m))
-}
-
-/// The filesystem named by `metadata` (`st_dev`; 0 where unknown).
-pub fn device_in(metadata: &std::fs::Metadata) -> u64 {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        metadata.dev()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = metadata;
-        0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1263,10 +1224,11 @@ mod tests {
     ) -> (
         Syncer,
         metrics_exporter_prometheus::PrometheusHandle,
-        impl Fn(u64, &[u8]) -> crate::store::journal::Landed,
+        impl Fn(u64, &[u8]) -> crate::store::log::Landed,
         u64,
     ) {
-        use crate::store::journal::{FileId, Landed};
+        use crate::store::log::Landed;
+        use crate::store::sys::FileId;
         use std::os::unix::fs::MetadataExt;
         let stream = dir.join("stream");
         std::fs::write(&stream, b"").unwrap();
@@ -1300,7 +1262,7 @@ mod tests {
     }
 
     /// What a round does to the journal: commits `landed` and notes its filesystem.
-    fn journal_round(syncer: &mut Syncer, landed: crate::store::journal::Landed, device: u64) {
+    fn journal_round(syncer: &mut Syncer, landed: crate::store::log::Landed, device: u64) {
         let path = landed.path.clone();
         syncer.journal.as_mut().unwrap().commit([&landed]).unwrap();
         syncer.journaled.insert(device, path);

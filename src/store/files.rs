@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-use super::journal::FileId;
+use super::sys::FileId;
 
 #[derive(Debug)]
 struct Inner {

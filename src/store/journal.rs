@@ -69,13 +69,14 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use tracing::{info, warn};
 
 use super::framing::{FrameReader, Next, LENGTH_PREFIX_BYTES};
+use super::log::Landed;
+use super::sys::{syncfs, FileId};
 use super::StoreError;
 
 /// Journal bytes after which the committer checkpoints (64 MiB: about 300 000 records of
@@ -100,83 +101,6 @@ const WRITE_ENTRY: u8 = 1;
 const WRITE_RELATIVE_ENTRY: u8 = 2;
 /// crc, kind, dev, ino, generation, birth secs, birth nanos, offset, path length.
 const HEADER_BYTES: usize = 4 + 1 + 8 + 8 + 4 + 8 + 4 + 8 + 4;
-
-/// Which file a journal entry is for: not only its path, which a new file can take over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileId {
-    dev: u64,
-    ino: u64,
-    generation: u32,
-    birth_secs: i64,
-    birth_nanos: u32,
-}
-
-impl FileId {
-    /// The identity of an open file, or `None` where the filesystem keeps no inode
-    /// generation or birth time (then its records are not journaled).
-    pub fn of(file: &File) -> Option<FileId> {
-        let generation = inode_generation(file)?;
-        Self::from_metadata(&file.metadata().ok()?, generation)
-    }
-
-    fn from_metadata(metadata: &fs::Metadata, generation: u32) -> Option<FileId> {
-        let birth = metadata.created().ok()?;
-        let (birth_secs, birth_nanos) = match birth.duration_since(UNIX_EPOCH) {
-            Ok(after) => (i64::try_from(after.as_secs()).ok()?, after.subsec_nanos()),
-            Err(before) => {
-                let before = before.duration();
-                (
-                    -i64::try_from(before.as_secs()).ok()?,
-                    before.subsec_nanos(),
-                )
-            }
-        };
-        Some(FileId {
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-            generation,
-            birth_secs,
-            birth_nanos,
-        })
-    }
-}
-
-/// The inode's generation number (`FS_IOC_GETVERSION`), if the filesystem keeps one.
-#[cfg(target_os = "linux")]
-fn inode_generation(file: &File) -> Option<u32> {
-    use std::os::fd::AsRawFd;
-    // The kernel stores an `int`; a zeroed `long` holds it whichever half it fills.
-    let mut generation: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETVERSION writes at most a `long` through the pointer, which points to
-    // one; the descriptor is open for the duration of the call.
-    let rc = unsafe {
-        libc::ioctl(
-            file.as_raw_fd(),
-            libc::FS_IOC_GETVERSION,
-            &mut generation as *mut libc::c_long,
-        )
-    };
-    // Truncation is intended: the value is a 32-bit `int`.
-    (rc == 0).then_some(generation as u32)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn inode_generation(_file: &File) -> Option<u32> {
-    None
-}
-
-/// One run of records a round wrote into a stream file, to journal.
-#[derive(Debug)]
-pub struct Landed {
-    /// The stream file.
-    pub path: std::sync::Arc<Path>,
-    /// Its identity when the round wrote it.
-    pub file: FileId,
-    /// Where the bytes start in the file.
-    pub offset: u64,
-    /// The bytes written.
-    pub bytes: Vec<u8>,
-}
 
 /// What [`Journal::open`] replayed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -587,7 +511,7 @@ fn replay(dir: &Path, contents: &[u8]) -> Result<Replayed, ReplayError> {
     }
     for path in devices.into_values() {
         let file = File::open(&path).map_err(|err| ("open for replay", path.clone(), err))?;
-        super::commit::syncfs(&file).map_err(|err| ("sync after replay", path, err))?;
+        syncfs(&file).map_err(|err| ("sync after replay", path, err))?;
     }
     Ok(replayed)
 }

@@ -30,7 +30,7 @@ use super::dirs::{create_dir_chain, parent_dir, sync_dir};
 use super::faults::FaultPlan;
 use super::files::FileCache;
 use super::framing::{encode_frame, to_u64, LENGTH_PREFIX_BYTES};
-use super::journal::Landed;
+use super::sys::FileId;
 use super::{StoreError, SyncPolicy};
 
 /// `io_err!(Variant, path)`: a closure turning an `io::Error` into `StoreError::Variant` for
@@ -208,7 +208,7 @@ impl StreamLog {
             dirty: false,
             write_behind: false,
             faults: None,
-            device: super::commit::device_in(&metadata),
+            device: super::sys::device_in(&metadata),
         };
         Ok(Opened::Found { log, contents })
     }
@@ -334,7 +334,7 @@ impl StreamLog {
 
     fn with_device(mut self) -> Self {
         if let Handle::Owned(file) = &self.handle {
-            self.device = super::commit::device_of(file);
+            self.device = super::sys::device_of(file);
         }
         self
     }
@@ -675,6 +675,19 @@ fn write_at(mut file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     use std::io::{Seek, SeekFrom, Write};
     file.seek(SeekFrom::Start(offset))?;
     file.write_all(buf)
+}
+
+/// One run of records a round wrote into a stream file, to journal.
+#[derive(Debug)]
+pub struct Landed {
+    /// The stream file.
+    pub path: Arc<Path>,
+    /// Its identity when the round wrote it.
+    pub file: FileId,
+    /// Where the bytes start in the file.
+    pub offset: u64,
+    /// The bytes written.
+    pub bytes: Vec<u8>,
 }
 
 #[cfg(test)]

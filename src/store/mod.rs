@@ -106,6 +106,7 @@ pub mod journal;
 pub mod layout;
 pub mod lock;
 pub mod log;
+pub mod sys;
 
 use std::fmt;
 use std::io;

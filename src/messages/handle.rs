@@ -37,32 +37,66 @@ use actix::dev::{OneshotSender, ToEnvelope};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::stream::StreamActor;
 use crate::error::{AckError, UpdateError};
-use crate::kind::{validate_update, InvalidUpdate, StatusUuid, UpdateKind};
+use crate::kind::{describe_update, validate_update, InvalidUpdate, StatusUuid, UpdateKind};
 use crate::messages::manager::{AckOutcome, UpdateOutcome};
 use crate::messages::stream::{StreamAck, StreamUpdate};
 
 /// Why a request could not reach its stream actor.
 const STREAM_STOPPED: &str = "the stream actor stopped";
 
+/// Where a request to a stream is enqueued: its actor's address (the
+/// manager's route) or a recipient of that actor (a handle, a forward).
+pub(crate) trait Mailbox<S: Message> {
+    /// Enqueues `msg` if the mailbox has room.
+    fn try_send(&self, msg: S) -> Result<(), SendError<S>>;
+    /// Enqueues `msg` whatever the mailbox holds.
+    fn do_send(&self, msg: S);
+}
+
+impl<A, S> Mailbox<S> for Addr<A>
+where
+    A: Handler<S>,
+    A::Context: ToEnvelope<A, S>,
+    S: Message + Send + 'static,
+    S::Result: Send,
+{
+    fn try_send(&self, msg: S) -> Result<(), SendError<S>> {
+        Addr::try_send(self, msg)
+    }
+    fn do_send(&self, msg: S) {
+        Addr::do_send(self, msg);
+    }
+}
+
+impl<S> Mailbox<S> for Recipient<S>
+where
+    S: Message + Send + 'static,
+    S::Result: Send,
+{
+    fn try_send(&self, msg: S) -> Result<(), SendError<S>> {
+        Recipient::try_send(self, msg)
+    }
+    fn do_send(&self, msg: S) {
+        Recipient::do_send(self, msg);
+    }
+}
+
 /// Enqueues `msg` on the stream's mailbox; if the actor is gone, answers
 /// the reply channel `msg` carries with `unavailable()`.
-pub(crate) fn deliver<K, S, Res>(
-    addr: &Addr<StreamActor<K>>,
+pub(crate) fn deliver<S, Res>(
+    mailbox: &impl Mailbox<S>,
     msg: S,
     unavailable: impl FnOnce() -> Res,
     take_reply: fn(S) -> Option<OneshotSender<Res>>,
 ) where
-    K: UpdateKind,
     S: Message<Result = ()> + Send + 'static,
-    StreamActor<K>: Handler<S>,
-    <StreamActor<K> as Actor>::Context: ToEnvelope<StreamActor<K>, S>,
 {
-    match addr.try_send(msg) {
+    match mailbox.try_send(msg) {
         Ok(()) => {}
-        // Stream mailboxes are unbounded; kept for completeness.
-        Err(SendError::Full(msg)) => addr.do_send(msg),
+        // Past the mailbox's capacity the message still queues: a request
+        // is never dropped.
+        Err(SendError::Full(msg)) => mailbox.do_send(msg),
         Err(SendError::Closed(msg)) => {
             if let Some(tx) = take_reply(msg) {
                 let _ = tx.send(unavailable());
@@ -153,7 +187,7 @@ pub(crate) fn ack_unavailable<S: ToString>(stream: &S) -> AckResult {
 
 /// Sends an ack for `uuid` to the stream actor at `addr` (`None`: gone).
 pub(crate) fn acknowledge<K: UpdateKind>(
-    addr: Option<&Addr<StreamActor<K>>>,
+    addr: Option<&Recipient<StreamAck>>,
     stream: &K::StreamId,
     uuid: StatusUuid,
 ) -> Reply<K, AckResult> {
@@ -206,7 +240,8 @@ pub struct StreamHandle<K: UpdateKind> {
 
 struct Inner<K: UpdateKind> {
     stream: K::StreamId,
-    addr: Addr<StreamActor<K>>,
+    updates: Recipient<StreamUpdate<K>>,
+    acks: Recipient<StreamAck>,
 }
 
 impl<K: UpdateKind> Clone for StreamHandle<K> {
@@ -226,9 +261,17 @@ impl<K: UpdateKind> std::fmt::Debug for StreamHandle<K> {
 }
 
 impl<K: UpdateKind> StreamHandle<K> {
-    pub(crate) fn new(stream: K::StreamId, addr: Addr<StreamActor<K>>) -> Self {
+    pub(crate) fn new(
+        stream: K::StreamId,
+        updates: Recipient<StreamUpdate<K>>,
+        acks: Recipient<StreamAck>,
+    ) -> Self {
         StreamHandle {
-            inner: Arc::new(Inner { stream, addr }),
+            inner: Arc::new(Inner {
+                stream,
+                updates,
+                acks,
+            }),
         }
     }
 
@@ -245,7 +288,7 @@ impl<K: UpdateKind> StreamHandle<K> {
         let key = match validate_update::<K>(&update) {
             Ok(key) => key,
             Err(reason) => {
-                let (stream, uuid) = super::manager::describe::<K>(&update);
+                let (stream, uuid) = describe_update::<K>(&update);
                 return Reply::ready(Err(UpdateError::Invalid {
                     stream,
                     uuid,
@@ -266,7 +309,7 @@ impl<K: UpdateKind> StreamHandle<K> {
         }
         let (tx, rx) = oneshot::channel();
         deliver(
-            &self.inner.addr,
+            &self.inner.updates,
             StreamUpdate {
                 update,
                 uuid: key.uuid,
@@ -289,6 +332,19 @@ impl<K: UpdateKind> StreamHandle<K> {
     /// [`Acknowledge`](crate::messages::Acknowledge) does through the
     /// manager.
     pub fn acknowledge(&self, uuid: StatusUuid) -> Reply<K, AckResult> {
-        acknowledge(Some(&self.inner.addr), &self.inner.stream, uuid)
+        acknowledge(Some(&self.inner.acks), &self.inner.stream, uuid)
     }
+}
+
+/// A handle to one stream's actor, for sending it updates and acks without
+/// the manager's hop (see the module docs). `None` if the stream is not in
+/// memory or is being cleaned up. Handled by the manager.
+#[derive(Debug, Clone)]
+pub struct GetHandle<K: UpdateKind> {
+    /// The stream.
+    pub stream: K::StreamId,
+}
+
+impl<K: UpdateKind> Message for GetHandle<K> {
+    type Result = Option<StreamHandle<K>>;
 }
