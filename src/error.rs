@@ -4,8 +4,8 @@
 //! ([`crate::messages::UpdateOutcome::Duplicate`]).
 //!
 //! Errors of lower layers live with them: [`crate::store::StoreError`],
-//! [`crate::kind::InvalidUpdate`], [`crate::kind::RecordError`],
-//! [`crate::config::ConfigError`].
+//! [`crate::kind::InvalidUpdate`], [`crate::kind::RecordError`]; the
+//! service's (`service` feature) with it, such as `service::config::ConfigError`.
 
 use std::path::PathBuf;
 use std::sync::Arc;

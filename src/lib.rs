@@ -29,7 +29,7 @@
 //!   durable, and restarts from its file after a storage fault.
 //! - [`actors::timers`]: one timer queue per manager that wakes a stream
 //!   when its retry is due (no tokio timer per stream).
-//! - [`actors::handle`]: requests that skip the manager's hop: a
+//! - [`messages::handle`]: requests that skip the manager's hop: a
 //!   `StreamHandle` sends a known stream its updates and acks, and
 //!   `Forward::acknowledge` acks a forward at the stream that sent it (the
 //!   in-process upstream's path).
@@ -60,14 +60,17 @@
 //!   a thread of their own; the actors stay on the actix System's.
 //! - [`config`]: layered configuration (embedded defaults, file, `SUM__*`
 //!   environment, flags) and its validation.
-//! - [`metrics`]: Prometheus metric names, the recorder, and the handles the
-//!   streams record through ([`metrics::StreamMetrics`]).
+//! - [`metrics`]: Prometheus metric names and the handles the streams
+//!   record through ([`metrics::StreamMetrics`]).
 //! - [`inspect`]: offline decoding of checkpoint files (`inspect` command).
 //! - [`bench`](mod@bench): the built-in load benchmark (`bench` command), its raw
 //!   baselines, and the lean gRPC client its `--via grpc` load calls through.
 //! - [`cli`]: the command line; `src/main.rs` only calls it.
 //! - [`proto`]: code generated from `proto/` by `build.rs` (protox + prost +
 //!   tonic).
+//!
+//! `service`, `config`, `bench` and `cli` need the `service` feature (on by
+//! default); the rest is the library alone.
 //!
 //! # Using the library
 //!
@@ -96,18 +99,23 @@
 //! ```
 
 pub mod actors;
+#[cfg(feature = "service")]
 pub mod bench;
+#[cfg(feature = "service")]
 pub mod cli;
-pub mod config;
 pub mod error;
 pub mod inspect;
 pub mod kind;
 pub mod messages;
 pub mod metrics;
 pub mod proto;
+#[cfg(feature = "service")]
 pub mod service;
 pub mod store;
 pub mod stream;
+
+#[cfg(feature = "service")]
+pub use service::config;
 
 pub use actors::manager::{ManagerConfig, StatusUpdateManager, StreamPaths};
 pub use error::{AckError, RecoverError, ReplayError, UpdateError};

@@ -1,9 +1,11 @@
-//! Prometheus metrics: names, descriptions and the exporter.
+//! Metrics through the `metrics` facade: names, descriptions, buckets and
+//! the handles the streams record through.
 //!
-//! The actors record through the `metrics` facade; without an installed
-//! recorder (library use, tests) every call is a no-op. The service calls
-//! [`install_recorder`] when `metrics.listen` is set, and serves `/metrics`
-//! there from the handle it returns ([`crate::service::scrape`]).
+//! The actors record through the facade; without an installed recorder
+//! (library use, tests) every call is a no-op. The service (`service`
+//! feature) installs a Prometheus recorder when `metrics.listen` is set
+//! (`service::recorder`) and serves `/metrics` from it (`service::scrape`);
+//! an application that embeds the library may install any recorder.
 //! No metric carries a per-stream label: with up to a million streams that
 //! would be unbounded; per-stream figures come from `GetStream`.
 //!
@@ -56,6 +58,14 @@ pub const JOURNAL_CHECKPOINTS: &str = "sum_commit_journal_checkpoints_total";
 /// its own while rounds go on into a new journal (in place, rounds waiting,
 /// when the committer stops or the journal cannot be rotated).
 pub const JOURNAL_CHECKPOINT_SECONDS: &str = "sum_commit_journal_checkpoint_seconds";
+
+/// Buckets of every histogram without buckets of its own below: the
+/// checkpoint's append and sync times ([`APPEND_SECONDS`],
+/// [`SYNC_SECONDS`]), 10 µs to 1 s.
+pub const SECONDS_BUCKETS: [f64; 16] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0,
+];
 
 /// Buckets of [`JOURNAL_CHECKPOINT_SECONDS`]: a checkpoint writes back the
 /// stream files' share of a full journal (64 MiB by default), milliseconds to
@@ -136,45 +146,6 @@ pub fn describe() {
         Unit::Count,
         "Stream writes taken together by one commit round; under batch, how many share one sync."
     );
-}
-
-/// The recorder installed by [`install_recorder`], if it ran.
-static INSTALLED: std::sync::Mutex<Option<metrics_exporter_prometheus::PrometheusHandle>> =
-    std::sync::Mutex::new(None);
-
-/// Installs the Prometheus recorder as the process's and returns the handle
-/// that renders its text; whoever serves the text also runs the handle's
-/// upkeep. A process has one recorder, and it cannot be taken back: a later
-/// call (a service started again in the same process) gets the handle of
-/// the one installed first, with the figures counted so far. It fails only
-/// if another recorder than this one is the process's.
-pub fn install_recorder(
-) -> Result<metrics_exporter_prometheus::PrometheusHandle, metrics_exporter_prometheus::BuildError>
-{
-    let mut installed = INSTALLED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(handle) = installed.as_ref() {
-        return Ok(handle.clone());
-    }
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[
-            0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-            0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-        ])?
-        // A count, not seconds.
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(ROUND_TICKETS.into()),
-            &ROUND_TICKETS_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(JOURNAL_CHECKPOINT_SECONDS.into()),
-            &JOURNAL_CHECKPOINT_BUCKETS,
-        )?
-        .install_recorder()?;
-    describe();
-    *installed = Some(handle.clone());
-    Ok(handle)
 }
 
 /// The handles of every metric a stream actor records, taken from the

@@ -23,11 +23,11 @@ use super::baseline::{new_histogram, record_micros};
 use super::grpc_caller::{GrpcCaller, ACKNOWLEDGE, SUBSCRIBE, UPDATE};
 use super::load::{bench_update, LoadFigures};
 use super::{BenchError, BenchOptions};
-use crate::config::{Overrides, Settings};
 use crate::proto::status_update_manager::v1::{
     AcknowledgeRequest, AcknowledgeResponse, ForwardedUpdate, SubscribeRequest, UpdateRequest,
     UpdateResponse,
 };
+use crate::service::config::{Overrides, Settings};
 
 /// HTTP/2 connections the producers share (the upstream has one more).
 const CONNECTIONS: usize = 4;

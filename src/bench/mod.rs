@@ -93,7 +93,7 @@ pub enum BenchError {
     Layout(#[from] crate::store::LayoutError),
     /// The service could not be configured or started.
     #[error("service: {0}")]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::service::config::ConfigError),
     /// The service failed.
     #[error("service: {0}")]
     Serve(#[from] crate::service::ServeError),

@@ -31,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_ack: bool,
     /// Most stream files open at once (`limits.max_open_files`).
-    #[arg(long, default_value_t = crate::actors::manager::DEFAULT_MAX_OPEN_FILES as u64, value_parser = clap::value_parser!(u64).range(1..=crate::config::MAX_OPEN_FILES_LIMIT as u64))]
+    #[arg(long, default_value_t = crate::actors::manager::DEFAULT_MAX_OPEN_FILES as u64, value_parser = clap::value_parser!(u64).range(1..=crate::service::config::MAX_OPEN_FILES_LIMIT as u64))]
     pub max_open_files: u64,
     /// Directory for the stream files (a fresh directory inside it is used, then removed).
     #[arg(long, value_name = "DIR", default_value = ".")]

@@ -43,7 +43,7 @@ use clap::{Parser, Subcommand};
 use thiserror::Error;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{ConfigError, LogFormat};
+use crate::service::config::{ConfigError, LogFormat};
 
 /// Exit status of a command that failed.
 pub const EXIT_FAILURE: u8 = 1;

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{init_tracing, UsageError};
-use crate::config::{Overrides, ServiceConfig};
 use crate::service;
+use crate::service::config::{Overrides, ServiceConfig};
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]

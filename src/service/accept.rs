@@ -20,7 +20,7 @@
 //!
 //! Each accepted connection has `TCP_NODELAY` and TCP keepalive on
 //! ([`KEEPALIVE_IDLE`]); the gRPC server also pings its HTTP/2 side
-//! ([`Http2Keepalive`](super::Http2Keepalive)).
+//! ([`Http2Keepalive`]).
 //!
 //! [`fit_to_descriptor_limit`]: crate::store::files::fit_to_descriptor_limit
 
@@ -61,6 +61,37 @@ pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// holds as many connections as it may (either can happen many times a
 /// second).
 pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// HTTP/2 keepalive on the agents' connections: a connection on which
+/// nothing arrived for `interval` is sent a PING, and closed if the PING is
+/// not answered within `timeout`.
+///
+/// TCP keepalive ([`KEEPALIVE_IDLE`]) finds a peer host that is
+/// gone, but the kernel of a live host answers its probes even when the
+/// agent process is stopped, hung, or no longer reads its connection. Such
+/// a connection would hold its descriptor, its permit, and what its RPCs
+/// hold (a subscriber's stream of forwards, say) until the process
+/// restarts. A PING is answered by the peer's HTTP/2 side itself, so an
+/// agent that merely has nothing to say is never closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Keepalive {
+    /// Idle time before a PING.
+    pub interval: Duration,
+    /// How long the PING's answer may take.
+    pub timeout: Duration,
+}
+
+impl Default for Http2Keepalive {
+    /// A PING after a minute of silence, closed 20 s later if unanswered:
+    /// rare enough for any client (gRPC's ping limits police the PINGs
+    /// clients send, not those they receive).
+    fn default() -> Self {
+        Http2Keepalive {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
 
 /// What the gRPC server accepts: TCP connections, each with its permit.
 pub type Incoming = Pin<Box<dyn Stream<Item = io::Result<Held<TcpStream>>> + Send>>;

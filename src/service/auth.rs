@@ -3,7 +3,7 @@
 //! The service listens on loopback by default. A listen address anyone else can reach needs
 //! TLS (`server.tls_cert_file` + `server.tls_key_file`), a bearer token
 //! (`server.auth_token_file`), or an explicit `server.allow_insecure = true`;
-//! [`Settings::validate`](crate::config::Settings::validate) refuses anything else before the
+//! [`Settings::validate`](super::config::Settings::validate) refuses anything else before the
 //! service starts.
 //!
 //! - [`BearerToken`]: the shared secret, read once at startup from its file (a trailing

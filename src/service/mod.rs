@@ -23,7 +23,9 @@
 //! the manager as an actor message, from that thread.
 //!
 //! With `metrics.listen` set, [`scrape`] serves `/metrics` on the gRPC
-//! thread too, from the start.
+//! thread too, from the start, from the Prometheus recorder [`recorder`]
+//! installs. [`config`] is the service's configuration (layered loading,
+//! validation into a [`ServiceConfig`]).
 //!
 //! The stream files and the agents' connections share `ulimit -n`:
 //! [`start`] splits it between them
@@ -34,9 +36,11 @@
 pub mod accept;
 pub mod auth;
 pub mod codec;
+pub mod config;
 pub mod grpc;
 pub mod hub;
 pub mod inflight;
+pub mod recorder;
 pub mod scrape;
 
 use std::net::SocketAddr;
@@ -48,7 +52,6 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::config::ServiceConfig;
 use crate::error::RecoverError;
 use crate::kind::Native;
 use crate::messages::{ListStreams, Recover, SyncAll};
@@ -57,6 +60,7 @@ use crate::store::layout::{discover_native_streams, native_stream_path, LayoutEr
 use crate::store::{Committer, DataDirLock, FileCache, JOURNAL_FILE};
 use crate::StatusUpdateManager;
 use auth::RequireToken;
+use config::ServiceConfig;
 use grpc::GrpcService;
 use hub::{CloseSubscriber, SetManager, Stop, SubscriberHub};
 
@@ -314,8 +318,7 @@ fn serve_metrics(grpc: &GrpcRuntime, addr: SocketAddr) -> Result<(), ServeError>
     let bind = |source| ServeError::MetricsBind { addr, source };
     let listener = grpc.bind(addr).map_err(bind)?;
     let local_addr = listener.local_addr().map_err(bind)?;
-    let handle = crate::metrics::install_recorder()
-        .map_err(|source| ServeError::Metrics { addr, source })?;
+    let handle = recorder::install().map_err(|source| ServeError::Metrics { addr, source })?;
     grpc.runtime()
         .map_err(ServeError::GrpcThread)?
         .spawn(scrape::serve(listener, handle));
@@ -325,37 +328,6 @@ fn serve_metrics(grpc: &GrpcRuntime, addr: SocketAddr) -> Result<(), ServeError>
         "serving Prometheus metrics at /metrics"
     );
     Ok(())
-}
-
-/// HTTP/2 keepalive on the agents' connections: a connection on which
-/// nothing arrived for `interval` is sent a PING, and closed if the PING is
-/// not answered within `timeout`.
-///
-/// TCP keepalive ([`accept::KEEPALIVE_IDLE`]) finds a peer host that is
-/// gone, but the kernel of a live host answers its probes even when the
-/// agent process is stopped, hung, or no longer reads its connection. Such
-/// a connection would hold its descriptor, its permit, and what its RPCs
-/// hold (a subscriber's stream of forwards, say) until the process
-/// restarts. A PING is answered by the peer's HTTP/2 side itself, so an
-/// agent that merely has nothing to say is never closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Http2Keepalive {
-    /// Idle time before a PING.
-    pub interval: Duration,
-    /// How long the PING's answer may take.
-    pub timeout: Duration,
-}
-
-impl Default for Http2Keepalive {
-    /// A PING after a minute of silence, closed 20 s later if unanswered:
-    /// rare enough for any client (gRPC's ping limits police the PINGs
-    /// clients send, not those they receive).
-    fn default() -> Self {
-        Http2Keepalive {
-            interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(20),
-        }
-    }
 }
 
 /// Starts the service on the current actix System; see the module docs.
@@ -406,7 +378,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         );
     }
     let committer_stopped = committer.stopped();
-    manager_config.committer = committer;
+    manager_config.committer = Some(committer);
     let (files_open, connections) = descriptor_budget(manager_config.max_open_files);
     manager_config.max_open_files = files_open;
     let files = FileCache::new(manager_config.max_open_files);
@@ -460,7 +432,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     // Every message gRPC can carry (4 MiB) is decoded, so that a payload over
     // `server.max_payload_bytes` gets API.md's INVALID_ARGUMENT naming the
     // stream and uuid, not the transport's OUT_OF_RANGE.
-    .max_decoding_message_size(crate::config::MAX_PAYLOAD_LIMIT + 64 * 1024);
+    .max_decoding_message_size(config::MAX_PAYLOAD_LIMIT + 64 * 1024);
 
     if config.metrics_listen.is_some() {
         actix_rt::spawn(report_oldest_pending(manager.downgrade()));

@@ -1,7 +1,7 @@
 //! `metrics.listen`: Prometheus's `/metrics`, served over HTTP/1.1 on the
 //! gRPC thread's runtime.
 //!
-//! The recorder ([`crate::metrics::install_recorder`]) keeps the figures;
+//! The recorder ([`super::recorder::install`]) keeps the figures;
 //! this module answers scrapes with its text and runs its upkeep
 //! ([`UPKEEP_EVERY`]). It is served here, and not by the exporter crate's
 //! own listener, for three reasons:

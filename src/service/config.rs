@@ -16,15 +16,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use super::accept::Http2Keepalive;
+use super::auth::{BearerToken, TlsIdentity};
+pub use super::inflight::DEFAULT_REQUEST_BYTES_IN_FLIGHT;
 use crate::actors::manager::ManagerConfig;
-use crate::service::auth::{BearerToken, TlsIdentity};
-pub use crate::service::inflight::DEFAULT_REQUEST_BYTES_IN_FLIGHT;
-pub use crate::service::Http2Keepalive;
 use crate::store::SyncPolicy;
 use crate::stream::RetryPolicy;
 
 /// The compiled-in defaults (`config/default.toml`).
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Prefix of the environment variables that override settings.
 pub const ENV_PREFIX: &str = "SUM";
@@ -318,7 +318,7 @@ pub struct ServiceConfig {
     /// shorten it).
     pub http2_keepalive: Http2Keepalive,
     /// Request bytes the gRPC server holds at once while receiving them
-    /// ([`crate::service::inflight`]). Not a config key: always
+    /// ([`super::inflight`]). Not a config key: always
     /// [`DEFAULT_REQUEST_BYTES_IN_FLIGHT`] from [`Settings::validate`]
     /// (tests lower it).
     pub request_bytes_in_flight: usize,
