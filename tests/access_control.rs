@@ -2,34 +2,33 @@
 //! stays open), TLS through rustls, and the configuration that refuses a non-loopback
 //! listen address with neither.
 //!
-//! The servers run in-process on `127.0.0.1:0` over a temporary data directory (like
-//! `service_e2e.rs`); the CLI runs as the built binary, as a child process. The TLS
-//! certificate is generated here, self-signed for `localhost`, with `rcgen`. Every wait is
-//! bounded; a child still running after [`WAIT`] is killed and fails the test.
+//! The servers run in-process on `127.0.0.1:0` over a temporary data directory
+//! (`common::server`); the CLI runs as the built binary, as a child process
+//! (`common::process`). The TLS certificate is generated here, self-signed for `localhost`,
+//! with `rcgen`. Every wait is bounded; a child still running after `PROCESS_BOUND` is
+//! killed and fails the test.
+#![cfg(feature = "service")]
+
+mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel};
 use tonic::Code;
 use uuid::Uuid;
 
 use status_update_manager::cli::client::connect_with;
-use status_update_manager::config::{Overrides, Settings};
 use status_update_manager::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 use status_update_manager::proto::status_update_manager::v1::{
     ListStreamsRequest, Status, StatusUpdate, UpdateRequest,
 };
-use status_update_manager::service::{self, RunningService};
+use status_update_manager::service::RunningService;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-mod process;
-
-/// The longest any one wait may take (a debug build on a busy machine).
-const WAIT: Duration = Duration::from_secs(10);
+use common::process::{Finished, Proc};
+use common::server::{settings, start_service};
 
 /// The token of the servers that require one.
 const TOKEN: &str = "3f1d0c4e-token-of-the-test";
@@ -37,27 +36,9 @@ const TOKEN: &str = "3f1d0c4e-token-of-the-test";
 /// The service name health reports on.
 const SERVICE: &str = "status_update_manager.v1.StatusUpdateManager";
 
-/// Settings over `data_dir` on `127.0.0.1:0` from the compiled-in defaults (no process
-/// environment), with `env` pairs (`SUM__SECTION__KEY`) on top.
-fn settings(data_dir: &Path, listen: &str, env: &[(&str, &str)]) -> Settings {
-    let overrides = Overrides {
-        data_dir: Some(data_dir.into()),
-        listen: Some(listen.into()),
-        config_file: None,
-    };
-    let env = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Settings::load_with_env(&overrides, Some(env)).expect("the settings load")
-}
-
 /// A service started in-process with `env` on top of the defaults.
 async fn start(dir: &Path, env: &[(&str, &str)]) -> RunningService {
-    let config = settings(&dir.join("data"), "127.0.0.1:0", env)
-        .validate()
-        .expect("the test settings are valid");
-    service::start(config).await.expect("the service starts")
+    start_service(settings(&dir.join("data"), "127.0.0.1:0", env)).await
 }
 
 /// Writes `content` to `dir/name` and returns its path as text.
@@ -311,10 +292,10 @@ async fn tls_serves_clients_that_trust_the_certificate_only() {
         })
     };
     let out = cli(&["--ca-file", &cert]).await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert!(out.status.success(), "streams --ca-file over TLS: {stderr}");
     let out = cli(&[]).await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("needs --ca-file"), "{stderr}");
 
@@ -342,17 +323,9 @@ async fn tls_serves_clients_that_trust_the_certificate_only() {
 }
 
 /// Runs the binary with `args` (no `SUM_…` variables but `env`) and waits for it, at most
-/// [`WAIT`].
-fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = process::command(args, env).spawn().expect("run the binary");
-    if wait_timeout::ChildExt::wait_timeout(&mut child, WAIT)
-        .expect("wait for the binary")
-        .is_none()
-    {
-        let _ = child.kill();
-        panic!("{args:?} still running after {WAIT:?}");
-    }
-    child.wait_with_output().expect("the binary's output")
+/// `PROCESS_BOUND`.
+fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    Proc::start(&args.join(" "), args, env).finish()
 }
 
 #[actix::test]
@@ -382,14 +355,14 @@ async fn the_cli_sends_the_token_from_a_flag_or_the_environment() {
     assert!(
         out.status.success(),
         "streams --token-file: {out:?}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        &out.stderr
     );
     let env = vec![("SUM_TOKEN_FILE".to_string(), token_file.clone())];
     let out = cli(args(&[]), env).await.unwrap();
     assert!(out.status.success(), "streams with SUM_TOKEN_FILE: {out:?}");
 
     let out = cli(args(&[]), vec![]).await.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -403,7 +376,7 @@ async fn the_cli_sends_the_token_from_a_flag_or_the_environment() {
     let out = cli(args(&["--token-file", &missing]), vec![])
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&missing), "{stderr}");
     running.shutdown().await.expect("a clean shutdown");
@@ -424,7 +397,7 @@ fn serve_refuses_a_public_address_without_protection() {
         ],
         &[],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");

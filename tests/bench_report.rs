@@ -4,13 +4,14 @@
 //! the load left, and the run leaves nothing behind. (Its figures are rates;
 //! no test asserts a rate.) And the gRPC load's client against a real
 //! service: responses, the forwards' stream, and errors with their codes.
+#![cfg(feature = "service")]
 
-mod process;
+mod common;
 
+use common::process::{command_under_ulimit, Finished, Proc};
 use status_update_manager::bench::grpc_caller::{GrpcCaller, ACKNOWLEDGE, SUBSCRIBE, UPDATE};
 use status_update_manager::bench::load::bench_update;
 use status_update_manager::bench::{run, BenchError, BenchOptions, BenchReport, Via};
-use status_update_manager::config::{Overrides, Settings};
 use status_update_manager::proto::status_update_manager::v1::{
     AcknowledgeRequest, AcknowledgeResponse, ForwardedUpdate, SubscribeRequest, UpdateRequest,
     UpdateResponse,
@@ -118,15 +119,7 @@ fn a_load_through_grpc_is_reported_whole_beside_the_in_process_one() {
 
 /// Starts the service over `dir` on the current actix System.
 async fn service(dir: &std::path::Path) -> status_update_manager::service::RunningService {
-    let overrides = Overrides {
-        data_dir: Some(dir.into()),
-        listen: Some("127.0.0.1:0".into()),
-        config_file: None,
-    };
-    let settings = Settings::load_with_env(&overrides, Some(Default::default())).unwrap();
-    status_update_manager::service::start(settings.validate().unwrap())
-        .await
-        .expect("the service starts")
+    common::server::start_service(common::server::settings(dir, "127.0.0.1:0", &[])).await
 }
 
 fn grpc_code(result: Result<AcknowledgeResponse, BenchError>) -> (Code, String) {
@@ -201,12 +194,12 @@ async fn the_grpc_loads_client_gets_responses_forwards_and_coded_errors() {
 }
 
 /// `bench` as a user runs it, under a `ulimit -n` of `nofile`: its exit
-/// status, its stdout and its stderr.
-fn bench_binary_under_ulimit(nofile: u32, args: &[&str]) -> std::process::Output {
+/// status, its stdout and its stderr (waits at most `PROCESS_BOUND`).
+fn bench_binary_under_ulimit(nofile: u32, args: &[&str]) -> Finished {
     let args = [&["bench"], args].concat();
-    process::command_under_ulimit(&format!("-n {nofile}"), &args, &[])
-        .output()
-        .expect("sh runs the binary")
+    let limit = format!("-n {nofile}");
+    let command = command_under_ulimit(&limit, &args, &[]);
+    Proc::spawn(&format!("{} under ulimit {limit}", args.join(" ")), command).finish()
 }
 
 /// Every stream file open at once, in each phase: 300 of them (and the
@@ -238,10 +231,10 @@ fn the_recovery_after_a_grpc_load_waits_for_the_service_to_close_its_files() {
         512,
         &[small_run(data_dir).as_slice(), &["--json", "--via", "grpc"]].concat(),
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     assert!(output.status.success(), "{}: {stderr}", output.status);
     let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("a JSON report on stdout");
+        serde_json::from_str(&output.stdout).expect("a JSON report on stdout");
     assert_eq!(report["recovery"]["streams"], 300, "{report}");
     assert_eq!(report["open_files_peak"], 300, "{report}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -255,7 +248,7 @@ fn an_open_file_bound_no_process_can_hold_is_refused_before_anything_runs() {
     for bound in ["0", "99999999999999999"] {
         let output =
             bench_binary_under_ulimit(512, &["--data-dir", data_dir, "--max-open-files", bound]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = &output.stderr;
         assert_eq!(output.status.code(), Some(2), "{bound}: {stderr}");
         assert!(
             stderr.contains(&format!(
@@ -273,7 +266,7 @@ fn a_run_that_fails_says_why_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
     let output = bench_binary_under_ulimit(150, &small_run(data_dir));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("error: ") && stderr.contains("Too many open files"),

@@ -4,176 +4,29 @@
 //! operation failed (`error: CODE: message` on stderr), 2 a usage error (a bad configuration
 //! value included).
 //!
-//! Every wait is bounded ([`WAIT`]) and waits for a condition (a line, an exit); children are
-//! killed when a test fails ([`Proc`]'s `Drop`).
+//! Every wait is bounded (`PROCESS_BOUND`) and waits for a condition (a line, an exit);
+//! children are killed when a test fails ([`Proc`]'s `Drop`).
+#![cfg(feature = "service")]
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+mod common;
 
 use uuid::Uuid;
 
-mod process;
+use common::process::{Finished, Proc, Server};
 
-use process::BIN;
-
-/// The longest any one wait may take (a debug build on a busy machine).
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A child process of the binary, killed when dropped. Its stdout arrives line by line on
-/// a channel; its stderr is collected for failure messages and assertions.
-struct Proc {
-    what: String,
-    child: Child,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-/// What a finished process printed.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Proc {
-    fn start(what: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        // Only this test's settings: none inherited from the environment running the tests.
-        let mut child = process::command(args, env)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what}: cannot start {BIN}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let collected = Arc::clone(&stderr);
-        let readers = vec![
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            }),
-            std::thread::spawn(move || {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n @ 1..) = stderr_pipe.read(&mut chunk) {
-                    let text = String::from_utf8_lossy(&chunk[..n]);
-                    collected.lock().unwrap().push_str(&text);
-                }
-            }),
-        ];
-        Proc {
-            what: what.to_string(),
-            child,
-            lines,
-            stderr,
-            readers,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// The next stdout line that satisfies `wanted`, skipping others; fails after [`WAIT`].
-    fn line_where(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut skipped = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if wanted(&line) => return line,
-                Ok(line) => skipped.push(line),
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "{}: no line with {what} within {WAIT:?}; skipped {skipped:#?}\nstderr:\n{}",
-                    self.what,
-                    self.stderr()
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "{}: stdout closed before a line with {what}; skipped {skipped:#?}\nstderr:\n{}",
-                    self.what,
-                    self.stderr()
-                ),
-            }
-        }
-    }
-
-    /// Waits for the process to exit (at most [`WAIT`]), then collects what it printed.
-    fn finish(mut self) -> Finished {
-        let status = match wait_timeout::ChildExt::wait_timeout(&mut self.child, WAIT) {
-            Ok(Some(status)) => status,
-            Ok(None) => panic!(
-                "{}: still running after {WAIT:?}\nstderr:\n{}",
-                self.what,
-                self.stderr()
-            ),
-            Err(e) => panic!("{}: cannot wait: {e}", self.what),
-        };
-        // The pipes close with the process, so the readers end.
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        let stdout: Vec<String> = self.lines.try_iter().collect();
-        Finished {
-            status,
-            stdout: stdout.iter().map(|l| format!("{l}\n")).collect(),
-            stderr: self.stderr(),
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args([signal, pid.as_str()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid} failed");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A running `serve` and the URL clients use.
-struct Server {
-    proc: Proc,
-    url: String,
-    data: tempfile::TempDir,
-}
-
-fn start_server(env: &[(&str, &str)]) -> Server {
+/// A temporary data directory, and a running `serve` over it (bound in this
+/// order, the server is dropped, killed, before its directory is removed).
+fn start_server(env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
     let data = tempfile::tempdir().expect("tempdir");
-    let dir = data.path().to_str().expect("utf-8 temp path").to_string();
-    let proc = Proc::start(
-        "serve",
-        &["serve", "--data-dir", &dir, "--listen", "127.0.0.1:0"],
-        env,
-    );
-    let line = proc.line_where("`listening on ADDR`", |l| l.starts_with("listening on "));
-    let addr = line.trim_start_matches("listening on ").trim();
-    Server {
-        url: format!("http://{addr}"),
-        proc,
-        data,
-    }
+    let server = Server::start(data.path(), env);
+    (data, server)
 }
 
 /// Runs one client command against `server` and waits for it to finish.
 fn cli(server: &Server, args: &[&str]) -> Finished {
     let mut all = args.to_vec();
-    all.extend(["--server", &server.url]);
+    let url = server.url();
+    all.extend(["--server", &url]);
     Proc::start(&args.join(" "), &all, &[]).finish()
 }
 
@@ -233,7 +86,8 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 #[test]
 fn a_user_drives_the_service_with_the_cli() {
     // A short first retry, so that a retried forward shows up within the test.
-    let server = start_server(&[("SUM__RETRY__MIN", "300ms")]);
+    let (_data, server) = start_server(&[("SUM__RETRY__MIN", "300ms")]);
+    let url = server.url();
 
     // send: the uuid on stdout; the same uuid again is a duplicate.
     let sent = cli_ok(
@@ -280,7 +134,7 @@ fn a_user_drives_the_service_with_the_cli() {
     );
 
     // watch without acks: the first send, then a retry.
-    let watcher = Proc::start("watch", &["watch", "--server", &server.url], &[]);
+    let watcher = Proc::start("watch", &["watch", "--server", &url], &[]);
     let first = watcher.line_where("the forward of u1", |l| l.contains(&u1.to_string()));
     assert_eq!(field(&first, "stream"), "s1", "{first}");
     assert_eq!(field(&first, "state"), "RUNNING", "{first}");
@@ -294,14 +148,7 @@ fn a_user_drives_the_service_with_the_cli() {
     // A second subscriber takes over: the first one is told why and exits 1.
     let acker = Proc::start(
         "watch --auto-ack",
-        &[
-            "watch",
-            "--auto-ack",
-            "--name",
-            "acker",
-            "--server",
-            &server.url,
-        ],
+        &["watch", "--auto-ack", "--name", "acker", "--server", &url],
         &[],
     );
     let replaced = watcher.finish();
@@ -393,9 +240,8 @@ fn a_user_drives_the_service_with_the_cli() {
     assert!(cli_ok(&server, &["streams"]).ends_with("(no streams)\n"));
 
     // SIGTERM: a graceful stop, exit 0; the subscriber is told and exits 1.
-    let url = server.url.clone();
-    server.proc.signal("-TERM");
-    let stopped = server.proc.finish();
+    server.signal("-TERM");
+    let stopped = server.finish();
     assert!(
         stopped.status.success(),
         "serve: {}\n{}",
@@ -476,17 +322,12 @@ fn a_port_in_use_is_a_startup_failure() {
 
 #[test]
 fn a_data_directory_in_use_is_a_startup_failure_and_is_free_again_once_its_server_is_killed() {
-    let first = start_server(&[]);
-    let dir = first
-        .data
-        .path()
-        .to_str()
-        .expect("utf-8 temp path")
-        .to_string();
+    let (data, first) = start_server(&[]);
+    let dir = data.path().to_str().expect("utf-8 temp path").to_string();
     let serve = ["serve", "--data-dir", &dir, "--listen", "127.0.0.1:0"];
     let out = Proc::start("a second serve on the same data directory", &serve, &[]).finish();
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
-    let holder = first.proc.child.id();
+    let holder = first.id();
     assert!(
         out.stderr.contains(&format!(
             "error: the data directory '{dir}' is in use by another process (pid {holder})"
@@ -510,15 +351,11 @@ fn a_data_directory_in_use_is_a_startup_failure_and_is_free_again_once_its_serve
         inspected.stderr
     );
     // SIGKILL leaves the lock file, not the lock: the next start needs nothing cleared.
-    first.proc.signal("-KILL");
-    // The directory is kept (bound, not dropped) for the next start.
-    let Server {
-        proc, data: _kept, ..
-    } = first;
-    let killed = proc.finish();
+    first.signal("-KILL");
+    let killed = first.finish();
     assert!(!killed.status.success(), "{:?}", killed.status);
-    let again = Proc::start("serve after the holder was killed", &serve, &[]);
-    again.line_where("`listening on ADDR`", |l| l.starts_with("listening on "));
+    // Serves the same directory: it prints `listening on ADDR`.
+    Server::start(data.path(), &[]);
 }
 
 #[test]

@@ -45,15 +45,17 @@
 //! Every wait is bounded and polls a condition; apart from polling, the only sleep is the
 //! kill delay. The server is killed if the test fails ([`Server`]'s `Drop`), and the
 //! cycle's tasks are aborted with their `JoinSet`.
+#![cfg(feature = "service")]
 
-mod process;
+mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use process::Server;
+use common::process::{connect, Server};
+use common::{POLL, PROCESS_BOUND};
 use status_update_manager::proto::status_update_manager::v1 as pb;
 use status_update_manager::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 use tokio::task::JoinSet;
@@ -63,10 +65,6 @@ use uuid::Uuid;
 
 /// Cycles when `SUM_CRASH_CYCLES` is not set.
 const DEFAULT_CYCLES: usize = 20;
-/// The longest any one wait may take (a debug build on a busy machine).
-const WAIT: Duration = Duration::from_secs(20);
-/// Gap between two looks at a condition.
-const POLL: Duration = Duration::from_millis(5);
 /// Producers, each on its own connection.
 const PRODUCERS: usize = 4;
 /// Streams a producer writes at once.
@@ -81,19 +79,6 @@ const KILL_MIN_MS: u64 = 5;
 const KILL_MAX_MS: u64 = 700;
 
 type Client = StatusUpdateManagerClient<Channel>;
-
-// ---------------------------------------------------------------- the server process
-
-async fn connect(url: &str) -> Client {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match StatusUpdateManagerClient::connect(url.to_string()).await {
-            Ok(client) => return client,
-            Err(e) if Instant::now() >= deadline => panic!("cannot connect to {url}: {e}"),
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
-}
 
 // ---------------------------------------------------------------- the model
 
@@ -711,10 +696,10 @@ async fn check_restart(client: &mut Client, model: &Shared) {
     }
 }
 
-/// Waits for `tasks`, at most [`WAIT`]; what is left is aborted (its request stays in
+/// Waits for `tasks`, at most [`PROCESS_BOUND`]; what is left is aborted (its request stays in
 /// flight in the model).
 async fn join_all(tasks: &mut JoinSet<()>) -> usize {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + PROCESS_BOUND;
     while !tasks.is_empty() {
         match tokio::time::timeout_at(deadline, tasks.join_next()).await {
             Ok(Some(done)) => done.expect("a crash-loop task panicked"),
@@ -765,7 +750,6 @@ async fn crash_loop_keeps_every_answer() {
                 ("SUM__LOG__LEVEL", "warn"),
                 ("SUM__STORE__JOURNAL_CHECKPOINT_BYTES", checkpoint_bytes),
             ],
-            WAIT,
         );
         let url = server.url();
         let mut admin = connect(&url).await;
@@ -840,7 +824,7 @@ async fn crash_loop_keeps_every_answer() {
 /// Returns the server's stderr.
 async fn drain(data_dir: &std::path::Path, model: &Shared, cycles: usize) -> String {
     model.lock().unwrap().cycle = cycles;
-    let server = Server::start(data_dir, &[("SUM__LOG__LEVEL", "warn")], WAIT);
+    let server = Server::start(data_dir, &[("SUM__LOG__LEVEL", "warn")]);
     let url = server.url();
     let mut admin = connect(&url).await;
     check_restart(&mut admin, model).await;
@@ -850,7 +834,7 @@ async fn drain(data_dir: &std::path::Path, model: &Shared, cycles: usize) -> Str
         Arc::clone(model),
         Arc::clone(&killed),
     ));
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + PROCESS_BOUND;
     loop {
         let pending: usize = {
             let model = model.lock().unwrap();
@@ -860,7 +844,8 @@ async fn drain(data_dir: &std::path::Path, model: &Shared, cycles: usize) -> Str
             break;
         }
         if Instant::now() >= deadline || subscriber.is_finished() {
-            let what = format!("{pending} updates still pending {WAIT:?} after the last restart");
+            let what =
+                format!("{pending} updates still pending {PROCESS_BOUND:?} after the last restart");
             model.lock().unwrap().violation("-", what);
             break;
         }

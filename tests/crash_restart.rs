@@ -15,26 +15,24 @@
 //! the last ack answered OK (or the one after, if the ack in flight at the kill was recorded)
 //! and ending at the last update answered OK or the one in flight after it.
 //!
-//! Every wait is bounded ([`WAIT`]) and waits for a condition; the server is killed when the
-//! test fails ([`Server`]'s `Drop`).
+//! Every wait is bounded ([`PROCESS_BOUND`]) and waits for a condition; the server is killed
+//! when the test fails ([`Server`]'s `Drop`).
+#![cfg(feature = "service")]
 
-mod process;
+mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use process::Server;
+use common::process::{connect, Server};
+use common::{POLL, PROCESS_BOUND};
 use status_update_manager::proto::status_update_manager::v1 as pb;
 use status_update_manager::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-/// The longest any one wait may take (a debug build on a busy machine).
-const WAIT: Duration = Duration::from_secs(15);
-/// Gap between two looks at a condition (waits are bounded by [`WAIT`]).
-const POLL: Duration = Duration::from_millis(20);
 /// Streams written concurrently.
 const STREAMS: usize = 6;
 /// Updates per stream sent before anyone subscribes.
@@ -68,17 +66,6 @@ fn stream_index(id: &str) -> usize {
     id.strip_prefix("stream-")
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("a forward for an unknown stream {id:?}"))
-}
-
-async fn connect(url: String) -> Client {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match StatusUpdateManagerClient::connect(url.clone()).await {
-            Ok(client) => return client,
-            Err(e) if Instant::now() >= deadline => panic!("cannot connect to {url}: {e}"),
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
 }
 
 fn update(stream: usize, uuid: Uuid, n: usize) -> pb::UpdateRequest {
@@ -274,10 +261,10 @@ async fn wait_for_acks(
     at_least: usize,
     server: &Server,
 ) {
-    let enough = tokio::time::timeout(WAIT, acks.wait_for(|n| *n >= at_least));
+    let enough = tokio::time::timeout(PROCESS_BOUND, acks.wait_for(|n| *n >= at_least));
     if !matches!(enough.await, Ok(Ok(_))) {
         panic!(
-            "fewer than {at_least} acks answered within {WAIT:?}: {}\nserver stderr:\n{}",
+            "fewer than {at_least} acks answered within {PROCESS_BOUND:?}: {}\nserver stderr:\n{}",
             *acks.borrow(),
             server.stderr()
         );
@@ -292,8 +279,8 @@ async fn sigkill_loses_no_answered_update_and_undoes_no_answered_ack() {
     ));
 
     // Phase 1: a batch of updates, nobody subscribed.
-    let mut server = Server::start(data.path(), &[], WAIT);
-    let client = connect(server.url()).await;
+    let mut server = Server::start(data.path(), &[]);
+    let client = connect(&server.url()).await;
     send_batches(&client, &ledger, FIRST_BATCH).await;
     {
         let ledger = ledger.lock().unwrap();
@@ -319,23 +306,23 @@ async fn sigkill_loses_no_answered_update_and_undoes_no_answered_ack() {
     };
     wait_for_acks(&mut acks, KILL_AFTER_ACKS, &server).await;
     server.kill();
-    let stopped = tokio::time::timeout(WAIT, async {
+    let stopped = tokio::time::timeout(PROCESS_BOUND, async {
         subscriber.await.expect("the phase 2 subscriber panicked");
         senders.await.expect("a phase 2 sender panicked");
     })
     .await;
     assert!(
         stopped.is_ok(),
-        "requests still pending {WAIT:?} after SIGKILL"
+        "requests still pending {PROCESS_BOUND:?} after SIGKILL"
     );
     drop(client);
 
     // Phase 3: restart on the same directory; walk every queue by acking each forward.
-    let server = Server::start(data.path(), &[], WAIT);
-    let client = connect(server.url()).await;
+    let server = Server::start(data.path(), &[]);
+    let client = connect(&server.url()).await;
     let seen: Seen = Arc::new(Mutex::new(vec![Vec::new(); STREAMS]));
     let subscriber = tokio::spawn(ack_after_restart(client.clone(), Arc::clone(&seen)));
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + PROCESS_BOUND;
     let mut list = client.clone();
     loop {
         let streams = list
@@ -351,7 +338,7 @@ async fn sigkill_loses_no_answered_update_and_undoes_no_answered_ack() {
         assert!(!subscriber.is_finished(), "the subscriber stopped early");
         assert!(
             Instant::now() < deadline,
-            "{pending} updates still pending {WAIT:?} after the restart; seen {:?}\nserver stderr:\n{}",
+            "{pending} updates still pending {PROCESS_BOUND:?} after the restart; seen {:?}\nserver stderr:\n{}",
             seen.lock().unwrap().iter().map(Vec::len).collect::<Vec<_>>(),
             server.stderr()
         );

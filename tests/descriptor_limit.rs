@@ -4,17 +4,14 @@
 //! that no stream fails to open its file (`EMFILE`). The agents'
 //! connections get what the files leave; past that share they wait in the
 //! listen queue.
+#![cfg(feature = "service")]
 
-mod process;
+mod common;
 
-use std::time::Duration;
-
-use process::Server;
+use common::process::Server;
 use status_update_manager::bench::grpc_caller::{GrpcCaller, UPDATE};
 use status_update_manager::bench::load::bench_update;
 use status_update_manager::proto::status_update_manager::v1::{UpdateRequest, UpdateResponse};
-
-const WAIT: Duration = Duration::from_secs(20);
 
 /// Streams the test creates: more than fit under a limit of 200 descriptors.
 const STREAMS: usize = 300;
@@ -47,7 +44,7 @@ fn one_update_per_stream(addr: &str, streams: usize) -> Result<(), String> {
 /// (every one must succeed), and returns what the server logged.
 fn every_stream_works_under_ulimit(limit: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_under_ulimit(limit, dir.path(), &[], WAIT);
+    let server = Server::start_under_ulimit(limit, dir.path(), &[]);
     let sent = one_update_per_stream(server.addr(), STREAMS);
     let stderr = server.stderr();
     assert_eq!(sent, Ok(()), "{stderr}");
@@ -104,9 +101,9 @@ fn a_soft_limit_is_raised_to_the_hard_one() {
 fn agents_connections_past_their_share_wait_and_the_stream_files_keep_theirs() {
     let dir = tempfile::tempdir().unwrap();
     // 200 descriptors: 104 stream files, 32 connections, 64 for the rest.
-    let server = Server::start_under_ulimit("-n 200", dir.path(), &[], WAIT);
+    let server = Server::start_under_ulimit("-n 200", dir.path(), &[]);
     assert!(
-        server.wait_for_stderr("max_connections=32 max_open_files=104", WAIT),
+        server.wait_for_stderr("max_connections=32 max_open_files=104"),
         "{}",
         server.stderr()
     );
@@ -115,7 +112,7 @@ fn agents_connections_past_their_share_wait_and_the_stream_files_keep_theirs() {
     // More agents than that: they wait in the listen queue, unaccepted.
     let waiting: Vec<_> = (0..100).map(connect).collect();
     assert!(
-        server.wait_for_stderr("new ones wait in the listen queue", WAIT),
+        server.wait_for_stderr("new ones wait in the listen queue"),
         "{}",
         server.stderr()
     );

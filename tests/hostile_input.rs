@@ -17,25 +17,21 @@
 //! Non-UTF-8 strings cannot be sent through the generated client, so those
 //! rows encode the request by hand with `bytes` in place of `string`
 //! ([`RawUpdateRequest`]) and call the RPC through `tonic::client::Grpc`.
+#![cfg(feature = "service")]
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::Code;
 use uuid::Uuid;
 
-use status_update_manager::config::{Overrides, Settings};
-use status_update_manager::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 use status_update_manager::proto::status_update_manager::v1::{
-    AcknowledgeRequest, AcknowledgeResponse, GetStreamRequest, Status, StatusUpdate, UpdateRequest,
-    UpdateResponse,
+    AcknowledgeRequest, AcknowledgeResponse, Status, StatusUpdate, UpdateRequest, UpdateResponse,
 };
-use status_update_manager::service::{self, RunningService};
 use status_update_manager::store::layout::{discover_native_streams, native_stream_path};
 
 /// `server.max_payload_bytes` of the server under test.
@@ -44,10 +40,6 @@ const MAX_PAYLOAD: usize = 16;
 const MAX_PENDING: usize = 2;
 /// `limits.max_streams`.
 const MAX_STREAMS: usize = 3;
-/// Longest wait for a condition.
-const WAIT: Duration = Duration::from_secs(5);
-/// Gap between two looks at a condition.
-const POLL: Duration = Duration::from_millis(10);
 
 /// The code a string field that is not UTF-8 gets: the request does not
 /// decode, and the service's codec (src/service/codec.rs) answers
@@ -120,50 +112,40 @@ where
 
 // ---------------------------------------------------------------- harness
 
-/// A server over `<root>/data`, and a client.
+/// The shared in-process server (`common::server`) over `<root>/data`, with
+/// this file's limits, and the root nothing may be written beside.
 struct Server {
-    running: RunningService,
-    channel: Channel,
-    client: StatusUpdateManagerClient<Channel>,
+    service: common::server::Server,
     root: PathBuf,
-    data_dir: PathBuf,
+}
+
+impl std::ops::Deref for Server {
+    type Target = common::server::Server;
+    fn deref(&self) -> &Self::Target {
+        &self.service
+    }
 }
 
 impl Server {
     async fn start(root: &Path) -> Server {
-        let data_dir = root.join("data");
-        let overrides = Overrides {
-            data_dir: Some(data_dir.clone()),
-            listen: Some("127.0.0.1:0".into()),
-            config_file: None,
-        };
-        let mut settings = Settings::load_with_env(&overrides, Some(Default::default()))
-            .expect("the defaults load");
-        settings.server.max_payload_bytes = MAX_PAYLOAD;
-        settings.limits.max_pending_per_stream = MAX_PENDING;
-        settings.limits.max_streams = MAX_STREAMS;
-        let config = settings.validate().expect("the test settings are valid");
-        let running = service::start(config).await.expect("the service starts");
-        let channel = Channel::from_shared(format!("http://{}", running.local_addr))
-            .expect("a valid url")
-            .connect()
-            .await
-            .expect("the client connects");
+        let service = common::server::Server::start(&root.join("data"), |settings| {
+            settings.server.max_payload_bytes = MAX_PAYLOAD;
+            settings.limits.max_pending_per_stream = MAX_PENDING;
+            settings.limits.max_streams = MAX_STREAMS;
+        })
+        .await;
         Server {
-            running,
-            client: StatusUpdateManagerClient::new(channel.clone()),
-            channel,
+            service,
             root: root.to_path_buf(),
-            data_dir,
         }
     }
 
     async fn shutdown(self) {
-        self.running.shutdown().await.expect("a clean shutdown");
+        self.service.shutdown().await;
     }
 
     async fn call(&self, call: &Call) -> Result<Answer, tonic::Status> {
-        let mut client = self.client.clone();
+        let mut client = self.client();
         match call {
             Call::Update(request) => client
                 .update(request.clone())
@@ -194,28 +176,6 @@ impl Server {
         match self.call(&Call::Update(common::checkpointed(update))).await {
             Ok(Answer::Update(r)) => assert!(!r.duplicate, "update of {what}: a duplicate"),
             other => panic!("update of {what}: expected OK, got {other:?}"),
-        }
-    }
-
-    /// Waits (bounded) until `stream` is no longer in memory.
-    async fn gone(&self, stream: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let got = self
-                .client
-                .clone()
-                .get_stream(GetStreamRequest {
-                    stream_id: stream.into(),
-                })
-                .await;
-            match got {
-                Err(status) if status.code() == Code::NotFound => return,
-                other => assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "stream {stream:?} still in memory after {WAIT:?}: {other:?}"
-                ),
-            }
-            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -592,14 +552,9 @@ async fn every_hostile_input_is_rejected_or_confined_to_the_data_dir() {
                 end.terminal = true;
                 server.accept(common::status_update(id, "", &end)).await;
                 let info = server
-                    .client
-                    .clone()
-                    .get_stream(GetStreamRequest {
-                        stream_id: id.clone(),
-                    })
+                    .get(id)
                     .await
-                    .unwrap_or_else(|s| panic!("{what}: GetStream: {s}"))
-                    .into_inner();
+                    .unwrap_or_else(|s| panic!("{what}: GetStream: {s}"));
                 assert_eq!(info.stream_id, *id, "{what}: GetStream names the stream");
                 for head in info.pending_statuses {
                     match server.call(&ack(id, &head.uuid)).await {
@@ -609,7 +564,7 @@ async fn every_hostile_input_is_rejected_or_confined_to_the_data_dir() {
                         other => panic!("{what}: ack of the head: {other:?}"),
                     }
                 }
-                server.gone(id).await;
+                server.wait_gone(id).await;
                 let path = native_stream_path(&server.data_dir, id);
                 assert!(!path.exists(), "{what}: the finished stream's file stays");
                 assert!(streams_dir.is_dir(), "{what}: the streams dir was removed");
@@ -754,14 +709,9 @@ async fn hostile_stream_ids_are_recovered_by_id_after_a_restart() {
     assert_eq!(server.running.recovered, ids.len(), "streams recovered");
     for (id, st) in ids.iter().zip(&statuses) {
         let info = server
-            .client
-            .clone()
-            .get_stream(GetStreamRequest {
-                stream_id: id.to_string(),
-            })
+            .get(id)
             .await
-            .unwrap_or_else(|s| panic!("GetStream {id:?} after the restart: {s}"))
-            .into_inner();
+            .unwrap_or_else(|s| panic!("GetStream {id:?} after the restart: {s}"));
         assert_eq!(info.stream_id, *id);
         assert_eq!(
             info.pending_statuses.first(),

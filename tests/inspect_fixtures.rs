@@ -3,20 +3,20 @@
 //! recovering a copy of each with the manager (strict and non-strict) arrives at the same
 //! facts. Also the command line's other promises: `--kind` overrides detection, a data
 //! directory expands to its stream files, a missing file is reported, usage errors exit 2.
+#![cfg(feature = "service")]
 mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use common::process::{self, Finished, Proc};
 use common::*;
 use status_update_manager::kind::{status_uuid, Operation, Record, Task, UpdateKind};
 use status_update_manager::messages::{GetStream, Recover};
 use status_update_manager::store::framing::{FrameReader, Next};
-use status_update_manager::ManagerConfig;
 
 const FIXTURES: [&str; 4] = [
     "op_pending.updates",
@@ -25,21 +25,20 @@ const FIXTURES: [&str; 4] = [
     "task_running.updates",
 ];
 
-fn inspect(args: &[&str], paths: &[PathBuf]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_status-update-manager"))
-        .arg("inspect")
-        .args(args)
-        .args(paths)
-        .output()
-        .expect("run the status-update-manager binary")
+/// Runs `inspect ARGS PATHS` (as a child process, waited for at most
+/// `PROCESS_BOUND`): its exit status, stdout and stderr.
+fn inspect(args: &[&str], paths: &[PathBuf]) -> Finished {
+    let mut command = process::command(&[&["inspect"], args].concat(), &[]);
+    command.args(paths);
+    Proc::spawn(&format!("inspect {args:?} {paths:?}"), command).finish()
 }
 
 /// Runs `inspect --json` and returns its `streams`, checking exit status 0.
 fn inspect_json(args: &[&str], paths: &[PathBuf]) -> Vec<Value> {
     let output = inspect(&[&["--json"], args].concat(), paths);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     assert!(output.status.success(), "inspect failed: {stderr}");
-    let doc: Value = serde_json::from_slice(&output.stdout).expect("one JSON document on stdout");
+    let doc: Value = serde_json::from_str(&output.stdout).expect("one JSON document on stdout");
     let object = doc.as_object().expect("a JSON object");
     assert_eq!(object.keys().collect::<Vec<_>>(), ["streams"], "{doc}");
     doc["streams"]
@@ -110,7 +109,7 @@ fn table_output_lists_every_stream() {
     let paths: Vec<PathBuf> = FIXTURES.iter().map(|n| fixtures_dir().join(n)).collect();
     let output = inspect(&[], &paths);
     assert!(output.status.success());
-    let text = String::from_utf8(output.stdout).expect("UTF-8 table");
+    let text = output.stdout;
     assert!(text.starts_with("PATH"), "{text}");
     let expected = expected();
     for name in FIXTURES {
@@ -234,7 +233,7 @@ async fn recover_fixture<K: UpdateKind>(name: &str, strict: bool) {
     let copy = dir.path().join(name);
     fs::copy(fixtures_dir().join(name), &copy).unwrap();
     let id = first_stream_id::<K>(&fs::read(&copy).unwrap());
-    let (manager, mut rx) = start::<K>(ManagerConfig::default(), single_file_paths::<K>(&copy));
+    let (manager, mut rx) = start::<K>(inline_config(), single_file_paths::<K>(&copy));
     let mut state = manager
         .send(Recover::<K> {
             ids: vec![id.clone()],
@@ -322,13 +321,13 @@ fn a_data_dir_whose_commit_journal_holds_records_is_flagged_on_stderr() {
     let journal = dir.path().join(status_update_manager::store::JOURNAL_FILE);
     std::fs::write(&journal, b"not yet replayed").unwrap();
     let output = inspect(&["--json"], &[dir.path().to_path_buf()]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     assert!(output.status.success(), "inspect failed: {stderr}");
     assert!(
         stderr.contains("commit.journal") && stderr.contains("replays them first"),
         "{stderr}"
     );
-    let doc: Value = serde_json::from_slice(&output.stdout).expect("JSON stays on stdout");
+    let doc: Value = serde_json::from_str(&output.stdout).expect("JSON stays on stdout");
     assert_eq!(doc["streams"], Value::Array(Vec::new()));
     assert_eq!(
         std::fs::read(&journal).unwrap(),
@@ -348,7 +347,7 @@ fn a_data_dir_whose_commit_journal_holds_records_is_flagged_on_stderr() {
     ));
     std::fs::write(&file, b"").unwrap();
     let output = inspect(&["--json"], &[file.clone(), streams.clone()]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     assert!(output.status.success(), "inspect failed: {stderr}");
     assert_eq!(stderr.matches("commit.journal").count(), 1, "{stderr}");
     assert!(stderr.contains("replays them first"), "{stderr}");
@@ -357,7 +356,7 @@ fn a_data_dir_whose_commit_journal_holds_records_is_flagged_on_stderr() {
     std::fs::write(&journal, b"").unwrap();
     let output = inspect(&["--json"], &[dir.path().to_path_buf(), file]);
     assert!(output.status.success());
-    assert!(!String::from_utf8_lossy(&output.stderr).contains("commit.journal"));
+    assert!(!output.stderr.contains("commit.journal"));
 }
 
 #[test]
@@ -369,7 +368,7 @@ fn a_journal_rotated_for_a_checkpoint_is_flagged_too() {
     // is not there yet.
     std::fs::write(&old, b"not yet replayed").unwrap();
     let output = inspect(&["--json"], &[dir.path().to_path_buf()]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     assert!(output.status.success(), "inspect failed: {stderr}");
     assert_eq!(stderr.matches("commit.journal.old'").count(), 1, "{stderr}");
     assert!(stderr.contains("replays them first"), "{stderr}");
@@ -377,7 +376,7 @@ fn a_journal_rotated_for_a_checkpoint_is_flagged_too() {
     // Both, each named once.
     std::fs::write(&journal, b"newer").unwrap();
     let output = inspect(&["--json"], &[dir.path().to_path_buf()]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     assert_eq!(stderr.matches("commit.journal.old'").count(), 1, "{stderr}");
     assert_eq!(stderr.matches("commit.journal'").count(), 1, "{stderr}");
     assert_eq!(

@@ -2,13 +2,16 @@
 //! stream actors did, a taken address fails the start, and a second start
 //! in the process serves the same recorder. (One test per process: the
 //! recorder is global.)
+#![cfg(feature = "service")]
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
+use common::server::{settings, start_service};
+use common::BOUND;
 use pb::status_update_manager_client::StatusUpdateManagerClient;
-use status_update_manager::config::{Overrides, Settings};
 use status_update_manager::proto::status_update_manager::v1 as pb;
 
 fn free_port() -> u16 {
@@ -23,8 +26,7 @@ fn free_port() -> u16 {
 /// returned).
 fn scrape(port: u16) -> String {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    conn.set_read_timeout(Some(BOUND)).unwrap();
     conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut body = String::new();
@@ -37,16 +39,9 @@ fn scrape(port: u16) -> String {
 async fn metrics_are_served_when_enabled() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let overrides = Overrides {
-        data_dir: Some(dir.path().into()),
-        listen: Some("127.0.0.1:0".into()),
-        config_file: None,
-    };
-    let mut settings = Settings::load_with_env(&overrides, Some(Default::default())).unwrap();
-    settings.metrics.listen = format!("127.0.0.1:{port}");
-    let running = status_update_manager::service::start(settings.validate().unwrap())
-        .await
-        .unwrap();
+    let mut first = settings(dir.path(), "127.0.0.1:0", &[]);
+    first.metrics.listen = format!("127.0.0.1:{port}");
+    let running = start_service(first).await;
     let url = format!("http://{}", running.local_addr);
     let mut client = StatusUpdateManagerClient::connect(url.clone())
         .await
@@ -85,7 +80,7 @@ async fn metrics_are_served_when_enabled() {
         })
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), sub.message())
+    tokio::time::timeout(BOUND, sub.message())
         .await
         .unwrap()
         .unwrap()
@@ -126,9 +121,9 @@ async fn metrics_are_served_when_enabled() {
     // A taken metrics.listen fails the start, naming the address.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let mut settings = Settings::load_with_env(&overrides, Some(Default::default())).unwrap();
-    settings.metrics.listen = addr.to_string();
-    let err = status_update_manager::service::start(settings.validate().unwrap())
+    let mut taken_listen = settings(dir.path(), "127.0.0.1:0", &[]);
+    taken_listen.metrics.listen = addr.to_string();
+    let err = status_update_manager::service::start(taken_listen.validate().unwrap())
         .await
         .unwrap_err();
     assert!(
@@ -144,9 +139,9 @@ async fn metrics_are_served_when_enabled() {
     // Started again in this process, the service serves the recorder it
     // installed the first time, with what was counted then.
     let port = free_port();
-    let mut settings = Settings::load_with_env(&overrides, Some(Default::default())).unwrap();
-    settings.metrics.listen = format!("127.0.0.1:{port}");
-    let running = status_update_manager::service::start(settings.validate().unwrap())
+    let mut again = settings(dir.path(), "127.0.0.1:0", &[]);
+    again.metrics.listen = format!("127.0.0.1:{port}");
+    let running = status_update_manager::service::start(again.validate().unwrap())
         .await
         .expect("a second start with metrics.listen");
     let body = tokio::task::spawn_blocking(move || scrape(port))

@@ -18,6 +18,6 @@ pub mod stream;
 pub use forward::Forward;
 pub use handle::{GetHandle, Reply, StreamHandle};
 pub use manager::{
-    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover,
-    RecoveredStream, RecoveryState, Resume, StreamStats, SyncAll, Update, UpdateOutcome,
+    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
+    RecoveryState, Resume, StreamStats, SyncAll, Update, UpdateOutcome,
 };

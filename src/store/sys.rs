@@ -109,4 +109,3 @@ pub fn device_in(metadata: &std::fs::Metadata) -> u64 {
         0
     }
 }
-
