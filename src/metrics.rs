@@ -175,8 +175,6 @@ pub struct StreamMetrics {
     pub over_retry_budget: Gauge,
     /// [`PENDING`].
     pub pending: Gauge,
-    /// [`APPEND_SECONDS`].
-    pub append_seconds: Histogram,
     /// [`SYNC_SECONDS`].
     pub sync_seconds: Histogram,
 }
@@ -196,7 +194,6 @@ impl StreamMetrics {
             retry_budget_exceeded: counter!(RETRY_BUDGET_EXCEEDED),
             over_retry_budget: gauge!(OVER_RETRY_BUDGET),
             pending: gauge!(PENDING),
-            append_seconds: histogram!(APPEND_SECONDS),
             sync_seconds: histogram!(SYNC_SECONDS),
         }
     }

@@ -32,7 +32,7 @@ async fn streams_beyond_the_bound_reopen_their_files() {
         let config = ManagerConfig {
             sync,
             max_open_files: BOUND,
-            ..ManagerConfig::default()
+            ..inline_config()
         };
         let (manager, mut rx) = start::<Native>(config.clone(), native_paths(&data));
         let mut updates = Vec::new();

@@ -8,8 +8,9 @@
 //! Power loss is simulated by cutting the stream files back to empty while
 //! keeping the journal as it was when its last round was answered (it was
 //! synced; the stream files were not). These tests use real time (the
-//! committer is a thread): waits are bounded and only ever wait for
-//! something to happen, or show it has not yet.
+//! committer is a thread): waits are bounded and poll for something that
+//! must happen; "not yet" is checked while the committer is held at its
+//! sync ([`FaultPlan::hold_syncs`]), never after a sleep.
 mod common;
 
 use common::*;
@@ -48,7 +49,7 @@ async fn answered_records_survive_losing_every_unsynced_stream_file_byte() {
     assert_eq!(replayed.applied, 0, "a new journal holds nothing");
     let config = ManagerConfig {
         sync: SyncPolicy::Batch,
-        committer: committer.clone(),
+        committer: Some(committer.clone()),
         ..ManagerConfig::default()
     };
     let (manager, mut rx) = start::<Native>(config, native_paths(dir.path()));
@@ -114,7 +115,7 @@ async fn answered_records_survive_losing_every_unsynced_stream_file_byte() {
     }
     let config = ManagerConfig {
         sync: SyncPolicy::Batch,
-        committer: again,
+        committer: Some(again),
         ..ManagerConfig::default()
     };
     let (recovered, _rx) = start::<Native>(config, native_paths(dir.path()));
@@ -152,7 +153,7 @@ async fn nothing_is_answered_before_the_journal_is_synced() {
     let replies: Vec<_> = (0..STREAMS)
         .map(|i| actix_rt::spawn(manager.send(update(i, "TWO"))))
         .collect();
-    tokio::time::sleep(NOT_YET).await;
+    until_held("the round held at its sync", &faults, FaultPlan::syncs_held).await;
     for (i, reply) in replies.iter().enumerate() {
         assert!(
             !reply.is_finished(),

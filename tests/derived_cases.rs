@@ -22,7 +22,7 @@ use status_update_manager::messages::{
 };
 use status_update_manager::proto::mesos::internal::UpdateOperationStatusMessage as OpUpdate;
 use status_update_manager::proto::mesos::OperationState;
-use status_update_manager::{ManagerConfig, StatusUpdateManager};
+use status_update_manager::StatusUpdateManager;
 
 type Manager = Addr<StatusUpdateManager<Operation>>;
 type Forwards = UnboundedReceiver<Forward<Operation>>;
@@ -34,7 +34,7 @@ const FAILED: OperationState = OperationState::OperationFailed;
 const TICK: Duration = Duration::from_millis(1);
 
 fn boot(dir: &Path) -> (Manager, Forwards) {
-    start::<Operation>(ManagerConfig::default(), operation_paths(dir))
+    start::<Operation>(inline_config(), operation_paths(dir))
 }
 
 /// "Reset": drop every handle on the old manager and its probe, then start a

@@ -11,22 +11,22 @@ use actix::prelude::*;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use common::*;
-use status_update_manager::messages::handle::StreamHandle;
 use status_update_manager::error::{AckError, UpdateError};
 use status_update_manager::kind::{InvalidUpdate, Native};
+use status_update_manager::messages::handle::StreamHandle;
 use status_update_manager::messages::{
     Acknowledge, Cleanup, Forward, GetHandle, GetStream, Recover, StreamStats, Update,
     UpdateOutcome,
 };
 use status_update_manager::proto::status_update_manager::v1 as native;
 use status_update_manager::store::layout::native_stream_path;
-use status_update_manager::{ManagerConfig, StatusUpdateManager};
+use status_update_manager::StatusUpdateManager;
 
 type Manager = Addr<StatusUpdateManager<Native>>;
 type Forwards = UnboundedReceiver<Forward<Native>>;
 
 fn boot(dir: &Path) -> (Manager, Forwards) {
-    start::<Native>(ManagerConfig::default(), native_paths(dir))
+    start::<Native>(inline_config(), native_paths(dir))
 }
 
 /// Creates stream `id` (framework `f`) through the manager with one

@@ -3,7 +3,8 @@
 //! writes share one sync round.
 //!
 //! These tests use real time (the committer is a thread): waits are bounded
-//! and only ever wait for something to happen, or show it has not yet.
+//! and poll for something that must happen; "not yet" is checked while the
+//! committer is held at its sync, never after a sleep.
 mod common;
 
 use common::*;
@@ -27,7 +28,7 @@ async fn nothing_is_answered_or_forwarded_before_its_sync() {
             update: u.clone(),
             checkpoint: true,
         }));
-        tokio::time::sleep(NOT_YET).await;
+        until_held("the round held at its sync", &faults, FaultPlan::syncs_held).await;
         assert!(
             !reply.is_finished(),
             "update {i} was answered before its sync"
@@ -53,7 +54,7 @@ async fn nothing_is_answered_or_forwarded_before_its_sync() {
             uuid: native_uuid(&u),
         };
         let reply = actix_rt::spawn(manager.send(ack));
-        tokio::time::sleep(NOT_YET).await;
+        until_held("the round held at its sync", &faults, FaultPlan::syncs_held).await;
         assert!(!reply.is_finished(), "ack {i} was answered before its sync");
         faults.release_syncs();
         let acked = answer(reply).await;

@@ -17,7 +17,7 @@ use status_update_manager::proto::mesos;
 use status_update_manager::proto::mesos::internal::UpdateOperationStatusMessage;
 use status_update_manager::proto::mesos::{OperationState, TaskState};
 use status_update_manager::store::framing::{FrameReader, Next};
-use status_update_manager::{ManagerConfig, StatusUpdateManager};
+use status_update_manager::StatusUpdateManager;
 
 /// O: the operation uuid of the worked example.
 const O: Uuid = Uuid::from_u128(0x0f0e_0d0c_0b0a_4908_8706_0504_0302_0100);
@@ -108,8 +108,7 @@ async fn acknowledge<K: UpdateKind>(
 /// Writes `update` and its ack through an operation manager; returns the file's bytes.
 async fn write_operation(update: UpdateOperationStatusMessage) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    let (manager, mut rx) =
-        start::<Operation>(ManagerConfig::default(), operation_paths(dir.path()));
+    let (manager, mut rx) = start::<Operation>(inline_config(), operation_paths(dir.path()));
     let op = Operation::stream_id(&update).unwrap();
     let uuid = op_status_uuid(&update);
     checkpoint(&manager, update).await;
@@ -251,7 +250,7 @@ async fn unknown_nested_data_survives_decode_and_encode() {
 
     // The manager writes the decoded update back byte for byte.
     let dir = tempfile::tempdir().unwrap();
-    let (manager, _rx) = start::<Operation>(ManagerConfig::default(), operation_paths(dir.path()));
+    let (manager, _rx) = start::<Operation>(inline_config(), operation_paths(dir.path()));
     checkpoint(&manager, update).await;
     let written = fs::read(operation_path(dir.path(), &O)).unwrap();
     assert_eq!(hex(&written), hex(&original), "through the manager");
@@ -274,7 +273,7 @@ fn frames(bytes: &[u8]) -> Vec<&[u8]> {
 async fn task_records_decode_back_and_ack_carries_raw_uuid() {
     tokio::time::pause();
     let dir = tempfile::tempdir().unwrap();
-    let (manager, mut rx) = start::<Task>(ManagerConfig::default(), task_paths(dir.path()));
+    let (manager, mut rx) = start::<Task>(inline_config(), task_paths(dir.path()));
     let update = task_update("fw-1", "task-1", TaskState::TaskRunning);
     let uuid = task_uuid(&update);
     let id = TaskStreamId {
@@ -328,7 +327,7 @@ async fn manager_rewrites_mesos_written_files_identically() {
     let update = first_update::<Task>(&want);
     let id = Task::stream_id(&update).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (manager, mut rx) = start::<Task>(ManagerConfig::default(), task_paths(dir.path()));
+    let (manager, mut rx) = start::<Task>(inline_config(), task_paths(dir.path()));
     let uuid = task_uuid(&update);
     checkpoint(&manager, update).await;
     recv_or_fail(&mut rx, "first forward").await;

@@ -35,7 +35,7 @@ use status_update_manager::messages::{
 use status_update_manager::proto::mesos::internal::UpdateOperationStatusMessage;
 use status_update_manager::proto::mesos::OperationState;
 use status_update_manager::store::StoreError;
-use status_update_manager::{ManagerConfig, StatusUpdateManager};
+use status_update_manager::StatusUpdateManager;
 
 type Manager = Addr<StatusUpdateManager<Operation>>;
 type Forwards = UnboundedReceiver<Forward<Operation>>;
@@ -49,7 +49,7 @@ const PAST_MIN: Duration = MIN.saturating_add(Duration::from_millis(100));
 /// Mesos's fixture: an unpaused manager, forwards to a probe, files under
 /// `<dir>/streams/`.
 fn start_manager(dir: &Path) -> (Manager, Forwards) {
-    start::<Operation>(ManagerConfig::default(), operation_paths(dir))
+    start::<Operation>(inline_config(), operation_paths(dir))
 }
 
 /// Mesos's "reset": destroy the manager (its timers go with it) and start a

@@ -115,7 +115,7 @@ async fn c3_hostile_stream_ids_stay_under_data_dir() {
     let sandbox = tempfile::tempdir().unwrap();
     let dir = sandbox.path().join("data");
     std::fs::create_dir(&dir).unwrap();
-    let (m, mut rx) = start::<Native>(ManagerConfig::default(), native_paths(&dir));
+    let (m, mut rx) = start::<Native>(inline_config(), native_paths(&dir));
 
     let mut ids: Vec<String> = [
         "..",
@@ -210,7 +210,7 @@ async fn c3_hostile_stream_ids_stay_under_data_dir() {
     drop(m);
     drop(rx);
     settle().await;
-    let (m, mut rx) = start::<Native>(ManagerConfig::default(), native_paths(&dir));
+    let (m, mut rx) = start::<Native>(inline_config(), native_paths(&dir));
     let discovered: Vec<String> = discover_native_streams(&dir)
         .unwrap()
         .into_iter()
@@ -271,7 +271,7 @@ async fn c5_forward_recipient_gone_keeps_retrying() {
     let (tx, mut rx) = unbounded_channel();
     let upstream = Upstream { tx }.start();
     let m = StatusUpdateManager::<Operation>::start(
-        ManagerConfig::default(),
+        inline_config(),
         upstream.clone().recipient(),
         operation_paths(dir.path()),
     );
@@ -363,7 +363,7 @@ async fn c7_jitter_bounds() {
             jitter: 0.25,
             ..RetryPolicy::default()
         },
-        ..ManagerConfig::default()
+        ..inline_config()
     };
     let (m, mut rx) = start::<Operation>(config, operation_paths(dir.path()));
 

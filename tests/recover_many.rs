@@ -12,7 +12,6 @@ use common::*;
 use status_update_manager::kind::{encode_framed, Operation, RecordRef};
 use status_update_manager::messages::{Forward, Recover};
 use status_update_manager::proto::mesos::OperationState;
-use status_update_manager::ManagerConfig;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const STREAMS: usize = 10_000;
@@ -62,8 +61,7 @@ async fn recover_10000_streams_forwards_each_head_once() {
     let mut ids: Vec<Uuid> = heads.keys().copied().collect();
     ids.sort();
 
-    let (manager, mut rx) =
-        start::<Operation>(ManagerConfig::default(), operation_paths(dir.path()));
+    let (manager, mut rx) = start::<Operation>(inline_config(), operation_paths(dir.path()));
     let state = manager
         .send(Recover::<Operation> {
             ids: ids.clone(),

@@ -55,7 +55,7 @@ async fn a_head_past_the_retry_budget_is_warned_once_and_still_retried() {
     let (manager, mut rx) = start::<Native>(
         ManagerConfig {
             retry,
-            ..ManagerConfig::default()
+            ..inline_config()
         },
         native_paths(dir.path()),
     );

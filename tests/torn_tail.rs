@@ -70,7 +70,7 @@ async fn torn_tail_at_every_offset<K: UpdateKind>(
         .map(|u| status_uuid::<K>(u).unwrap())
         .collect();
     let write_dir = tempfile::tempdir().unwrap();
-    let (writer, _rx) = start::<K>(ManagerConfig::default(), paths(write_dir.path()));
+    let (writer, _rx) = start::<K>(inline_config(), paths(write_dir.path()));
     for step in steps {
         match step {
             Step::Update(i) => {
@@ -118,7 +118,7 @@ async fn torn_tail_at_every_offset<K: UpdateKind>(
         fs::write(&path, &bytes[..cut]).unwrap();
         let config = ManagerConfig {
             sync: SyncPolicy::None,
-            ..ManagerConfig::default()
+            ..inline_config()
         };
         let (manager, _rx) = start::<K>(config, paths(dir.path()));
         let mut state = manager

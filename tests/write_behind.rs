@@ -6,7 +6,9 @@
 //! it alone; a write the committer fails restarts the stream from its file.
 //!
 //! These tests use real time (the committer is a thread): waits are bounded
-//! and only ever wait for something to happen, or show it has not yet.
+//! and poll for something that must happen; "not yet" is checked while the
+//! committer is held at its gate (before its write, or at its sync), never
+//! after a sleep.
 mod common;
 
 use common::*;
@@ -56,7 +58,12 @@ async fn round_in_flight_written_by_the_stream(policy: SyncPolicy) {
     faults.hold_committer_writes();
     let one = update("ONE");
     let reply = actix_rt::spawn(manager.send(one.clone()));
-    tokio::time::sleep(NOT_YET).await;
+    until_held(
+        "the round held before it writes",
+        &faults,
+        FaultPlan::committer_writes_held,
+    )
+    .await;
     assert!(!reply.is_finished(), "answered before its round wrote it");
     assert!(
         rx.try_recv().is_err(),
@@ -171,7 +178,7 @@ async fn always_syncs_on_the_committer_and_its_stream_keeps_serving_meanwhile() 
     // Every sync is held after it reached the disk.
     faults.hold_syncs();
     let reply = actix_rt::spawn(manager.send(one.clone()));
-    tokio::time::sleep(NOT_YET).await;
+    until_held("the round held at its sync", &faults, FaultPlan::syncs_held).await;
     assert!(!reply.is_finished(), "answered before its sync");
     assert!(rx.try_recv().is_err(), "forwarded before its sync");
     // The stream's thread is not stuck in that sync: the stream answers.

@@ -16,7 +16,7 @@ fn config(sync: SyncPolicy, faults: &FaultPlan) -> ManagerConfig {
     ManagerConfig {
         sync,
         faults: Some(faults.clone()),
-        ..ManagerConfig::default()
+        ..inline_config()
     }
 }
 

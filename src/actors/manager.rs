@@ -36,23 +36,22 @@ use std::sync::Arc;
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::prelude::*;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::messages::handle::{
-    ack_unavailable, deliver, update_unavailable, GetHandle, StreamHandle,
-};
 use crate::actors::stream::{StreamActor, StreamInit, StreamSettings, StreamShared};
 use crate::error::{AckError, RecoverError, UpdateError};
 use crate::kind::{describe_update, validate_update, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
+use crate::messages::handle::{
+    ack_unavailable, deliver, update_unavailable, GetHandle, StreamHandle,
+};
 use crate::messages::manager::{
-    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover,
-    RecoveredStream, RecoveryState, Resume, StreamEnded, StreamStats, SyncAll, Update,
-    UpdateOutcome,
+    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
+    RecoveryState, Resume, StreamEnded, StreamStats, SyncAll, Update, UpdateOutcome,
 };
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::metrics::StreamMetrics;
-use crate::store::{Committer, FaultPlan, FileCache, StoreError, StreamLog, SyncPolicy};
+use crate::store::{Committer, FaultPlan, FileCache, StreamLog, SyncPolicy};
 use crate::stream::recover::recover_files;
 use crate::stream::{RetryPolicy, StreamState};
 
@@ -84,11 +83,14 @@ pub struct ManagerConfig {
     pub files: Option<FileCache>,
     /// Storage faults to inject into every stream file (tests only).
     pub faults: Option<FaultPlan>,
-    /// Who runs the group-commit rounds of `sync = batch`: the arbiter
-    /// itself (default; deterministic under paused time) or a committer
-    /// thread ([`Committer::thread`], the service's choice). With a committer
-    /// thread, new stream files are also created off the actor thread.
-    pub committer: Committer,
+    /// The committer that writes and syncs the streams' records (see
+    /// [`crate::store`], "Durability"). `None` (the default): the manager
+    /// starts a committer thread of its own ([`Committer::thread_for`]), so
+    /// no write or sync ever runs on the agent's arbiter. Give one to share
+    /// it, to add a commit journal ([`Committer::thread_with_journal`]), or
+    /// to run the same rounds on the arbiter ([`Committer::inline`]: for
+    /// tests under paused tokio time).
+    pub committer: Option<Committer>,
 }
 
 /// Default `limits.max_pending_per_stream`.
@@ -110,7 +112,7 @@ impl Default for ManagerConfig {
             max_open_files: DEFAULT_MAX_OPEN_FILES,
             files: None,
             faults: None,
-            committer: Committer::default(),
+            committer: None,
         }
     }
 }
@@ -137,6 +139,9 @@ pub struct StatusUpdateManager<K: UpdateKind> {
     next_generation: u64,
     /// Every stream file's handle, at most `max_open_files` open.
     files: FileCache,
+    /// Runs the streams' commit rounds (`config.committer`, or this
+    /// manager's own thread).
+    committer: Committer,
     shared: Option<Arc<StreamShared<K>>>,
 }
 
@@ -159,10 +164,17 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
         forward: Recipient<Forward<K>>,
         paths: StreamPaths<K>,
     ) -> Addr<Self> {
+        let committer = config.committer.clone().unwrap_or_else(|| {
+            Committer::thread_for(config.sync).unwrap_or_else(|err| {
+                error!(cause = %err, "cannot start a committer thread; commit rounds run on the manager's arbiter");
+                Committer::inline()
+            })
+        });
         StatusUpdateManager::create(move |ctx| {
             // Unbounded, so that an agent's sends are enqueued in send order.
             ctx.set_mailbox_capacity(0);
             StatusUpdateManager {
+                committer,
                 paused: config.start_paused,
                 files: config
                     .files
@@ -186,7 +198,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             max_pending: self.config.max_pending_per_stream,
             remove_finished: self.config.remove_finished,
             faults: self.config.faults.clone(),
-            committer: self.config.committer.clone(),
+            committer: self.committer.clone(),
             files: self.files.clone(),
         }
     }
@@ -284,33 +296,23 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             stream: id.to_string(),
             path,
         };
-        let (log, path) = if checkpoint && self.config.committer.is_thread() {
-            // Created for the stream actor on the committer's file thread (ext4 may take
-            // a few hundred µs per new file): this thread keeps routing. Its
-            // first requests wait for the file. An existing file is still
-            // refused here, at once.
+        let path = if checkpoint {
+            // Created by the stream actor through the committer's file work
+            // (ext4 may take a few hundred µs per new file, and new files
+            // share their directory's sync): this thread keeps routing, and
+            // the stream's first requests wait for the file. An existing
+            // file is still refused here, at once.
             let path = (self.paths)(id);
             if path.exists() {
                 return Err(file_exists(path));
             }
-            (None, Some(path))
-        } else if checkpoint {
-            let path = (self.paths)(id);
-            let mut log = StreamLog::create(&path, self.config.sync).map_err(|err| match err {
-                StoreError::AlreadyExists { path } => file_exists(path),
-                other => UpdateError::CreateFailed {
-                    stream: id.to_string(),
-                    source: Arc::new(other),
-                },
-            })?;
-            self.settings().attach(&mut log);
-            (Some(log), Some(path))
+            Some(path)
         } else {
-            (None, None)
+            None
         };
         let framework = K::framework_id(update).map(str::to_string);
         let state = StreamState::new(id.clone(), checkpoint, framework);
-        Ok(self.spawn_stream(state, log, path, ctx))
+        Ok(self.spawn_stream(state, None, path, ctx))
     }
 }
 

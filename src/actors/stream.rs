@@ -64,6 +64,7 @@ use actix::{WeakAddr, WeakRecipient};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::gate::Gate;
 use super::timers::{Due, RetryTimers};
 use crate::error::{AckError, UpdateError};
 use crate::kind::{encode_framed, RecordRef, StatusUuid, UpdateKind};
@@ -72,10 +73,11 @@ use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutco
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::metrics::StreamMetrics;
 use crate::store::{
-    CommitResult, Committer, FaultPlan, FileCache, Staged, StagedWrite, StoreError, StreamLog,
-    SyncPolicy, Ticket, TicketSync,
+    CommitResult, Committer, FaultPlan, FileCache, StoreError, StreamLog, SyncPolicy, Ticket,
+    TicketSync,
 };
 use crate::stream::recover::recover_file;
+use crate::stream::retry::{OnDue, Retry, Woken};
 use crate::stream::{RetryPolicy, StreamState, UpdateDecision};
 
 thread_local! {
@@ -120,11 +122,11 @@ pub struct StreamSettings {
 }
 
 impl StreamSettings {
-    /// Puts a stream's log under the shared file bound (and injected faults).
+    /// Puts a stream's log under the shared file bound (and injected
+    /// faults), where the committer reaches it to write its records.
     pub fn attach(&self, log: &mut StreamLog) {
         log.set_faults(self.faults.clone());
         log.set_cache(&self.files);
-        log.set_write_behind(self.committer.is_thread());
     }
 
     /// [`attach`](Self::attach) for a recovered log: its file stays open
@@ -132,7 +134,6 @@ impl StreamSettings {
     pub fn attach_recovered(&self, log: &mut StreamLog) {
         log.set_faults(self.faults.clone());
         log.park_in(&self.files);
-        log.set_write_behind(self.committer.is_thread());
     }
 }
 
@@ -154,78 +155,6 @@ enum Effect {
     End,
 }
 
-/// Effects that wait for durability, and the commit round in flight.
-#[derive(Debug, Default)]
-struct Commit {
-    /// Effects waiting for bytes that no commit round covers yet.
-    waiting: Vec<Effect>,
-    /// Effects covered by the commit round in flight (at most one).
-    committing: Vec<Effect>,
-    /// When the round in flight was submitted.
-    in_flight: Option<std::time::Instant>,
-    /// Write-behind: frames appended since the last hand-off, for the next round.
-    staged: Staged,
-    /// Write-behind: the frames the round in flight writes.
-    flight: Option<StagedWrite>,
-}
-
-impl Commit {
-    fn is_idle(&self) -> bool {
-        self.waiting.is_empty()
-            && self.committing.is_empty()
-            && self.in_flight.is_none()
-            && self.staged.is_empty()
-            && self.flight.is_none()
-    }
-}
-
-impl Drop for Commit {
-    /// A stream that drops its round in flight (it failed, restarts or
-    /// stopped) answered nothing it covers; the committer must not write it
-    /// after the stream has moved on (a reload would read the file without it
-    /// and append over it).
-    fn drop(&mut self) {
-        if let Some(flight) = &self.flight {
-            flight.abandon();
-        }
-    }
-}
-
-/// The retry timer and the send count of the head.
-///
-/// Kept as separate small fields (not tuples in options, each padded to 24
-/// bytes): every stream actor has one, and the task that runs the actor
-/// stays in a smaller allocation size class.
-#[derive(Debug, Default)]
-struct Retry {
-    /// When the timer goes off (`None`: not armed).
-    due: Option<Instant>,
-    /// What it does then.
-    on_due: OnDue,
-    /// The earliest wake-up asked of the shared [`RetryTimers`] and not yet
-    /// received (a later deadline needs no new one).
-    asked: Option<Instant>,
-    /// Doublings of the retry gap since the last fresh forward.
-    doublings: u8,
-    /// The update the send count is for.
-    head: Option<StatusUuid>,
-    /// How many sends `head` had.
-    sends: u32,
-    /// The head was retried past `retry.warn_after` (warned once, counted
-    /// in the over-budget gauge until the head changes or the stream ends).
-    over_budget: bool,
-}
-
-/// What the retry timer does when it goes off.
-#[derive(Debug, Default, Clone, Copy)]
-enum OnDue {
-    /// Resend the head, if it is still the update last sent.
-    #[default]
-    Resend,
-    /// Forward the head (the delay after a resume).
-    Forward,
-}
-
 /// The actor of one stream; see the module docs.
 #[derive(Debug)]
 pub struct StreamActor<K: UpdateKind> {
@@ -239,9 +168,8 @@ pub struct StreamActor<K: UpdateKind> {
     generation: u64,
     paused: bool,
     retry: Retry,
-    /// Effects waiting for durability; allocated only while there are any,
-    /// so an idle stream pays one pointer for it.
-    commit: Option<Box<Commit>>,
+    /// Effects held until the round that makes their records durable.
+    gate: Gate<Effect>,
     /// Bumped by each restart, so a late commit result of a failed
     /// incarnation is ignored.
     incarnation: u32,
@@ -309,7 +237,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 generation: init.generation,
                 paused: init.paused,
                 retry: Retry::default(),
-                commit: None,
+                gate: Gate::default(),
                 incarnation: 0,
                 flush_scheduled: false,
                 fault: None,
@@ -374,17 +302,10 @@ impl<K: UpdateKind> StreamActor<K> {
         let Some(log) = self.log.as_mut() else {
             return Ok(());
         };
-        if log.writes_behind() {
-            let commit = self.commit.get_or_insert_with(Box::default);
-            log.stage(frame, &mut commit.staged)?;
-        } else {
-            let started = std::time::Instant::now();
-            log.append(frame)?;
-            self.shared.metrics.append_seconds.record(started.elapsed());
-        }
+        log.stage(frame, self.gate.staged())?;
         // Flushed once the messages queued now are handled, so that an ack
         // and the next update that arrive together share one round.
-        if log.needs_sync() && !self.flush_scheduled {
+        if !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, _| act.flush()));
         }
@@ -394,14 +315,8 @@ impl<K: UpdateKind> StreamActor<K> {
     /// Runs `effect` now if the file holds nothing unsynced, else after the
     /// next flush.
     fn effect(&mut self, effect: Effect) {
-        if self.log.as_ref().is_some_and(StreamLog::needs_sync)
-            || self.commit.as_ref().is_some_and(|c| !c.is_idle())
-        {
-            self.commit
-                .get_or_insert_with(Box::default)
-                .waiting
-                .push(effect);
-        } else {
+        let unsynced = self.log.as_ref().is_some_and(StreamLog::needs_sync);
+        if let Some(effect) = self.gate.hold(effect, unsynced) {
             self.run(effect);
         }
     }
@@ -411,7 +326,7 @@ impl<K: UpdateKind> StreamActor<K> {
             Effect::ReplyUpdate(tx, result, _) => send(tx, result),
             Effect::ReplyAck(tx, result, _) => send(tx, result),
             Effect::ForwardHead => {
-                self.retry.doublings = 0;
+                self.retry.fresh();
                 self.send_head();
             }
             Effect::End => self.end(),
@@ -423,7 +338,7 @@ impl<K: UpdateKind> StreamActor<K> {
     /// the next one is submitted when that one returns.
     fn flush(&mut self) {
         self.flush_scheduled = false;
-        if self.in_flight().is_some() {
+        if self.gate.in_flight().is_some() {
             return;
         }
         let (Some(log), Some(path)) = (self.log.as_mut(), self.path.as_ref()) else {
@@ -432,11 +347,9 @@ impl<K: UpdateKind> StreamActor<K> {
         if !log.take_unsynced() {
             return self.run_waiting();
         }
-        let commit = self.commit.get_or_insert_with(Box::default);
-        commit.committing = std::mem::take(&mut commit.waiting);
-        commit.in_flight = Some(std::time::Instant::now());
-        let write = log.hand_off(std::mem::take(&mut commit.staged));
-        commit.flight.clone_from(&write);
+        let write = self
+            .gate
+            .begin_round(std::time::Instant::now(), |staged| log.hand_off(staged));
         let me = self.me.clone();
         let incarnation = self.incarnation;
         self.shared.settings.committer.submit(Ticket {
@@ -458,42 +371,9 @@ impl<K: UpdateKind> StreamActor<K> {
     }
 
     fn run_waiting(&mut self) {
-        for effect in self.take_effects(false) {
+        for effect in self.gate.take_waiting() {
             self.run(effect);
         }
-    }
-
-    /// Takes the effects covered by the round in flight (`committing`) or
-    /// the ones waiting for the next round; frees the box once idle.
-    fn take_effects(&mut self, committing: bool) -> Vec<Effect> {
-        let Some(commit) = self.commit.as_mut() else {
-            return Vec::new();
-        };
-        let effects = if committing {
-            std::mem::take(&mut commit.committing)
-        } else {
-            std::mem::take(&mut commit.waiting)
-        };
-        if commit.is_idle() {
-            self.commit = None;
-        }
-        effects
-    }
-
-    fn in_flight(&self) -> Option<std::time::Instant> {
-        self.commit.as_ref().and_then(|c| c.in_flight)
-    }
-
-    /// Ends the round in flight; returns when it was submitted.
-    fn end_round(&mut self) -> Option<std::time::Instant> {
-        let submitted = self.commit.as_mut().and_then(|c| {
-            c.flight = None;
-            c.in_flight.take()
-        });
-        if self.commit.as_ref().is_some_and(|c| c.is_idle()) {
-            self.commit = None;
-        }
-        submitted
     }
 
     /// Syncs this stream's file on the spot and runs every waiting effect
@@ -503,10 +383,7 @@ impl<K: UpdateKind> StreamActor<K> {
     fn sync_here(&mut self, ctx: &mut Context<Self>) {
         let synced = match self.log.as_mut() {
             Some(log) => {
-                let (flight, staged) = match self.commit.as_deref_mut() {
-                    Some(c) => (c.flight.take(), std::mem::take(&mut c.staged)),
-                    None => (None, Staged::default()),
-                };
+                let (flight, staged) = self.gate.take_back();
                 log.settle(flight.as_ref(), staged)
                     .and_then(|()| log.force_sync())
             }
@@ -514,12 +391,11 @@ impl<K: UpdateKind> StreamActor<K> {
         };
         match synced {
             Ok(()) => {
-                self.end_round();
+                // A late answer of the round taken back is not for us.
                 self.incarnation = self.incarnation.wrapping_add(1);
-                for effect in self.take_effects(true) {
+                for effect in self.gate.take_all() {
                     self.run(effect);
                 }
-                self.run_waiting();
             }
             Err(err) => {
                 error!(stream = %self.name(), cause = %err, "checkpoint sync failed; restarting the stream");
@@ -551,16 +427,14 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// Answers everything that waited for a sync that failed (or for a
     /// round of a stream that is restarting).
-    fn fail_waiting(&mut self, err: std::sync::Arc<StoreError>) {
+    fn fail_waiting(&mut self, err: Arc<StoreError>) {
+        let effects = self.gate.take_all();
+        self.answer_failed(effects, err);
+    }
+
+    /// Answers the replies among `effects` with `err`; drops the rest.
+    fn answer_failed(&mut self, effects: Vec<Effect>, err: Arc<StoreError>) {
         let stream = self.name();
-        let effects = match self.commit.take() {
-            Some(mut commit) => {
-                let mut effects = std::mem::take(&mut commit.committing);
-                effects.append(&mut commit.waiting);
-                effects
-            }
-            None => Vec::new(),
-        };
         for effect in effects {
             match effect {
                 Effect::ReplyUpdate(tx, _, uuid) => send(
@@ -586,7 +460,7 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// Sends the head upstream and arms the retry timer for it.
     fn send_head(&mut self) {
-        self.cancel_timer();
+        self.retry.cancel();
         if self.paused || self.ended {
             return;
         }
@@ -600,19 +474,18 @@ impl<K: UpdateKind> StreamActor<K> {
                 return;
             }
         };
-        let attempt = if self.retry.head == Some(uuid) {
-            let attempt = self.retry.sends;
-            self.retry.sends = attempt.saturating_add(1);
-            attempt
-        } else {
-            self.retry.head = Some(uuid);
-            self.retry.sends = 1;
-            self.leave_budget_alarm();
-            0
-        };
-        let warn_after = self.shared.settings.retry.warn_after;
-        if warn_after > 0 && attempt > warn_after && !self.retry.over_budget {
-            self.retry.over_budget = true;
+        let sent = self.retry.send(
+            uuid,
+            Instant::now(),
+            &self.shared.settings.retry,
+            fastrand::f64(),
+        );
+        let attempt = sent.attempt;
+        if sent.left_budget {
+            self.shared.metrics.over_retry_budget.decrement(1.0);
+        }
+        if sent.over_budget {
+            let warn_after = self.shared.settings.retry.warn_after;
             warn!(stream = %self.name(), %uuid, attempt, warn_after,
                 "update retried past retry.warn_after without an acknowledgement; still retrying");
             self.shared.metrics.retry_budget_exceeded.increment(1);
@@ -634,61 +507,40 @@ impl<K: UpdateKind> StreamActor<K> {
                 warn!(stream = %self.name(), %uuid, "upstream recipient is closed; will retry");
             }
         }
-        let delay = self.shared.settings.retry.jittered(
-            self.shared.settings.retry.interval(self.retry.doublings),
-            fastrand::f64(),
-        );
-        self.arm(delay, OnDue::Resend);
+        if let Some(at) = sent.wake {
+            self.shared.timers.wake_at(at, self.me.clone());
+        }
     }
 
     /// Arms the retry timer: `on_due` runs once `delay` has passed, unless
     /// the timer is cancelled or re-armed first.
     fn arm(&mut self, delay: Duration, on_due: OnDue) {
-        let at = Instant::now() + delay;
-        self.retry.due = Some(at);
-        self.retry.on_due = on_due;
-        self.ask_wake(at);
-    }
-
-    /// Makes sure the shared timers wake this stream at `at` or earlier.
-    fn ask_wake(&mut self, at: Instant) {
-        if self.retry.asked.is_some_and(|asked| asked <= at) {
-            return;
+        if let Some(at) = self.retry.arm(Instant::now() + delay, on_due) {
+            self.shared.timers.wake_at(at, self.me.clone());
         }
-        self.retry.asked = Some(at);
-        self.shared.timers.wake_at(at, self.me.clone());
     }
 
-    /// Takes this stream out of the over-budget gauge (its head changed or it ended).
+    /// Takes this stream out of the over-budget gauge (it ended).
     fn leave_budget_alarm(&mut self) {
-        if std::mem::take(&mut self.retry.over_budget) {
+        if self.retry.leave_budget() {
             self.shared.metrics.over_retry_budget.decrement(1.0);
         }
     }
 
     /// The retry timer went off: resend the head, unless it changed since it was sent.
     fn on_timer(&mut self) {
-        let sent = self.retry.head;
-        let Some(uuid) = self
-            .state
-            .head()
-            .map(|h| h.uuid)
-            .filter(|h| Some(*h) == sent)
-        else {
-            return;
-        };
         if self.paused || self.ended {
             return;
         }
-        info!(stream = %self.name(), %uuid, "resending unacknowledged update");
+        let head = self.state.head().map(|h| h.uuid);
+        if !self.retry.resend(head) {
+            return;
+        }
+        if let Some(uuid) = head {
+            info!(stream = %self.name(), %uuid, "resending unacknowledged update");
+        }
         self.shared.metrics.retries.increment(1);
-        self.retry.doublings = self.retry.doublings.saturating_add(1);
         self.send_head();
-    }
-
-    /// Disarms the retry timer (a wake-up already asked for finds nothing to do).
-    fn cancel_timer(&mut self) {
-        self.retry.due = None;
     }
 
     /// The stream is over: stop retrying, close (or remove) the file, tell
@@ -698,7 +550,7 @@ impl<K: UpdateKind> StreamActor<K> {
             return;
         }
         self.ended = true;
-        self.cancel_timer();
+        self.retry.cancel();
         self.leave_budget_alarm();
         self.report_pending();
         if let Some(log) = self.log.take() {
@@ -864,11 +716,11 @@ impl<K: UpdateKind> StreamActor<K> {
             received: self.state.received_count(),
             acknowledged: self.state.acknowledged_count(),
             terminated: self.state.terminated(),
-            attempt: self
+            attempt: self.retry.attempt(),
+            next_retry_in: self
                 .retry
-                .head
-                .map_or(0, |_| self.retry.sends.saturating_sub(1)),
-            next_retry_in: self.retry.due.map(|due| due.saturating_duration_since(now)),
+                .due()
+                .map(|due| due.saturating_duration_since(now)),
             oldest_pending_age: self
                 .state
                 .head()
@@ -915,11 +767,12 @@ impl<K: UpdateKind> Actor for StreamActor<K> {
 impl<K: UpdateKind> Supervised for StreamActor<K> {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
-        // Everything that waited was answered before the stop.
-        self.commit = None;
+        // Everything that waited was answered before the stop; a round in
+        // flight is abandoned.
+        self.gate = Gate::default();
         self.incarnation = self.incarnation.wrapping_add(1);
         // The wake-up asked for stays valid: the address survives the restart.
-        self.retry.due = None;
+        self.retry.cancel();
         if !self.ended {
             // On failure `fault` is set and the next request retries.
             let _ = self.reload();
@@ -1062,7 +915,7 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
                         );
                     });
                 }
-                self.cancel_timer();
+                self.retry.cancel();
                 match self.state.apply_ack() {
                     Some(effect) => {
                         if effect.dropped > 0 {
@@ -1105,7 +958,7 @@ impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
         let _entered = self.span().entered();
         self.paused = msg.paused;
         if msg.paused {
-            self.cancel_timer();
+            self.retry.cancel();
             return;
         }
         if self.ended || self.state.head().is_none() {
@@ -1129,7 +982,7 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
             return;
         }
         // Whatever waited for a sync is answered first.
-        if self.flush_scheduled || self.commit.is_some() {
+        if self.flush_scheduled || !self.gate.is_idle() {
             self.sync_here(ctx);
         }
         self.remove_on_end = Some(msg.remove_file);
@@ -1159,22 +1012,16 @@ impl<K: UpdateKind> Handler<Due> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: Due, _ctx: &mut Context<Self>) {
-        if self.retry.asked == Some(msg.at) {
-            self.retry.asked = None;
-        }
-        let Some(at) = self.retry.due else {
-            // Cancelled since.
-            return;
-        };
-        if at > Instant::now() {
-            // Re-armed for later since.
-            return self.ask_wake(at);
-        }
-        let _entered = self.span().entered();
-        self.retry.due = None;
-        match self.retry.on_due {
-            OnDue::Resend => self.on_timer(),
-            OnDue::Forward => self.effect(Effect::ForwardHead),
+        match self.retry.woken(msg.at, Instant::now()) {
+            Woken::Nothing => {}
+            Woken::AskAgain(at) => self.shared.timers.wake_at(at, self.me.clone()),
+            Woken::Due(on_due) => {
+                let _entered = self.span().entered();
+                match on_due {
+                    OnDue::Resend => self.on_timer(),
+                    OnDue::Forward => self.effect(Effect::ForwardHead),
+                }
+            }
         }
     }
 }
@@ -1199,7 +1046,7 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
         if msg.incarnation != self.incarnation {
             return;
         }
-        let Some(submitted) = self.end_round() else {
+        let Some((submitted, covered)) = self.gate.round_done() else {
             return;
         };
         if self.shared.settings.sync.syncs() {
@@ -1207,7 +1054,7 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
         }
         match msg.result {
             Ok(()) => {
-                for effect in self.take_effects(true) {
+                for effect in covered {
                     self.run(effect);
                 }
                 // Whatever was written meanwhile goes into the next round.
@@ -1215,7 +1062,9 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
             }
             Err(err) => {
                 error!(stream = %self.name(), cause = %err, "checkpoint write or sync failed; restarting the stream");
-                self.fail_waiting(err);
+                let mut effects = covered;
+                effects.append(&mut self.gate.take_all());
+                self.answer_failed(effects, err);
                 self.shared.metrics.storage_errors.increment(1);
                 ctx.stop();
             }

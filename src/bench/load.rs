@@ -17,9 +17,9 @@ use tokio::sync::oneshot;
 
 use super::baseline::{new_histogram, record_micros};
 use super::{BenchError, BenchOptions};
-use crate::messages::handle::{Reply, StreamHandle};
 use crate::error::AckError;
 use crate::kind::Native;
+use crate::messages::handle::{Reply, StreamHandle};
 use crate::messages::{AckOutcome, Forward, GetHandle, Update};
 use crate::proto::status_update_manager::v1::{Status, StatusUpdate};
 use crate::store::layout::native_stream_path;
@@ -196,7 +196,7 @@ pub async fn in_process(
     let committer_stopped = committer.stopped();
     let config = ManagerConfig {
         sync,
-        committer,
+        committer: Some(committer),
         files: Some(files.clone()),
         max_pending_per_stream: updates.max(1),
         max_streams: streams.max(1),

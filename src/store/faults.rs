@@ -42,29 +42,45 @@ struct Inner {
     writes_held: Gate,
 }
 
-/// Holds whoever [waits](Gate::wait) while it is closed.
+/// Holds whoever [waits](Gate::wait) while it is closed, and counts them.
 #[derive(Debug, Default)]
 struct Gate {
-    closed: Mutex<bool>,
+    state: Mutex<GateState>,
     opened: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    closed: bool,
+    /// Threads held at the gate right now.
+    held: usize,
 }
 
 impl Gate {
     fn set(&self, closed: bool) {
-        *lock(&self.closed) = closed;
+        lock(&self.state).closed = closed;
         if !closed {
             self.opened.notify_all();
         }
     }
 
     fn wait(&self) {
-        let mut closed = lock(&self.closed);
-        while *closed {
-            closed = self
+        let mut state = lock(&self.state);
+        if !state.closed {
+            return;
+        }
+        state.held += 1;
+        while state.closed {
+            state = self
                 .opened
-                .wait(closed)
+                .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+        state.held -= 1;
+    }
+
+    fn held(&self) -> usize {
+        lock(&self.state).held
     }
 }
 
@@ -110,6 +126,13 @@ impl FaultPlan {
         self.inner.syncs_held.set(false);
     }
 
+    /// Syncs held right now by [`hold_syncs`](Self::hold_syncs): once one
+    /// is, the round it belongs to has reached its sync and goes no
+    /// further, so a test can check that nothing it covers was answered.
+    pub fn syncs_held(&self) -> usize {
+        self.inner.syncs_held.held()
+    }
+
     /// Holds the committer thread's next round before it writes anything
     /// (write-behind), until [`release_committer_writes`](Self::release_committer_writes):
     /// shows that nothing is answered before its write, and what a stream does
@@ -121,6 +144,13 @@ impl FaultPlan {
     /// Lets held committer rounds write.
     pub fn release_committer_writes(&self) {
         self.inner.writes_held.set(false);
+    }
+
+    /// Committer rounds held right now by
+    /// [`hold_committer_writes`](Self::hold_committer_writes), before they
+    /// wrote anything.
+    pub fn committer_writes_held(&self) -> usize {
+        self.inner.writes_held.held()
     }
 
     /// Called by the committer before a round writes.
@@ -181,5 +211,22 @@ mod tests {
         plan.set_disk_full(false);
         assert!(plan.on_write().is_none());
         assert_eq!((plan.writes(), plan.syncs()), (5, 2));
+    }
+
+    #[test]
+    fn a_held_sync_is_counted_until_it_is_released() {
+        let plan = FaultPlan::new();
+        plan.hold_syncs();
+        let syncer = {
+            let plan = plan.clone();
+            std::thread::spawn(move || plan.on_sync())
+        };
+        while plan.syncs_held() == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(plan.syncs(), 0, "a held sync is not counted as done");
+        plan.release_syncs();
+        assert!(syncer.join().expect("the syncing thread").is_none());
+        assert_eq!((plan.syncs_held(), plan.syncs()), (0, 1));
     }
 }

@@ -56,14 +56,10 @@
 //! files) per record run:
 //! `crc32c u32` of the rest, `kind u8`, `dev u64`, `ino u64`, `generation u32`,
 //! `birth secs i64`, `birth nanos u32`, `offset u64`, `path length u32`, the path's bytes,
-//! then the bytes written. Kind 2 (written since 2026-12-02): the path is relative to the
-//! journal's directory, names only. Kind 1 (written before): the path the file was written
-//! at, replayed only if it is inside the journal's directory as spelled now, or once both
-//! are resolved (symlinks; a relative path against the working directory now). Replay stops at
-//! the first torn or corrupt frame: a round's entries are appended and synced together, so
-//! nothing after a torn one was ever answered. (A build that knows only kind 1 takes a kind
-//! 2 entry for a corrupt one and stops there: go back to one only after a clean shutdown,
-//! which leaves the journal empty.)
+//! then the bytes written. The one kind is 2: the path is relative to the journal's
+//! directory, names only (any other kind is a corrupt entry). Replay stops at the first torn
+//! or corrupt frame: a round's entries are appended and synced together, so nothing after a
+//! torn one was ever answered.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -91,10 +87,6 @@ pub const MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
 /// The name of the journal file in its directory (the service's `store.data_dir`).
 pub const JOURNAL_FILE: &str = "commit.journal";
 
-/// An entry naming its file by the path it was written at. Builds before 2026-12-02 wrote
-/// these; they are still replayed, if the path is (as spelled) inside the journal's
-/// directory.
-const WRITE_ENTRY: u8 = 1;
 /// An entry naming its file by its path relative to the journal's directory: found
 /// however the directory is spelled at the next start (another working directory, a
 /// symlink, `./data` for `data`).
@@ -470,7 +462,6 @@ fn replay(dir: &Path, contents: &[u8]) -> Result<Replayed, ReplayError> {
     // the replay durable (files are closed as they go: a journal may name
     // more files than may be open at once).
     let mut devices: HashMap<u64, PathBuf> = HashMap::new();
-    let resolved = dir.canonicalize().ok();
     let mut reader = FrameReader::new(contents);
     loop {
         let start = reader.offset();
@@ -486,7 +477,7 @@ fn replay(dir: &Path, contents: &[u8]) -> Result<Replayed, ReplayError> {
             replayed.torn_bytes = super::framing::to_u64(contents.len()) - start;
             break;
         };
-        let Some(path) = entry.file_in(dir, resolved.as_deref()) else {
+        let Some(path) = entry.file_in(dir) else {
             warn!(path = %entry.path.display(), dir = %dir.display(),
                 "skipping a commit journal entry for a file outside the journal's directory");
             replayed.skipped += 1;
@@ -520,30 +511,15 @@ fn replay(dir: &Path, contents: &[u8]) -> Result<Replayed, ReplayError> {
 struct Entry<'a> {
     file: FileId,
     offset: u64,
-    /// As written: relative to the journal's directory if `relative`, else the path the
-    /// file was written at.
+    /// As written: relative to the journal's directory.
     path: PathBuf,
-    relative: bool,
     bytes: &'a [u8],
 }
 
 impl Entry<'_> {
-    /// The file to replay into, if the entry names one inside `dir` (`resolved`: `dir`
-    /// with its symlinks resolved, if it could be).
-    ///
-    /// A kind 1 path spelled otherwise than `dir` now (written before relative entries,
-    /// under another spelling of the directory) is resolved too: if it is a file inside the
-    /// resolved directory, it is replayed there. The file's identity is checked as for any
-    /// entry, so this never writes into another file than the one the round wrote.
-    fn file_in(&self, dir: &Path, resolved: Option<&Path>) -> Option<PathBuf> {
-        if self.relative {
-            return is_names(&self.path).then(|| dir.join(&self.path));
-        }
-        if is_inside(dir, &self.path) {
-            return Some(self.path.clone());
-        }
-        let file = self.path.canonicalize().ok()?;
-        file.starts_with(resolved?).then_some(file)
+    /// The file to replay into, if the entry names one inside `dir`.
+    fn file_in(&self, dir: &Path) -> Option<PathBuf> {
+        is_names(&self.path).then(|| dir.join(&self.path))
     }
 }
 
@@ -554,11 +530,9 @@ impl<'a> Entry<'a> {
             return None;
         }
         let (&kind, rest) = rest.split_first()?;
-        let relative = match kind {
-            WRITE_ENTRY => false,
-            WRITE_RELATIVE_ENTRY => true,
-            _ => return None,
-        };
+        if kind != WRITE_RELATIVE_ENTRY {
+            return None;
+        }
         let (dev, rest) = rest.split_first_chunk::<8>()?;
         let (ino, rest) = rest.split_first_chunk::<8>()?;
         let (generation, rest) = rest.split_first_chunk::<4>()?;
@@ -578,7 +552,6 @@ impl<'a> Entry<'a> {
             },
             offset: u64::from_le_bytes(*offset),
             path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
-            relative,
             bytes,
         })
     }
@@ -591,14 +564,6 @@ fn is_names(path: &Path) -> bool {
         && path
             .components()
             .all(|component| matches!(component, Component::Normal(_)))
-}
-
-/// Whether `path` is lexically inside `dir` (no `..`, and `dir` a prefix).
-fn is_inside(dir: &Path, path: &Path) -> bool {
-    path.starts_with(dir)
-        && path
-            .components()
-            .all(|c| !matches!(c, Component::ParentDir))
 }
 
 #[cfg(test)]
@@ -733,11 +698,16 @@ mod tests {
         let (kept, outside) = (inner.join("kept"), dir.path().join("outside"));
         fs::create_dir_all(&inner)?;
         journal_of(&journal_path, &[&[(&kept, 0, b"kept")]])?;
-        // A damaged journal names a file outside its directory, by its full path (as
-        // builds before relative entries wrote them) and relative, through `..`.
+        // A damaged journal names a file outside its directory: by a full path, and
+        // relative, through `..`.
         let evil = land(&outside, 0, b"evil")?;
         let mut raw = Vec::new();
-        encode_entry(&mut raw, WRITE_ENTRY, outside.as_os_str().as_bytes(), &evil)?;
+        encode_entry(
+            &mut raw,
+            WRITE_RELATIVE_ENTRY,
+            outside.as_os_str().as_bytes(),
+            &evil,
+        )?;
         encode_entry(&mut raw, WRITE_RELATIVE_ENTRY, b"../outside", &evil)?;
         encode_entry(&mut raw, WRITE_RELATIVE_ENTRY, b"", &evil)?;
         // Then a round torn by the crash: its frame lacks its tail.
@@ -817,18 +787,7 @@ mod tests {
         let stream = data.join("s");
         fs::create_dir_all(&data)?;
         journal_of(&data.join(JOURNAL_FILE), &[&[(&stream, 0, b"relative")]])?;
-        // An entry as builds before relative entries wrote it: still replayed.
-        let legacy = land(&data.join("t"), 0, b"legacy")?;
-        let mut raw = Vec::new();
-        encode_entry(
-            &mut raw,
-            WRITE_ENTRY,
-            legacy.path.as_os_str().as_bytes(),
-            &legacy,
-        )?;
-        append_raw(&data.join(JOURNAL_FILE), &raw)?;
         fs::write(&stream, b"")?;
-        fs::write(data.join("t"), b"")?;
 
         // The next start names the directory through a symlink (or another working
         // directory, or `./data`): the relative entry is found there.
@@ -836,21 +795,7 @@ mod tests {
         std::os::unix::fs::symlink(&data, &link)?;
         let (_, replayed) = Journal::open(&link.join(JOURNAL_FILE))?;
         assert_eq!(fs::read(&stream)?, b"relative");
-        // The full path spells the directory as it was then, not `link`: resolved, it is
-        // the same directory, and the same file.
-        assert_eq!((replayed.applied, replayed.skipped), (2, 0));
-        assert_eq!(fs::read(data.join("t"))?, b"legacy");
-
-        // Spelled as then, the full path is inside as it stands.
-        fs::write(data.join("t"), b"")?;
-        append_raw(&data.join(JOURNAL_FILE), &raw)?;
-        let (_, replayed) = Journal::open(&data.join(JOURNAL_FILE))?;
         assert_eq!((replayed.applied, replayed.skipped), (1, 0));
-        assert_eq!(fs::read(data.join("t"))?, b"legacy");
-
-        // Resolving never leads outside: an old entry for a file elsewhere stays skipped
-        // (a_torn_round_and_entries_outside_the_directory_are_skipped), and one for a file
-        // that is another one now too (replay_never_writes_into_a_file_that_is_gone_or_another_one_now).
         Ok(())
     }
 

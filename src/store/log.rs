@@ -9,9 +9,8 @@
 //! `batch` only marks the log dirty and leaves the sync to the owner ([`StreamLog::sync`]),
 //! `none` never syncs. See the [`store`](super) module documentation for the guarantees.
 //!
-//! **Write-behind.** A log whose file sits in the shared [`FileCache`] may leave the `write`
-//! (and, under `batch` and `always`, the sync) to the committer thread
-//! ([`StreamLog::set_write_behind`]):
+//! **Write-behind.** A log whose file sits in the shared [`FileCache`] leaves the `write` (and
+//! the sync) to the committer, which reaches the file through the cache:
 //! [`StreamLog::stage`] reserves the frame's place at the end of the log and
 //! copies it into the owner's [`Staged`] bytes, [`StreamLog::hand_off`] turns those into a
 //! [`StagedWrite`] for the next commit round, and the round writes them at their offset before
@@ -55,8 +54,6 @@ pub struct StreamLog {
     /// Whether bytes were appended (written, or staged under write-behind) that no completed
     /// sync (or write-behind round) covers yet.
     dirty: bool,
-    /// Frames are staged for the committer to write ([`StreamLog::stage`]).
-    write_behind: bool,
     /// Injected faults (tests only).
     faults: Option<FaultPlan>,
     /// The filesystem the file is on (`st_dev`).
@@ -162,7 +159,6 @@ impl StreamLog {
             len: 0,
             policy: sync,
             dirty: false,
-            write_behind: false,
             faults: None,
             device: 0,
         }
@@ -206,7 +202,6 @@ impl StreamLog {
             len: to_u64(contents.len()),
             policy: sync,
             dirty: false,
-            write_behind: false,
             faults: None,
             device: super::sys::device_in(&metadata),
         };
@@ -390,21 +385,6 @@ impl StreamLog {
         std::mem::take(&mut self.dirty)
     }
 
-    /// Leaves the writes to the committer (see the module docs) if `on` and the file is in a
-    /// [`FileCache`] (which the committer thread reaches it through), whatever the policy:
-    /// under `none` the round only writes, and the owner's effects wait for that write as they
-    /// wait for a sync under `batch`, so nothing is answered before its bytes are in the file.
-    /// Returns whether the log writes behind now.
-    pub fn set_write_behind(&mut self, on: bool) -> bool {
-        self.write_behind = on && matches!(self.handle, Handle::Cached { .. });
-        self.write_behind
-    }
-
-    /// Whether frames are staged for the committer instead of written here.
-    pub fn writes_behind(&self) -> bool {
-        self.write_behind
-    }
-
     /// Write-behind: reserves `frame`'s place at the end of the log and appends it to
     /// `staged`; nothing touches the file until the staged bytes are handed off
     /// ([`hand_off`](Self::hand_off)) and written, or [settled](Self::settle). The log is dirty
@@ -501,7 +481,7 @@ impl StreamLog {
 
 /// Frames a write-behind log reserved and its owner has not handed off yet: the bytes, back
 /// to back, and the file offset of the first.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Staged {
     offset: u64,
     bytes: Vec<u8>,
@@ -833,19 +813,22 @@ mod tests {
         let mut log = StreamLog::create(&dir.join("s"), SyncPolicy::Batch)?;
         log.set_faults(faults);
         log.set_cache(&FileCache::new(4));
-        assert!(log.set_write_behind(true));
         Ok(log)
     }
 
     #[test]
-    fn write_behind_is_for_logs_in_a_cache_whatever_the_policy() -> TestResult {
+    fn a_log_outside_a_cache_hands_nothing_to_the_committer() -> TestResult {
         let tmp = tempfile::tempdir()?;
         for policy in POLICIES {
             let mut log = StreamLog::create(&tmp.path().join(policy.as_str()), policy)?;
-            assert!(!log.set_write_behind(true), "{policy}: not in a cache");
+            let mut staged = Staged::default();
+            log.stage(&frame(b"a"), &mut staged)?;
+            assert!(
+                log.hand_off(staged.clone()).is_none(),
+                "{policy}: not in a cache"
+            );
             log.set_cache(&FileCache::new(4));
-            assert!(log.set_write_behind(true), "{policy}");
-            assert!(!log.set_write_behind(false));
+            assert!(log.hand_off(staged).is_some(), "{policy}: in a cache");
         }
         Ok(())
     }

@@ -5,10 +5,13 @@
 //! - [`replay`](mod@replay): a file's bytes → state, through the same apply functions.
 //! - [`recover`]: recovery of one stream file (open, replay, truncate, remove).
 //! - [`backoff`]: the retry schedule.
+//! - [`retry`]: a stream's retry bookkeeping (deadline, send count,
+//!   `warn_after`): given `now`, it says what to do.
 
 pub mod backoff;
 pub mod recover;
 pub mod replay;
+pub mod retry;
 pub mod state;
 
 pub use backoff::RetryPolicy;

@@ -1,6 +1,14 @@
 //! Shared test harness: a probe actor as the forward target, paused-time
-//! helpers, and update builders for the three kinds.
+//! helpers, and update builders for the three kinds; the bounds of real-time
+//! waits ([`BOUND`], [`PROCESS_BOUND`], [`POLL`]); and, with the `service`
+//! feature, the gRPC service in the test's process ([`server`]) and the built
+//! binary as a child process ([`process`]).
 #![allow(dead_code, unreachable_pub, missing_docs)]
+
+#[cfg(feature = "service")]
+pub mod process;
+#[cfg(feature = "service")]
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,6 +100,17 @@ pub fn operation_path(dir: &Path, id: &Uuid) -> PathBuf {
 pub fn native_paths(dir: &Path) -> StreamPaths<Native> {
     let dir = dir.to_path_buf();
     Arc::new(move |id: &String| status_update_manager::store::layout::native_stream_path(&dir, id))
+}
+
+/// The manager's defaults, with its commit rounds run on the test's own
+/// arbiter ([`Committer::inline`](status_update_manager::store::Committer::inline)):
+/// the same rounds the committer thread runs, deterministic under paused
+/// tokio time.
+pub fn inline_config() -> ManagerConfig {
+    ManagerConfig {
+        committer: Some(status_update_manager::store::Committer::inline()),
+        ..ManagerConfig::default()
+    }
 }
 
 /// A manager of `K` over `paths`, unpaused, with the defaults (10 s / 10 min retry).
@@ -302,12 +321,49 @@ pub fn file_states(dir: &Path, stream: &str) -> (Vec<String>, usize) {
     (states, pending)
 }
 
-/// How long "not yet" is watched for in real-time tests of the committer
-/// thread; a reply that skipped a write or a sync would arrive within
-/// microseconds.
-pub const NOT_YET: Duration = Duration::from_millis(300);
 /// The longest a real-time test waits for something that must happen.
 pub const BOUND: Duration = Duration::from_secs(10);
+/// The longest a test waits on a child process of the built binary (to
+/// print a line, to exit, to recover its data directory): a debug build
+/// started while other test binaries load the machine needs far longer than
+/// a server in the test's own process.
+pub const PROCESS_BOUND: Duration = Duration::from_secs(20);
+/// The gap between two looks at a condition in a bounded real-time wait.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `check` holds, looking every [`POLL`]; fails the test naming
+/// `what` if it does not within [`BOUND`]. For what the test cannot be told
+/// of (a transport closed, a file removed by another thread).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not the case within {BOUND:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until the committer thread is held at `faults`' gate (`held`
+/// counts the threads held there), then lets every ready task on this
+/// thread run: from then on nothing that round covers can be answered, so
+/// a reply or forward seen now came before its write or sync.
+pub async fn until_held(
+    what: &str,
+    faults: &status_update_manager::store::FaultPlan,
+    held: fn(&status_update_manager::store::FaultPlan) -> usize,
+) {
+    eventually(what, || async { held(faults) > 0 }).await;
+    settle().await;
+}
 
 /// `store.sync = batch` on `committer`, with `faults` injected.
 pub fn batch_config(
@@ -316,7 +372,7 @@ pub fn batch_config(
 ) -> ManagerConfig {
     ManagerConfig {
         sync: status_update_manager::store::SyncPolicy::Batch,
-        committer: committer.clone(),
+        committer: Some(committer.clone()),
         faults: Some(faults.clone()),
         ..ManagerConfig::default()
     }
