@@ -14,9 +14,9 @@ use tonic::Code;
 
 use common::server::{status, Server};
 use common::BOUND;
-use status_update_manager::config::Http2Keepalive;
 use status_update_manager::proto::status_update_manager::v1::{Status, UpdateRequest};
 use status_update_manager::service;
+use status_update_manager::service::config::Http2Keepalive;
 
 #[actix::test]
 async fn a_connection_carries_a_bounded_number_of_rpcs_at_once() {

@@ -10,13 +10,14 @@
 //! [`SyncAll`] from the agent, and [`StreamEnded`] from its stream actors.
 //! A caller holding a stream's handle ([`GetHandle`]), and an upstream
 //! acknowledging a forward ([`Forward::acknowledge`]), reach the stream
-//! without this actor ([`super::handle`]).
+//! without this actor ([`crate::messages::handle`]).
 //!
-//! **Sends** each `Update`/`Acknowledge` on to the stream's mailbox together
-//! with the caller's reply channel (so the stream answers the caller
-//! directly, and per-stream order is mailbox order); `SetPaused`, `Close`
-//! and `SyncNow` to its streams. It validates an update *before* creating its stream, so a
-//! rejected update leaves nothing in memory or on disk.
+//! **Sends** each `Update`/`Acknowledge` on to the stream's mailbox
+//! together with the caller's reply channel (so the stream answers the
+//! caller directly, and per-stream order is mailbox order); `SetPaused`,
+//! `Close` and `SyncNow` to its streams. It validates an update *before*
+//! creating its stream, so a rejected update leaves nothing in memory or on
+//! disk.
 //!
 //! **Supervises** its stream actors: each runs under an actix `Supervisor`,
 //! so a stream whose write or sync failed restarts and reloads its file.
@@ -298,10 +299,10 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
         };
         let path = if checkpoint {
             // Created by the stream actor through the committer's file work
-            // (ext4 may take a few hundred µs per new file, and new files
-            // share their directory's sync): this thread keeps routing, and
-            // the stream's first requests wait for the file. An existing
-            // file is still refused here, at once.
+            // (creating a file can be slow, and new files share their
+            // directory's sync): this thread keeps routing, and the stream's
+            // first requests wait for the file. An existing file is still
+            // refused here, at once.
             let path = (self.paths)(id);
             if path.exists() {
                 return Err(file_exists(path));

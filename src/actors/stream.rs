@@ -1,45 +1,34 @@
 //! `StreamActor<K>`: one actor per stream.
 //!
 //! **Owns** the stream's [`StreamState`] (pending queue, received and
-//! acknowledged sets, terminated flag), its checkpoint file
-//! ([`StreamLog`], absent for memory-only streams), its retry deadline
-//! (kept here; the manager's shared [`RetryTimers`] wakes the stream with
-//! [`Due`] once it passes) and the figures behind its stats.
+//! acknowledged sets, terminated flag), its checkpoint file ([`StreamLog`],
+//! absent for memory-only streams), its gate (`actors::gate`: effects held until their
+//! records are durable), its [`Retry`] bookkeeping (the manager's shared
+//! [`RetryTimers`] wakes it with [`Due`]) and the figures behind its stats.
 //!
 //! **Handles** from the manager: [`StreamUpdate`], [`StreamAck`],
 //! [`SetPaused`], [`Close`], [`GetStats`], [`SyncNow`]; from the committer:
-//! [`Durable`]; from the timer queue: [`Due`]. Requests carry the agent's
-//! reply channel; the stream answers the agent itself. `StreamUpdate` and
-//! `StreamAck` also come straight from callers holding a
-//! [`StreamHandle`](crate::messages::handle::StreamHandle) or a [`Forward`], so the
-//! stream itself refuses them once it has ended (the manager's check of a
-//! stream being cleaned up, kept here too).
+//! [`Durable`]; from the timer queue: [`Due`]. Requests carry the caller's
+//! reply channel, and the stream answers the caller itself. `StreamUpdate`
+//! and `StreamAck` also come straight from a
+//! [`StreamHandle`](crate::messages::handle::StreamHandle) or a [`Forward`],
+//! so the stream itself refuses them once it has ended.
 //!
 //! **Sends** [`Forward`] to the upstream recipient (each send of the head),
 //! and [`StreamEnded`] to the manager once the stream is over (terminal ack,
 //! or closed by a cleanup).
 //!
-//! **Checkpoint before effect.** A record is appended before the state
-//! changes; every effect that must not precede durability (the reply, a
-//! forward, the end of the stream) waits while the file has bytes no round
-//! covers yet (`store.sync = batch`, and any policy with a committer thread)
-//! and runs after the round that writes (and, but for `none`, syncs) them. Once the messages queued with the one
-//! that wrote them are handled, the stream hands a ticket to the
-//! [`Committer`] (the tickets of every stream served in one turn of the
-//! arbiter travel together), whose round syncs the writes of every stream
-//! that asked meanwhile, and answers with [`Durable`]; one round per stream
-//! is in flight at a time, and what a stream writes meanwhile goes into its
-//! next round. With a committer thread the
-//! stream only stages its records (write-behind) and the round writes them
-//! too; `Close` and `SyncNow` take a round in flight back and write and
-//! sync it on the spot, and a stream that fails or restarts abandons it, so
-//! the committer never writes behind a stream that moved on.
+//! **Checkpoint before effect.** Each record is staged before the state
+//! changes, and every effect that must not precede durability waits in the
+//! gate for the committer's round (see "Durability" in [`crate::store`]).
+//! The stream hands its staged records over once the messages queued with
+//! the one that wrote them are handled, so that an ack and the next update
+//! that arrive together share a round. `Close` and `SyncNow` take the round
+//! in flight back and write and sync it on the spot.
 //!
-//! **New files.** With a committer thread, a new stream's file is created on
-//! the committer's file threads, in batches that share one sync per
-//! directory (`batch`, `always`: the new entry survives power loss); the
-//! actor handles no message until it exists (`ctx.wait`), and a failure
-//! answers every update and ends the stream.
+//! **New files.** A new stream's file is created through the committer's
+//! file work; the actor handles no message until it exists (`ctx.wait`),
+//! and a failure answers every update and ends the stream.
 //!
 //! **Supervised.** A failed write or sync answers the affected callers with
 //! the error and stops the actor; its supervisor restarts it at once and
@@ -47,12 +36,12 @@
 //! torn record), then it serves again and re-sends its head. If the reload
 //! fails, requests get [`UpdateError::Unavailable`] (retryable) and each
 //! new request tries the reload again.
-
-//! **Memory.** An idle stream is small because a manager may run 100,000 of
-//! them: everything its streams share sits behind one `Arc`
-//! ([`StreamShared`]), the encode buffer is per thread, waiting effects and
-//! rare faults are boxed only while they exist, queued updates are record
-//! bytes, and the actor (320 bytes) fits its task in a 768-byte cell.
+//!
+//! **Memory.** A manager may run hundreds of thousands of idle streams, so
+//! an idle stream is small: what its streams share sits behind one `Arc`
+//! ([`StreamShared`]), the encode buffer is per thread, the gate and rare
+//! faults are boxed only while they exist, and queued updates are record
+//! bytes (a test holds the actor's size).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -11,11 +11,12 @@
 //! forward → ack → forward, each stream has one entry at most, however many
 //! times it re-arms.
 //!
-//! **Why.** A tokio timer armed through an actor's context costs about
-//! 180 bytes per stream (the boxed timer future with its timer entry, and
-//! the callback), and an arm plus a cancel per forward. An entry here is 24
-//! bytes in one binary heap (a deadline and a weak address: the queue never
-//! keeps a stream alive) and costs nothing to cancel.
+//! **Why.** A tokio timer armed through an actor's context costs each
+//! stream a boxed timer future, its timer entry and the callback, and an
+//! arm plus a cancel per forward. An entry here is a deadline and a weak
+//! address (the queue never keeps a stream alive) in one binary heap, and
+//! costs nothing to cancel (see BENCHMARKS.md, Figures behind design
+//! choices).
 //!
 //! **Driver.** One task per queue, spawned on the arbiter of the first
 //! stream that asks, sleeps until the earliest deadline (tokio time, so

@@ -4,18 +4,16 @@
 //! The gRPC load's agents and upstream run on the machine the service runs
 //! on, so every instruction they spend is one the service cannot: what the
 //! benchmark should see is the service's cost, not its load generator's.
-//! Through tonic's client, the load generator cost about as much as the
-//! service itself (callgrind, 2 000 updates: ≈ 120 000 instructions per
-//! update on the client thread, against ≈ 110 000 in the server's HTTP/2 and
-//! gRPC layers and ≈ 20 000 in the manager). Most of it was per-call
-//! machinery a load generator does not need: the request body's encoder and
-//! its pipe task (two task spawns per call in hyper), the response decoder
-//! and the layers around them. The wire is the same as
+//! Through tonic's client, the load generator costs about as much as the
+//! service itself (see BENCHMARKS.md, Figures behind design choices), most
+//! of it per-call machinery a load generator does not need: the request
+//! body's encoder and its pipe task (two task spawns per call in hyper),
+//! the response decoder and the layers around them. The wire is the same as
 //! any gRPC client's: `POST /package.Service/Method` with
 //! `content-type: application/grpc` and `te: trailers`, each message framed
 //! by a 5-byte prefix (compression flag 0, big-endian length) and encoded by
-//! prost, and the call's outcome in `grpc-status` (and `grpc-message`),
-//! in the trailers or, for an error without a response, in the headers.
+//! prost, and the call's outcome in `grpc-status` (and `grpc-message`), in
+//! the trailers or, for an error without a response, in the headers.
 //!
 //! Only what the benchmark sends is supported: no compression, no deadlines,
 //! no metadata; a compressed or oversized response is an error.

@@ -83,7 +83,7 @@ pub fn bench_update(stream: usize, n: usize) -> StatusUpdate {
 ///
 /// The replies to its acknowledgements are awaited together, by one task
 /// ([`await_replies`]), not by a task each: a task per acknowledgement
-/// (spawned, scheduled, freed) cost the thread the streams run on more than
+/// (spawned, scheduled, freed) costs the thread the streams run on more than
 /// the manager's handling of the acknowledgement. Futures spawned into the
 /// acker's own context would be worse: all of them are polled whenever the
 /// actor runs.

@@ -269,11 +269,10 @@ fn report(
 ///
 /// Alternating puts both sides in the same conditions: whichever of the two
 /// runs first after the load pays for faulting in the memory the load's
-/// heap handed back (the recovery's read buffers and queues; up to half its
-/// time for one 358 KB file), and the other runs in the pages that freed.
-/// Recovery changes a file only to cut a torn tail (or to remove one with
-/// no update), which the first round does; the rounds after it see the
-/// same files.
+/// heap handed back (the recovery's read buffers and queues), and the other
+/// runs in the pages that freed. Recovery changes a file only to cut a torn
+/// tail (or to remove one with no update), which the first round does; the
+/// rounds after it see the same files.
 async fn recover_all(
     dir: &std::path::Path,
     max_open_files: usize,

@@ -7,7 +7,7 @@
 //! first:
 //!
 //! - [`StreamHandle`]: the stream's actor, from
-//!   [`GetHandle`](crate::messages::GetHandle). Its updates are validated
+//!   [`GetHandle`]. Its updates are validated
 //!   as the manager validates them and must name its stream.
 //! - [`Forward::acknowledge`](crate::messages::Forward::acknowledge): the
 //!   upstream acknowledges the update it was just forwarded, at the stream

@@ -838,7 +838,8 @@ mod tests {
         let max_open = |value: &str| load("SUM__LIMITS__MAX_OPEN_FILES", value);
         assert_eq!(max_open("64").unwrap().limits.max_open_files, 64);
         assert_eq!(max_open(" 64 ").unwrap().limits.max_open_files, 64);
-        // Each used to become a number the key never held: 2, 1, u64::MAX.
+        // The config crate alone reads each as a number the key never held:
+        // 2, 1, u64::MAX.
         for (value, shown) in [
             ("1.5", "floating point `1.5`"),
             ("yes", "string \"yes\""),

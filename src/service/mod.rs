@@ -9,18 +9,18 @@
 //! `StatusUpdateManager` service of API.md, `grpc.health.v1.Health` and
 //! server reflection — on `server.listen`, over TLS when
 //! `server.tls_cert_file` is set, with the `StatusUpdateManager` service
-//! behind a bearer token when `server.auth_token_file` is ([`auth`]). [`RunningService::shutdown`]
-//! ends the subscriber's stream, stops accepting, lets in-flight requests
-//! finish, syncs every stream file and returns. [`serve`] does both around
-//! SIGINT/SIGTERM.
+//! behind a bearer token when `server.auth_token_file` is ([`auth`]).
+//! [`RunningService::shutdown`] ends the subscriber's stream, stops
+//! accepting, lets in-flight requests finish, syncs every stream file and
+//! returns. [`serve`] does both around SIGINT/SIGTERM.
 //!
 //! The actors run on the actix System of the calling thread. The gRPC
 //! server runs on a thread of its own (`sum-grpc`, the one worker of a
 //! tokio runtime; see `GrpcRuntime::build` for why that scheduler):
-//! HTTP/2 framing and protobuf coding cost about three times what the
-//! actors spend on an update, and on a runtime shared with the actors they
-//! left the actors one core for both (BENCHMARKS.md, P6). A request reaches
-//! the manager as an actor message, from that thread.
+//! HTTP/2 framing and protobuf coding cost more than the actors spend on an
+//! update, and on a runtime shared with the actors both would have one core
+//! between them (see BENCHMARKS.md, Figures behind design choices). A
+//! request reaches the manager as an actor message, from that thread.
 //!
 //! With `metrics.listen` set, [`scrape`] serves `/metrics` on the gRPC
 //! thread too, from the start, from the Prometheus recorder [`recorder`]
@@ -214,13 +214,11 @@ impl GrpcRuntime {
     ///
     /// Each answer to an RPC comes from the actix thread and wakes that
     /// RPC's task here. A current-thread runtime wakes its thread for every
-    /// such task (a `write` to its eventfd, made on the actix thread: one
-    /// per RPC, 40 067 in a run of P6's command); a worker of the
-    /// multi-thread scheduler is woken only when it is idle (326 in the
-    /// same run). Taking those tasks first (`global_queue_interval(1)`)
+    /// such task (a `write` to its eventfd, made on the actix thread, one
+    /// per RPC); a worker of the multi-thread scheduler is woken only when
+    /// it is idle. Taking those tasks first (`global_queue_interval(1)`)
     /// lets more of the answers that arrived together be written together
-    /// by their connection's task (`writev`s: 37 373 → 24 613). Measured on
-    /// P6's load (BENCHMARKS.md): 35–38 µs of CPU per update instead of 45,
+    /// by their connection's task, in fewer `writev`s: less CPU per update,
     /// and more updates/s.
     fn build() -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()

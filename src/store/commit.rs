@@ -1,83 +1,33 @@
-//! Group commit for `store.sync = batch`: many writes, one sync; and, with a
-//! committer thread, the writes (and the syncs of `always`) of every policy
-//! off the actor thread.
+//! The committer: runs the commit rounds that write stream records and make
+//! them durable (see "Durability" in [`store`](super) for the whole path).
 //!
-//! A stream actor keeps every effect of its records that must not precede
-//! durability — the reply, a forward, the end of the stream — until a sync
-//! covers them. Instead of syncing itself, it hands the committer a
-//! [`Ticket`] (its file, a callback and, with a committer thread, the
-//! records themselves). The committer takes every ticket that arrived while
-//! it was busy, makes them durable in one round, then calls each ticket's
-//! callback, which tells the actor to run what waited.
+//! A stream hands it a [`Ticket`]: its file, the frames it staged (a
+//! [`StagedWrite`]), how to make them durable ([`TicketSync`]) and a
+//! callback. A **round** takes every ticket that arrived while the previous
+//! one ran, and:
 //!
-//! **Write-behind.** With a committer thread the actor does not `write` its
-//! records either: it stages them ([`StreamLog::stage`](super::StreamLog::stage))
-//! and the round writes every ticket's records at their offsets, then syncs.
-//! The actor thread then makes no system call per record (measured: a
-//! `pwrite` was a quarter of its time under `batch`), and a write that blocks
-//! stalls the committer, not every stream. The round trip to the committer
-//! is the one the sync needs anyway, so write-behind adds none. Under
-//! `always` the same rounds carry each stream's records, but the round syncs
-//! every such file with an `fdatasync` of its own ([`TicketSync::Own`]):
-//! the guarantee and cost per file of `always`, without a stream thread ever
-//! waiting in a sync (3.4 k acknowledged updates/s over 10 000 streams, where
-//! syncing on the actor thread gave 2.3–2.4 k). Under `none` the round only
-//! writes ([`TicketSync::Skip`]): a stream's replies still wait for their
-//! bytes to be in the file, but the `write` (and, past the open-file bound,
-//! the reopen and close around it) runs on the committer's core instead of
-//! the actor thread, one round per stream at a time for every record it
-//! took meanwhile; each `none` ticket is answered as soon as its write
-//! returns, without waiting for the rest of the round (10 000 streams on
-//! ext4: 34–53 k → 55–75 k acknowledged updates/s; on tmpfs, where a write
-//! is cheap, no change; BENCHMARKS.md). An arbiter's tickets reach the
-//! committer thread in one hand-off per turn of the arbiter, not one each,
-//! and the committer polls for the next hand-off for a moment
-//! ([`POLL_BEFORE_BLOCKING`]) before it blocks: a hand-off to a blocked
-//! thread costs the arbiter a `futex` wake-up, which was 7–10 % of the
-//! actor thread's time in the P1 load (1–2 % with the poll).
+//! 1. writes each ticket's frames at their offsets (a `none` ticket is
+//!    called back as soon as its write returns);
+//! 2. syncs with the cheapest call that covers the rest: an `fdatasync` per
+//!    file for `always` tickets ([`TicketSync::Own`]); for `batch`, an
+//!    `fdatasync` of the one file when the round holds one, else one append
+//!    and `fdatasync` of the commit journal ([`journal`](super::journal))
+//!    when there is one, else a `syncfs` per filesystem;
+//! 3. calls every ticket back with the result: a failed write or sync fails
+//!    every ticket it covered.
 //!
-//! One round syncs with the cheapest call that covers every file in it:
+//! A full journal is checkpointed: it is rotated, and the `syncfs` that makes
+//! its stream files durable by themselves runs on a thread of its own while
+//! rounds go on into the new journal.
 //!
-//! | files in the round | sync | measured here (ext4, 2 cores), records/s |
-//! |---|---|---|
-//! | 1 | `fdatasync` of that file | ≈ 5.7 k (one record per sync) |
-//! | 2 or more, with a commit journal ([`Committer::thread_with_journal`]) | the round's records appended to the journal, one `fdatasync` of it | bound by the actor thread: 10 000 streams, 36–80 k acknowledged updates/s as this machine's speed moved |
-//! | 2 or more, without one | one `syncfs` per filesystem | 2 files ≈ 9.5 k, 64 ≈ 136 k, 1 000 ≈ 244 k, 10 000 ≈ 107 k; 10 000 streams: 34–44 k acknowledged updates/s |
-//!
-//! A `syncfs` must write back a scattered page of every file in the round
-//! (the disk's random-write rate); the journal is one sequential write, and
-//! the stream files are made durable by themselves only at a checkpoint
-//! (every 64 MiB of journal by default, and when the committer stops), one `syncfs`
-//! for hundreds of thousands of records. The journal is then rotated and
-//! that `syncfs` runs on a thread of its own, so rounds go on into a new
-//! journal meanwhile (one took 48–85 ms here; rounds used to wait for it).
-//! See [`journal`](super::journal).
-//!
-//! against `fdatasync` of each file in the round: ≈ 6–7 k records/s whatever
-//! the count. `syncfs` writes back and waits for every dirty page and the
-//! journal of the filesystem, so it covers every file of the round; for one
-//! file `fdatasync` is cheaper. (The figures come from one `write` of 200 B
-//! to each file then the sync, repeated; see BENCHMARKS.md.)
-//!
-//! **New files** are created on the committer's file threads ([`run_jobs`]):
-//! a thread takes every creation queued meanwhile, creates the files, then
-//! syncs each directory once for all of them (under `batch` and `always` a
-//! new file's directory entry must survive power loss before its first
-//! update is answered). One directory sync per file cost a fifth of `batch`
-//! throughput over 10 000 new streams.
-//!
-//! Two runners, same rounds:
-//! - [`Committer::thread`]: a dedicated thread (the service's choice). Syncs
-//!   never block an actor thread, so unrelated streams keep going while a
-//!   round is on disk, and tickets pile up into the next round meanwhile.
-//! - [`Committer::inline`]: the round runs as a task on the current actix
-//!   arbiter after the ready actors have run. Nothing leaves the thread, so
-//!   it is deterministic under paused tokio time (the tests' choice), at the
-//!   cost of blocking that arbiter during the sync; streams write their own
-//!   records.
-//!
-//! A failed write or sync fails every ticket it covers with the error; each
-//! such stream then restarts and reloads from its file.
+//! **Runners.** [`Committer::thread`] (and its variants) runs rounds on a
+//! dedicated thread, with a few file threads for creating stream files
+//! ([`run_jobs`]). The tickets an arbiter submits in one turn go over in one
+//! hand-off, and the committer polls briefly ([`POLL_BEFORE_BLOCKING`])
+//! before it blocks, since waking a blocked thread costs the arbiter a
+//! system call. [`Committer::inline`] runs the same rounds as a task on the
+//! submitting arbiter once its ready actors have run, and file jobs on the
+//! spot: deterministic under paused tokio time, for tests.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -103,10 +53,9 @@ use super::{StagedWrite, StoreError, SyncPolicy};
 pub const FILE_THREADS: usize = 4;
 
 /// File threads under `none`: creating a file is then kernel CPU time under
-/// its directory's lock (ext4: 70–200 µs here), so more threads only contend
-/// for the lock and for the cores the actors run on (measured over 10 000
-/// new streams: one thread gave a `ratio_to_baseline` of 0.60–0.89, mean
-/// 0.76; four gave 0.61–0.72; BENCHMARKS.md).
+/// its directory's lock, so more threads only contend for the lock and for
+/// the cores the actors run on (see BENCHMARKS.md, Figures behind design
+/// choices).
 pub const FILE_THREADS_NO_SYNC: usize = 1;
 
 /// Blocking file work for the committer's file threads (creating a stream's
@@ -356,8 +305,8 @@ impl Committer {
 
     /// Runs `job` (blocking file work, such as creating a stream's file) on
     /// one of the committer's file threads; the jobs a thread takes together
-    /// run as one batch ([`run_jobs`]). `Err(job)` without a thread (inline committer) or if the
-    /// thread stopped.
+    /// run as one batch ([`run_jobs`]). `Err(job)` without a thread (inline
+    /// committer) or if the thread stopped.
     pub fn run_blocking(&self, job: Job) -> Result<(), Job> {
         match self {
             Committer::Thread(_, _, jobs) => jobs.send(job).map_err(|mpsc::SendError(job)| job),
@@ -395,8 +344,8 @@ impl Committer {
                     Some(batch) => batch.2.push(ticket),
                     None => {
                         // Sized like the last batch: a turn under load
-                        // hands over hundreds of tickets, and growing the
-                        // vector to that size copied it eight times or so.
+                        // hands over many tickets, and growing the vector
+                        // to that size would copy it again and again.
                         let mut tickets = Vec::with_capacity(BATCH_SIZE.get().max(1));
                         tickets.push(ticket);
                         batches.push((rounds.clone(), tx.clone(), tickets));
@@ -1351,8 +1300,8 @@ mod tests {
         syncer.after_round();
         assert!(syncer.draining.is_some(), "its checkpoint runs (held)");
 
-        // The committer's loop, with no ticket coming: before, it blocked on
-        // its queue and the checkpoint stayed open (and counted in
+        // The committer's loop, with no ticket coming: it ends the checkpoint
+        // itself, rather than leaving it open (and counted in
         // `sum_commit_journal_bytes`) until the next round.
         let (tickets, queue) = mpsc::channel::<Vec<Ticket>>();
         let committer = std::thread::spawn(move || {

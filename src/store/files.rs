@@ -218,7 +218,7 @@ pub const MIN_CONNECTIONS: u64 = 32;
 
 /// Linux's default `fs.nr_open`, the most descriptors a process can be
 /// given: assumed when `/proc/sys/fs/nr_open` cannot be read, and the
-/// largest `limits.max_open_files` ([`crate::config::MAX_OPEN_FILES_LIMIT`]).
+/// largest `limits.max_open_files` (the service's `MAX_OPEN_FILES_LIMIT`).
 pub const DEFAULT_NR_OPEN: u64 = 1 << 20;
 
 /// How a process's descriptor limit (`ulimit -n`, `RLIMIT_NOFILE`) is

@@ -7,7 +7,7 @@
 //! journal for certain, and in its stream file as soon as the kernel writes it back. The
 //! alternative, a `syncfs` of the filesystem, must write back one scattered page per stream
 //! file in the round and so runs at the disk's random-write rate; the journal runs at its
-//! sequential one (BENCHMARKS.md has both).
+//! sequential one (see BENCHMARKS.md, Figures behind design choices).
 //!
 //! **Stream files stay the format.** The journal is never read except to *replay* it:
 //! [`Journal::open`] (when the committer starts, before any stream is recovered) writes every
@@ -18,39 +18,34 @@
 //! checkpoints.
 //!
 //! **Bounded.** Once the journal holds [`CHECKPOINT_BYTES`] (the service's
-//! `store.journal_checkpoint_bytes`), the committer *checkpoints*:
-//! one `syncfs` of every filesystem the journal's entries were on makes their stream files
-//! durable by themselves, and the journal can go. That `syncfs` took 48–85 ms for 64 MiB on
-//! this project's benchmark machine (BENCHMARKS.md), so rounds do not wait for it: the journal
-//! is first *rotated* ([`Journal::rotate`]), renamed `<name>.old` while a new, empty file takes
-//! its name (its directory synced, so that what rounds commit to it survives), and the
-//! `syncfs` runs on a thread of its own while rounds go on into the new file. Once it
-//! returns, that thread removes the old file ([`remove_old_journal`]), and the committer
-//! then stops counting it ([`Journal::old_removed`]). Only a journal that
-//! fills again
-//! before that makes a round wait. When the committer stops it checkpoints in place, so a
-//! clean shutdown leaves one empty journal. [`Journal::open`] replays `<name>.old` first:
-//! everything in it was committed before anything in the journal, and a later entry for the
-//! same bytes of a file must win. (A build that predates rotation does not know the old
-//! file: after a crash during a checkpoint, it would replay only the newer journal.)
+//! `store.journal_checkpoint_bytes`), the committer *checkpoints*: one `syncfs` of every
+//! filesystem the journal's entries were on makes their stream files durable by themselves,
+//! and the journal can go. That `syncfs` writes back every stream file of a full journal and
+//! takes long, so rounds do not wait for it: the journal is first *rotated*
+//! ([`Journal::rotate`]), renamed `<name>.old` while a new, empty file takes its name (its
+//! directory synced, so that what rounds commit to it survives), and the `syncfs` runs on a
+//! thread of its own while rounds go on into the new file. Once it returns, that thread
+//! removes the old file ([`remove_old_journal`]), and the committer then stops counting it
+//! ([`Journal::old_removed`]). Only a journal that fills again before that makes a round
+//! wait. When the committer stops it checkpoints in place, so a clean shutdown leaves one
+//! empty journal. [`Journal::open`] replays `<name>.old` first: everything in it was
+//! committed before anything in the journal, and a later entry for the same bytes of a file
+//! must win.
 //!
 //! **Which file.** An entry names its stream file by its path *relative to the journal's
-//! directory*, so that a start that spells the directory otherwise (another working
-//! directory for a relative `store.data_dir`, an absolute path, a symlink) still finds
-//! every file; and by its identity: device, inode, the
-//! inode's generation (`FS_IOC_GETVERSION`, new for each inode the filesystem allocates, so a
-//! reused inode number is told apart) and birth time (`statx`), found once per open handle
-//! of the file cache, since the inode a handle refers to does not change (found for every
-//! write, a 200 000-update `batch` load over 10 000 streams made 470 000 `statx` and 400 000
-//! `ioctl` calls in all; 80 000 and 10 000 since). Replay skips an entry whose
-//! file is gone (the stream ended and its file was removed) or is another file now (removed,
-//! then created again for a new stream of the same id): a journal never writes one stream's
-//! records into another's file. On a filesystem that keeps no generation or birth time the
-//! committer does not journal (it syncs the round with `syncfs` as before), nor does it
-//! for a file outside the journal's directory ([`Journal::names`]: a library may keep its
-//! stream files elsewhere), which its round syncs by itself. Replay also skips, with a
-//! warning, any entry whose path leaves the journal's directory (`..`, a root), so a
-//! damaged journal cannot write elsewhere.
+//! directory*, so that a start that spells the directory otherwise (another working directory
+//! for a relative `store.data_dir`, an absolute path, a symlink) still finds every file; and
+//! by its identity: device, inode, the inode's generation (`FS_IOC_GETVERSION`, new for each
+//! inode the filesystem allocates, so a reused inode number is told apart) and birth time
+//! (`statx`), found once per open handle of the file cache, not once per write, since the
+//! inode a handle refers to does not change. Replay skips an entry whose file is gone (the
+//! stream ended and its file was removed) or is another file now (removed, then created again
+//! for a new stream of the same id): a journal never writes one stream's records into
+//! another's file. On a filesystem that keeps no generation or birth time the committer does
+//! not journal (it syncs the round with `syncfs`), nor does it for a file outside the
+//! journal's directory ([`Journal::names`]: a library may keep its stream files elsewhere),
+//! which its round syncs by itself. Replay also skips, with a warning, any entry whose path
+//! leaves the journal's directory (`..`, a root), so a damaged journal cannot write elsewhere.
 //!
 //! **Entry format** (little-endian), one frame (`u32` length, then the body, as in stream
 //! files) per record run:
@@ -682,8 +677,8 @@ mod tests {
         Ok(())
     }
 
-    /// Appends `raw` entries to the journal file at `path`, as a damaged (or older) journal
-    /// would hold them.
+    /// Appends `raw` entries to the journal file at `path`, as a damaged journal would
+    /// hold them.
     fn append_raw(path: &Path, raw: &[u8]) -> TestResult {
         use std::io::Write;
         OpenOptions::new().append(true).open(path)?.write_all(raw)?;

@@ -46,49 +46,69 @@
 //! stream, ...) is decided by the stream layer; see the recovery table in
 //! `spec/mesos-reference.md` §2.8.
 //!
-//! # Writing and durability
+//! # Durability
 //!
-//! Every append writes one complete frame, with one positioned `write_all` at the log's known
-//! end offset (never at a shared cursor), so a crash can only leave a torn tail, which recovery
-//! removes. A failed append is cut back to the previous length (best effort) so it leaves no
-//! torn record behind. When an update or an acknowledgement is answered depends on the
-//! [`SyncPolicy`]:
+//! This is the one place that says how a record becomes durable; the other modules say only
+//! their part.
+//!
+//! ```text
+//!  stream actor (actix arbiter)                committer thread               disk
+//!  ────────────────────────────                ────────────────               ────
+//!  Update/Ack ─► encode, StreamLog::stage ─┐
+//!               hold reply/forward/end     │  (once the mailbox is drained)
+//!               in its Gate                ├─► Ticket ─► round: every ticket that came
+//!                                          │             meanwhile
+//!                                          │             1. write each stream's frames ─► stream files
+//!                                          │             2. sync, by policy:
+//!                                          │                none:   nothing
+//!                                          │                always: fdatasync each file ─► stream files
+//!                                          │                batch:  one file: fdatasync it
+//!                                          │                        many: append them to the
+//!                                          │                        commit journal, fdatasync it ─► journal
+//!                                          │                        (no journal: syncfs)
+//!  Durable ◄───────────────────────────────┴─── 3. call each ticket back
+//!  run what the Gate held (answer, forward, end), or on an error answer it with the error
+//!  and restart the stream from its file
+//! ```
+//!
+//! **Checkpoint before effect.** A stream never writes or syncs on the actors' thread: it
+//! stages each record's frame ([`StreamLog::stage`], at the log's known end offset) and holds
+//! every effect of it (the reply, a forward, the end of the stream) in its gate. Once its
+//! mailbox is drained it hands the staged frames to the [`Committer`] in a [`Ticket`]. The
+//! committer takes every ticket that arrived while it was busy as one **round**, writes each
+//! stream's frames with one positioned write, makes the round durable with the cheapest call
+//! that covers all of it, and calls each ticket back; only then does the stream run what it
+//! held. A failed write or sync fails every ticket the round covered: each of those streams
+//! answers its held requests with the error and restarts from its file. One round per stream
+//! is in flight at a time, so its frames land in order.
+//!
+//! **Why this path.** A sync on the actors' thread would stall every stream for its length;
+//! on the committer thread the next round fills meanwhile, so one sync is shared by every
+//! record that arrived during the last one. A `syncfs` (or an `fdatasync` per file) writes back
+//! one scattered page per file, at the disk's random-write rate; the journal is one
+//! sequential write, replayed into the stream files when the committer starts (so the stream
+//! files stay the format) and emptied by a checkpoint (one `syncfs`) every
+//! [`journal::CHECKPOINT_BYTES`]; see [`journal`]. The figures behind this path, and
+//! behind each of its choices, are in BENCHMARKS.md ("Figures behind design choices", first
+//! "The durability path").
 //!
 //! | policy | answered after | a crash can lose |
 //! |---|---|---|
-//! | `none` | the `write` returned (page cache) | on power loss, whatever the OS had not flushed; nothing on a process crash |
-//! | `always` | `fdatasync` of that file returned (on the committer thread, when there is one) | nothing |
-//! | `batch` | a sync of that file that covers the write returned; one sync is shared by many writes | nothing: the same guarantee as `always` |
+//! | `none` | the round's `write` returned (page cache) | on power loss, whatever the OS had not flushed; nothing on a process crash |
+//! | `always` | an `fdatasync` of that file, in the round, returned | nothing |
+//! | `batch` | the round's sync that covers the write returned; one sync is shared by many writes | nothing: the same guarantee as `always` |
 //!
-//! A new stream file syncs its directory once under `always` and `batch` (and the parents of
-//! any directories it had to create, or that another new file created and has not synced yet:
-//! `dirs`), so the file itself survives power loss, which Mesos does not guarantee. Removing a file does not sync its directory: a removed file that reappears
-//! after a power loss only holds records that were already answered.
+//! **Who runs the rounds.** A [`Committer`] thread, for the service and, by default, for a
+//! library manager too ([`crate::ManagerConfig::committer`]), so an agent's arbiter never
+//! writes or syncs. [`Committer::inline`] runs the same rounds as a task on the arbiter, after
+//! the actors that are ready: deterministic under paused tokio time, for tests.
 //!
-//! Under `batch`, [`StreamLog::append`] only marks the log dirty ([`StreamLog::needs_sync`]).
-//! The stream actor keeps every effect of those writes (reply, forward, end of stream) and,
-//! once its mailbox is drained, hands a [`Ticket`] to the [`Committer`]
-//! ([`commit`]), which gathers the tickets of every stream that arrived meanwhile into one
-//! **round** and syncs it with the cheapest call that covers all of them: `fdatasync` when the
-//! round holds one file; with a commit journal ([`journal`], the service's choice), one
-//! append and `fdatasync` of the journal for a round over many files; without one, a `syncfs`
-//! per filesystem. Measured here (ext4, 2 cores, one 200 B record per file per round):
-//! `fdatasync` of each file ≈ 6–7 k records/s whatever the count, one `syncfs` ≈ 9.5 k
-//! records/s for 2 files, 136 k for 64, 244 k for 1 000 and 107 k for 10 000; for a single
-//! file `fdatasync` (≈ 5.7 k/s) beats `syncfs` (≈ 2.1 k/s). A `syncfs` writes back one
-//! scattered page per file, at the disk's random-write rate; the journal is one sequential
-//! write: over 10 000 streams the manager acknowledged 36–80 k updates/s with it (as fast as
-//! its actor thread ran) against 34–44 k with `syncfs` rounds in the same minutes
-//! (BENCHMARKS.md). The journal is replayed into the stream files
-//! when the committer starts, so they stay the format; see [`journal`] for its rules.
-//! The service runs rounds on a committer thread, so a sync never blocks an actor and the
-//! next round fills while one is on disk; there the stream does not even `write`: it stages
-//! its frames ([`StreamLog::stage`], *write-behind*) and the round writes them before it
-//! syncs, so the actor thread makes no system call per record. Under `none` the same rounds
-//! write without syncing: replies wait for the write, as they would inline. The library default runs
-//! rounds inline on the arbiter (deterministic under paused time). New files created
-//! together share one sync of their directory ([`commit::run_jobs`]). `BENCHMARKS.md` has
-//! the end-to-end figures.
+//! **New files.** A new stream's file is created by the committer's file work
+//! ([`commit::run_jobs`]): files created together share one sync of their directory (under
+//! `always` and `batch`, and of the parents of directories it had to create: `dirs`), so the
+//! file itself survives power loss, which Mesos does not guarantee. The stream handles no
+//! message until its file exists. Removing a file does not sync its directory: a removed file
+//! that reappears after a power loss only holds records that were already answered.
 //!
 //! # Layout
 //!

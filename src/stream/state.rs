@@ -19,10 +19,10 @@ use crate::kind::{encode_framed, Record, RecordError, RecordRef, StatusUuid, Upd
 /// The status uuids a stream ever received, each with whether it was
 /// acknowledged (one table for both questions: one lookup per check, 17
 /// bytes per uuid). Hashed with a small keyless hasher instead of SipHash:
-/// no per-table seed and a few multiplications per uuid. The final avalanche (murmur3's `fmix64`) makes
-/// every input bit reach the low bits the table indexes with, so uuids that
-/// differ only in a few bytes (sequential, or v7's timestamp prefix) spread
-/// as well as random v4s.
+/// no per-table seed and a few multiplications per uuid. The final
+/// avalanche (murmur3's `fmix64`) makes every input bit reach the low bits
+/// the table indexes with, so uuids that differ only in a few bytes
+/// (sequential, or v7's timestamp prefix) spread as well as random v4s.
 pub type UuidMap = HashMap<StatusUuid, Acknowledged, BuildHasherDefault<UuidHasher>>;
 
 /// Whether a received uuid was acknowledged (the value of a [`UuidMap`]).
@@ -60,9 +60,9 @@ impl Hasher for UuidHasher {
 /// string and bytes field, which is most of an idle stream's memory. It is
 /// decoded again when it is forwarded (a forward needs a copy anyway),
 /// unless the stream still holds it as it arrived
-/// ([`StreamState::keep_arrived`]). A
-/// queue slot (48 bytes) stays smaller than the smallest framed record, so
-/// replaying a file never makes one allocation larger than the file.
+/// ([`StreamState::keep_arrived`]). A queue slot (48 bytes) stays smaller
+/// than the smallest framed record, so replaying a file never makes one
+/// allocation larger than the file.
 #[derive(Debug, Clone)]
 pub struct Pending {
     /// Whether acknowledging it ends the stream (first byte), then the

@@ -17,13 +17,13 @@ use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 use uuid::Uuid;
 
-use status_update_manager::config::{Overrides, ServiceConfig, Settings};
 use status_update_manager::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 use status_update_manager::proto::status_update_manager::v1::{
     AcknowledgeRequest, AcknowledgeResponse, CleanupRequest, ForwardedUpdate, GetStreamRequest,
     ListStreamsRequest, PauseRequest, ResumeRequest, Status, StatusUpdate, StreamInfo,
     SubscribeRequest, UpdateRequest, UpdateResponse,
 };
+use status_update_manager::service::config::{Overrides, ServiceConfig, Settings};
 use status_update_manager::service::{self, RunningService};
 use status_update_manager::store::layout::native_stream_path;
 
