@@ -118,6 +118,19 @@ pub enum UpdateError {
         /// The storage error.
         source: Arc<StoreError>,
     },
+    /// The stream's actor panicked (a bug) while it held this update; the
+    /// stream restarts from its file. The update counts as not accepted:
+    /// send it again (if its record had reached the file, it is then a
+    /// duplicate).
+    #[error("stream {stream} failed while handling update {uuid} (panic: {panic}); it restarts from its file, send the update again")]
+    Panicked {
+        /// The stream.
+        stream: String,
+        /// The update's status uuid.
+        uuid: String,
+        /// The panic's message.
+        panic: String,
+    },
 }
 
 /// Why an `Acknowledge` failed. Nothing changed.
@@ -186,6 +199,29 @@ pub enum AckError {
         /// The storage error.
         source: Arc<StoreError>,
     },
+    /// The stream's actor panicked (a bug) while it held this ack; the
+    /// stream restarts from its file. Send the ack again (if its record
+    /// had reached the file, it is then a duplicate ack).
+    #[error("stream {stream} failed while handling the acknowledgement of {uuid} (panic: {panic}); it restarts from its file, send the acknowledgement again")]
+    Panicked {
+        /// The stream.
+        stream: String,
+        /// The acknowledged uuid.
+        uuid: String,
+        /// The panic's message.
+        panic: String,
+    },
+}
+
+/// A stream's actor panicked (a bug) while it reported its figures; it
+/// restarts from its file.
+#[derive(Debug, Clone, Error)]
+#[error("stream {stream} failed while reporting its figures (panic: {panic}); it restarts from its file")]
+pub struct StatsError {
+    /// The stream.
+    pub stream: String,
+    /// The panic's message.
+    pub panic: String,
 }
 
 /// Why one stream's file could not be recovered.

@@ -45,6 +45,10 @@ pub const PENDING: &str = "sum_pending_updates";
 pub const OLDEST_PENDING_AGE: &str = "sum_oldest_pending_age_seconds";
 /// Time to write one record, or (write-behind) one stream's records of a commit round.
 pub const APPEND_SECONDS: &str = "sum_checkpoint_append_seconds";
+/// Restarts of a stream from its file, by `cause`: `storage` (a write or
+/// sync failed), `panic` (a handler panicked), `stopped` (its actor was
+/// found stopped and the manager started it again).
+pub const STREAM_RESTARTS: &str = "sum_stream_restarts_total";
 /// Time of one data sync.
 pub const SYNC_SECONDS: &str = "sum_checkpoint_sync_seconds";
 /// 1 while a subscriber is connected (service only).
@@ -97,6 +101,10 @@ pub fn describe() {
     describe_counter!(
         STORAGE_ERRORS,
         "Failed checkpoint writes or syncs; each restarts its stream."
+    );
+    describe_counter!(
+        STREAM_RESTARTS,
+        "Restarts of a stream from its file, by cause (storage, panic, stopped)."
     );
     describe_counter!(
         RETRY_BUDGET_EXCEEDED,
@@ -177,6 +185,10 @@ pub struct StreamMetrics {
     pub pending: Gauge,
     /// [`SYNC_SECONDS`].
     pub sync_seconds: Histogram,
+    /// [`STREAM_RESTARTS`] after a storage fault.
+    pub restarts_storage: Counter,
+    /// [`STREAM_RESTARTS`] after a panic.
+    pub restarts_panic: Counter,
 }
 
 impl StreamMetrics {
@@ -195,6 +207,8 @@ impl StreamMetrics {
             over_retry_budget: gauge!(OVER_RETRY_BUDGET),
             pending: gauge!(PENDING),
             sync_seconds: histogram!(SYNC_SECONDS),
+            restarts_storage: counter!(STREAM_RESTARTS, "cause" => "storage"),
+            restarts_panic: counter!(STREAM_RESTARTS, "cause" => "panic"),
         }
     }
 }

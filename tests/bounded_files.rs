@@ -107,6 +107,7 @@ async fn streams_beyond_the_bound_reopen_their_files() {
             })
             .await
             .unwrap()
+            .expect("the stream answers")
             .unwrap();
         assert_eq!(
             (stats.pending, stats.received, stats.acknowledged),

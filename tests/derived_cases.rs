@@ -91,6 +91,7 @@ async fn stream(m: &Manager, op: Uuid) -> Option<StreamStats<Operation>> {
     m.send(GetStream::<Operation> { stream: op })
         .await
         .expect("manager is running")
+        .expect("the stream answers")
 }
 
 async fn listed(m: &Manager) -> Vec<Uuid> {

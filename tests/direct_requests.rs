@@ -65,6 +65,7 @@ async fn stats_of(m: &Manager, id: &str) -> Option<StreamStats<Native>> {
     m.send(GetStream::<Native> { stream: id.into() })
         .await
         .expect("manager is running")
+        .expect("the stream answers")
 }
 
 fn file_len(dir: &Path, id: &str) -> u64 {

@@ -274,7 +274,8 @@ async fn recover_fixture<K: UpdateKind>(name: &str, strict: bool) {
     let stats = manager
         .send(GetStream::<K> { stream: id.clone() })
         .await
-        .unwrap();
+        .unwrap()
+        .expect("the stream answers");
     if recovered.terminated {
         assert!(stats.is_none(), "{what}: a terminated stream is not kept");
         assert_no_forward(&mut rx, &what).await;

@@ -119,6 +119,7 @@ async fn in_memory(manager: &Manager, stream: Uuid) -> bool {
         .send(GetStream::<Operation> { stream })
         .await
         .expect("the manager answers GetStream")
+        .expect("the stream answers")
         .is_some()
 }
 

@@ -63,6 +63,7 @@ async fn stats<K: UpdateKind>(m: &Manager<K>, stream: K::StreamId) -> StreamStat
     let found = m.send(GetStream::<K> { stream }).await;
     found
         .expect("manager is running")
+        .expect("the stream answers")
         .expect("stream in memory")
 }
 

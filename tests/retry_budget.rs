@@ -101,6 +101,7 @@ async fn a_head_past_the_retry_budget_is_warned_once_and_still_retried() {
         .send(GetStream::<Native> { stream: "s".into() })
         .await
         .unwrap()
+        .expect("the stream answers")
         .unwrap();
     assert_eq!((stats.pending, stats.attempt), (2, 5));
 

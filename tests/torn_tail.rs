@@ -151,6 +151,7 @@ async fn torn_tail_at_every_offset<K: UpdateKind>(
             .send(GetStream::<K> { stream: id.clone() })
             .await
             .unwrap()
+            .expect("the stream answers")
             .unwrap_or_else(|| panic!("{what}: stream not kept"));
         let pending: Vec<Uuid> = stats
             .pending_updates

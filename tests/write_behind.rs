@@ -189,6 +189,7 @@ async fn always_syncs_on_the_committer_and_its_stream_keeps_serving_meanwhile() 
     .await
     .expect("the stream answers while its sync is held")
     .unwrap()
+    .expect("the stream answers")
     .unwrap();
     assert_eq!(stats.pending, 1);
 

@@ -173,6 +173,7 @@ async fn c1_failed_ack_write_is_retried_and_acknowledges_once() {
         .send(GetStream::<Native> { stream: "s".into() })
         .await
         .unwrap()
+        .expect("the stream answers")
         .unwrap();
     assert_eq!(
         (stats.pending, stats.received, stats.acknowledged),

@@ -6,9 +6,9 @@
 //! precede durability (a reply, a forward, the end of the stream) in the
 //! gate. Once its mailbox is drained the stream hands the staged bytes to
 //! the committer ([`Gate::begin_round`]): the effects that waited move into
-//! that round. When the round is done the actor runs them
-//! ([`Gate::round_done`]); when it failed, every held effect fails
-//! ([`Gate::take_all`]). One round per stream is in flight at a time; what the
+//! that round. When the round is done the actor runs them, one by one
+//! ([`Gate::round_done`], [`Gate::next_covered`]); when it failed, every
+//! held effect fails ([`Gate::take_all`]). One round per stream is in flight at a time; what the
 //! stream appends meanwhile waits for the next. A stream that must be
 //! durable on the spot (cleanup, shutdown) takes the round back
 //! ([`Gate::take_back`]) and writes it itself.
@@ -127,15 +127,38 @@ impl<E> Gate<E> {
         write
     }
 
-    /// The round in flight is done: returns when it was handed over and
-    /// the effects it covered (none if no round was in flight).
-    pub(crate) fn round_done(&mut self) -> Option<(Instant, Vec<E>)> {
+    /// The round in flight is done: returns when it was handed over (none
+    /// if no round was in flight). The effects it covered are now ready
+    /// ([`next_covered`](Self::next_covered)).
+    pub(crate) fn round_done(&mut self) -> Option<Instant> {
         let inner = self.inner.as_mut()?;
         let submitted = inner.in_flight.take()?;
         inner.flight = None;
-        let effects = std::mem::take(&mut inner.committing);
+        Some(submitted)
+    }
+
+    /// The next effect a done round covered, in order. They stay in the
+    /// gate until taken one by one, so that if running one panics, the
+    /// rest are still here to be answered.
+    pub(crate) fn next_covered(&mut self) -> Option<E> {
+        let inner = self.inner.as_mut()?;
+        if inner.in_flight.is_some() || inner.committing.is_empty() {
+            return None;
+        }
+        let effect = inner.committing.remove(0);
         self.free_if_idle();
-        Some((submitted, effects))
+        Some(effect)
+    }
+
+    /// The stream wrote and synced, itself, what it took back
+    /// ([`take_back`](Self::take_back)): every effect held is covered now,
+    /// ready in order ([`next_covered`](Self::next_covered)).
+    pub(crate) fn all_covered(&mut self) {
+        if let Some(inner) = self.inner.as_mut() {
+            inner.in_flight = None;
+            let mut waiting = std::mem::take(&mut inner.waiting);
+            inner.committing.append(&mut waiting);
+        }
     }
 
     /// The effects waiting for a round not yet begun (to run them when
@@ -151,7 +174,8 @@ impl<E> Gate<E> {
 
     /// Takes the round in flight back from the committer (it will not
     /// write it now) and the frames staged since, for the stream to write
-    /// and sync itself; then [`take_all`](Self::take_all).
+    /// and sync itself; then [`all_covered`](Self::all_covered), or
+    /// [`take_all`](Self::take_all) to fail them.
     pub(crate) fn take_back(&mut self) -> (Option<StagedWrite>, Staged) {
         match self.inner.as_deref_mut() {
             Some(inner) => (inner.flight.take(), std::mem::take(&mut inner.staged)),
@@ -161,8 +185,7 @@ impl<E> Gate<E> {
 
     /// Every effect held (the round in flight's first, then those
     /// waiting), and the gate is emptied (a round in flight is abandoned):
-    /// to run them once the stream wrote and synced what it took back, or
-    /// to answer them with the error of a round that failed.
+    /// to answer them with the error of a round that failed, or of a panic.
     pub(crate) fn take_all(&mut self) -> Vec<E> {
         match self.inner.take() {
             Some(mut inner) => {
@@ -209,12 +232,19 @@ mod tests {
         assert_eq!(gate.in_flight(), Some(t0));
         // Appended while the round is on its way: not covered by it.
         gate.hold("reply 2", false);
-        let (submitted, covered) = gate.round_done().expect("a round in flight");
-        assert_eq!((submitted, covered), (t0, vec!["reply 1"]));
+        assert_eq!(gate.next_covered(), None, "the round is not done");
+        assert_eq!(gate.round_done(), Some(t0));
         assert!(gate.round_done().is_none(), "one round, done once");
+        assert_eq!(gate.next_covered(), Some("reply 1"));
+        assert_eq!(
+            gate.next_covered(),
+            None,
+            "reply 2 waits for the next round"
+        );
         assert!(!gate.is_idle(), "reply 2 still waits");
         gate.begin_round(t0, |_| None);
-        assert_eq!(gate.round_done().map(|(_, e)| e), Some(vec!["reply 2"]));
+        gate.round_done();
+        assert_eq!(gate.next_covered(), Some("reply 2"));
         assert!(gate.is_idle());
     }
 
@@ -261,7 +291,8 @@ mod tests {
         log.settle(flight.as_ref(), staged)?;
         write.write(false)?;
         assert_eq!(std::fs::read(log.path())?, [1, 0, 0, 0, 7, 1, 0, 0, 0, 8]);
-        assert_eq!(gate.take_all(), ["reply"]);
+        gate.all_covered();
+        assert_eq!(gate.next_covered(), Some("reply"));
         assert!(gate.is_idle() && gate.in_flight().is_none());
         Ok(())
     }

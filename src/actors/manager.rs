@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::actors::stream::{StreamActor, StreamInit, StreamSettings, StreamShared};
-use crate::error::{AckError, RecoverError, UpdateError};
+use crate::error::{AckError, RecoverError, StatsError, UpdateError};
 use crate::kind::{describe_update, validate_update, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
 use crate::messages::handle::{
@@ -53,7 +53,7 @@ use crate::messages::manager::{
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::metrics::StreamMetrics;
 use crate::store::{Committer, FaultPlan, FileCache, StreamLog, SyncPolicy};
-use crate::stream::recover::recover_files;
+use crate::stream::recover::{recover_file, recover_files};
 use crate::stream::{RetryPolicy, StreamState};
 
 /// Where a stream's checkpoint file lives (Mesos's `getPath`).
@@ -127,6 +127,9 @@ struct Entry<K: UpdateKind> {
     generation: u64,
     /// Cleaned up; waiting for the stream actor to confirm it closed.
     closing: bool,
+    /// Its records are checkpointed (so a stopped actor can be revived
+    /// from its file).
+    checkpointed: bool,
 }
 
 /// The status update manager actor; see the module docs.
@@ -235,6 +238,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
     ) -> Rc<Addr<StreamActor<K>>> {
         let id = state.id().clone();
         let framework = state.framework_id().map(str::to_string);
+        let checkpointed = state.checkpointed();
         self.next_generation += 1;
         let generation = self.next_generation;
         let addr = Rc::new(StreamActor::start(StreamInit {
@@ -259,9 +263,67 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
                 framework,
                 generation,
                 closing: false,
+                checkpointed,
             },
         );
         addr
+    }
+
+    /// Starts again, from its file, every stream whose actor stopped while
+    /// this manager still routes to it. A stream actor restarts itself after
+    /// a storage fault or a panic in its handlers; this catches any other
+    /// stop, so that no stream with pending updates stays silently dead.
+    fn revive_stopped(&mut self, ctx: &mut Context<Self>) {
+        let stopped: Vec<(K::StreamId, bool)> = self
+            .streams
+            .iter()
+            .filter(|(_, e)| !e.addr.connected())
+            .map(|(id, e)| (id.clone(), e.closing))
+            .collect();
+        for (id, closing) in stopped {
+            if closing {
+                // It was closing anyway: nothing is left to serve.
+                self.forget(&id);
+            } else {
+                self.revive(&id, ctx);
+            }
+        }
+    }
+
+    /// Starts stream `id` again from its file, if its actor stopped.
+    fn revive(&mut self, id: &K::StreamId, ctx: &mut Context<Self>) {
+        let Some(entry) = self.streams.get(id) else {
+            return;
+        };
+        if entry.closing || entry.addr.connected() {
+            return;
+        }
+        let checkpointed = entry.checkpointed;
+        self.forget(id);
+        metrics::counter!(crate::metrics::STREAM_RESTARTS, "cause" => "stopped").increment(1);
+        if !checkpointed {
+            error!(stream = %id, "the actor of a stream that is not checkpointed stopped; its pending updates are lost");
+            return;
+        }
+        let path = (self.paths)(id);
+        match recover_file::<K>(id.clone(), &path, false, self.config.sync, Instant::now()) {
+            Ok(Some(recovered)) if !recovered.replayed.state.terminated() => {
+                let mut log = recovered.log;
+                self.settings().attach_recovered(&mut log);
+                let pending = recovered.replayed.state.pending().len();
+                error!(stream = %id, pending, path = %path.display(),
+                    "a stream actor had stopped; started it again from its file");
+                self.spawn_stream(recovered.replayed.state, Some(log), Some(path), ctx);
+            }
+            Ok(_) => {
+                error!(stream = %id, path = %path.display(),
+                    "a stream actor had stopped; its file holds nothing pending, so the stream is gone");
+            }
+            Err(err) => {
+                error!(stream = %id, path = %path.display(), cause = %err,
+                    "a stream actor had stopped and its file cannot be recovered; recover it to serve it again");
+            }
+        }
     }
 
     fn forget(&mut self, id: &K::StreamId) {
@@ -320,6 +382,25 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
 impl<K: UpdateKind> Actor for StatusUpdateManager<K> {
     type Context = Context<Self>;
 
+    /// Looks for stopped stream actors once per `retry.min`
+    /// ([`revive_stopped`](Self::revive_stopped)), from a task that holds
+    /// only a weak address: a manager whose callers dropped it still stops.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let every = self.config.retry.min.max(std::time::Duration::from_secs(1));
+        let me = ctx.address().downgrade();
+        actix_rt::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let sent = me
+                    .upgrade()
+                    .is_some_and(|m| m.try_send(ReviveStopped).is_ok());
+                if !sent {
+                    break;
+                }
+            }
+        });
+    }
+
     /// The manager is gone (its callers dropped it, or the system stops):
     /// its streams stop too, as Mesos's timers die with its actor. A stream
     /// with an armed retry timer would otherwise outlive its last address and
@@ -330,6 +411,23 @@ impl<K: UpdateKind> Actor for StatusUpdateManager<K> {
             // A stream that already stopped has nothing left to close.
             let _ = entry.addr.try_send(close);
         }
+    }
+}
+
+/// Time to look for stopped stream actors (sent by the manager's own
+/// periodic task).
+#[derive(Debug)]
+struct ReviveStopped;
+
+impl Message for ReviveStopped {
+    type Result = ();
+}
+
+impl<K: UpdateKind> Handler<ReviveStopped> for StatusUpdateManager<K> {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ReviveStopped, ctx: &mut Context<Self>) {
+        self.revive_stopped(ctx);
     }
 }
 
@@ -370,7 +468,7 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Update<K>>
 {
     fn handle(
         self,
-        _ctx: &mut Context<StatusUpdateManager<K>>,
+        ctx: &mut Context<StatusUpdateManager<K>>,
         tx: Option<OneshotSender<UpdateReply>>,
     ) {
         match self {
@@ -392,6 +490,11 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Update<K>>
                 };
                 let unavailable = || update_unavailable(&stream);
                 deliver(&*addr, msg, unavailable, |m: StreamUpdate<K>| m.reply);
+                if !addr.connected() {
+                    ctx.run_later(std::time::Duration::ZERO, move |act, ctx| {
+                        act.revive(&stream, ctx);
+                    });
+                }
             }
         }
     }
@@ -402,7 +505,7 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Acknowledge<K>>
 {
     fn handle(
         self,
-        _ctx: &mut Context<StatusUpdateManager<K>>,
+        ctx: &mut Context<StatusUpdateManager<K>>,
         tx: Option<OneshotSender<AckReply>>,
     ) {
         match self {
@@ -423,6 +526,11 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Acknowledge<K>>
                     unavailable,
                     |m: StreamAck| m.reply,
                 );
+                if !addr.connected() {
+                    ctx.run_later(std::time::Duration::ZERO, move |act, ctx| {
+                        act.revive(&stream, ctx);
+                    });
+                }
             }
         }
     }
@@ -706,7 +814,9 @@ impl<K: UpdateKind> Handler<ListStreams<K>> for StatusUpdateManager<K> {
         Box::pin(async move {
             let mut stats = Vec::with_capacity(addrs.len());
             for addr in addrs {
-                if let Ok(Some(s)) = addr
+                // A stream that panicked while it answered (it restarts,
+                // and says so in its log) is left out of this listing.
+                if let Ok(Ok(Some(s))) = addr
                     .send(GetStats {
                         with_pending: false,
                         kind: PhantomData,
@@ -723,7 +833,7 @@ impl<K: UpdateKind> Handler<ListStreams<K>> for StatusUpdateManager<K> {
 }
 
 impl<K: UpdateKind> Handler<GetStream<K>> for StatusUpdateManager<K> {
-    type Result = ResponseFuture<Option<StreamStats<K>>>;
+    type Result = ResponseFuture<Result<Option<StreamStats<K>>, StatsError>>;
 
     fn handle(&mut self, msg: GetStream<K>, _ctx: &mut Context<Self>) -> Self::Result {
         let addr = self
@@ -739,9 +849,9 @@ impl<K: UpdateKind> Handler<GetStream<K>> for StatusUpdateManager<K> {
                         kind: PhantomData,
                     })
                     .await
-                    .ok()
-                    .flatten(),
-                None => None,
+                    // A stream actor found stopped has no figures to give.
+                    .unwrap_or(Ok(None)),
+                None => Ok(None),
             }
         })
     }

@@ -55,7 +55,7 @@ use tracing::{debug, error, info, warn};
 
 use super::gate::Gate;
 use super::timers::{Due, RetryTimers};
-use crate::error::{AckError, UpdateError};
+use crate::error::{AckError, StatsError, UpdateError};
 use crate::kind::{encode_framed, RecordRef, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
 use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutcome};
@@ -162,6 +162,9 @@ pub struct StreamActor<K: UpdateKind> {
     /// Bumped by each restart, so a late commit result of a failed
     /// incarnation is ignored.
     incarnation: u32,
+    /// Panics since a message was last handled without one: the backoff
+    /// of the next restart grows with them.
+    panics: u8,
     /// This stream's share of the pending gauge.
     reported_pending: u32,
     flush_scheduled: bool,
@@ -176,12 +179,39 @@ pub struct StreamActor<K: UpdateKind> {
     me: WeakAddr<Self>,
 }
 
+/// Why a stream restarts (the `cause` of `sum_stream_restarts_total`).
+#[derive(Debug, Clone, Copy)]
+enum Restart {
+    /// A write or sync failed.
+    Storage,
+    /// A handler panicked.
+    Panic,
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
 /// Why a stream cannot serve.
 #[derive(Debug)]
 enum Fault {
     /// Reloading from the file after a storage fault failed; each new
     /// request tries again, and gets a retryable error meanwhile.
     Reload,
+    /// The stream panicked again soon after a restart: it reloads from its
+    /// file only once `until` has passed; requests get a retryable error
+    /// meanwhile.
+    Backoff {
+        /// When the stream reloads.
+        until: Instant,
+        /// The panics in a row that led to it.
+        panics: u8,
+    },
     /// Creating the file failed: every update gets this, and the stream ends.
     Create(UpdateError),
 }
@@ -228,6 +258,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 retry: Retry::default(),
                 gate: Gate::default(),
                 incarnation: 0,
+                panics: 0,
                 flush_scheduled: false,
                 fault: None,
                 needs_file,
@@ -296,7 +327,9 @@ impl<K: UpdateKind> StreamActor<K> {
         // and the next update that arrive together share one round.
         if !self.flush_scheduled {
             self.flush_scheduled = true;
-            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, _| act.flush()));
+            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, ctx| {
+                let _ = act.guarded("flush", ctx, |act, _| act.flush());
+            }));
         }
         Ok(())
     }
@@ -382,16 +415,16 @@ impl<K: UpdateKind> StreamActor<K> {
             Ok(()) => {
                 // A late answer of the round taken back is not for us.
                 self.incarnation = self.incarnation.wrapping_add(1);
-                for effect in self.gate.take_all() {
+                self.gate.all_covered();
+                while let Some(effect) = self.gate.next_covered() {
                     self.run(effect);
                 }
             }
             Err(err) => {
                 error!(stream = %self.name(), cause = %err, "checkpoint sync failed; restarting the stream");
                 self.fail_waiting(Arc::new(err));
-                self.shared.metrics.storage_errors.increment(1);
                 // The file may end short of what the stream holds: reload it.
-                ctx.stop();
+                self.restart(ctx, Restart::Storage);
             }
         }
     }
@@ -410,8 +443,7 @@ impl<K: UpdateKind> StreamActor<K> {
         let err = Arc::new(err);
         answer(self.name(), err.clone());
         self.fail_waiting(err);
-        self.shared.metrics.storage_errors.increment(1);
-        ctx.stop();
+        self.restart(ctx, Restart::Storage);
     }
 
     /// Answers everything that waited for a sync that failed (or for a
@@ -423,28 +455,108 @@ impl<K: UpdateKind> StreamActor<K> {
 
     /// Answers the replies among `effects` with `err`; drops the rest.
     fn answer_failed(&mut self, effects: Vec<Effect>, err: Arc<StoreError>) {
-        let stream = self.name();
+        self.answer_all(
+            effects,
+            |stream, uuid| UpdateError::Storage {
+                stream,
+                uuid,
+                source: err.clone(),
+            },
+            |stream, uuid| AckError::Storage {
+                stream,
+                uuid,
+                source: err.clone(),
+            },
+        );
+    }
+
+    /// Answers every reply among `effects` with the error `update` or `ack`
+    /// makes from the stream and the uuid; drops the other effects.
+    fn answer_all(
+        &self,
+        effects: Vec<Effect>,
+        update: impl Fn(String, String) -> UpdateError,
+        ack: impl Fn(String, String) -> AckError,
+    ) {
         for effect in effects {
             match effect {
-                Effect::ReplyUpdate(tx, _, uuid) => send(
-                    tx,
-                    Err(UpdateError::Storage {
-                        stream: stream.clone(),
-                        uuid: uuid.to_string(),
-                        source: err.clone(),
-                    }),
-                ),
-                Effect::ReplyAck(tx, _, uuid) => send(
-                    tx,
-                    Err(AckError::Storage {
-                        stream: stream.clone(),
-                        uuid: uuid.to_string(),
-                        source: err.clone(),
-                    }),
-                ),
+                Effect::ReplyUpdate(tx, _, uuid) => {
+                    send(tx, Err(update(self.name(), uuid.to_string())));
+                }
+                Effect::ReplyAck(tx, _, uuid) => send(tx, Err(ack(self.name(), uuid.to_string()))),
                 Effect::ForwardHead | Effect::End => {}
             }
         }
+    }
+
+    /// Runs `handle`, the work of handling the message named `what`. A panic
+    /// in it does not kill the actor: every request the stream holds is
+    /// answered with an error, the stream restarts from its file (as after
+    /// a storage fault), and the panic's message comes back as `Err` for
+    /// the caller's own answer.
+    fn guarded<R>(
+        &mut self,
+        what: &'static str,
+        ctx: &mut Context<Self>,
+        handle: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
+    ) -> Result<R, String> {
+        let (inject, kill) = self
+            .shared
+            .settings
+            .faults
+            .as_ref()
+            .map_or((false, false), |f| (f.panics_now(what), f.kills_now(what)));
+        if kill {
+            panic!("injected panic that stops the stream's actor, in its {what} handler");
+        }
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if inject {
+                panic!("injected panic in the stream's {what} handler");
+            }
+            handle(self, ctx)
+        }));
+        match ran {
+            Ok(done) => {
+                self.panics = 0;
+                Ok(done)
+            }
+            Err(payload) => {
+                let panic = panic_message(payload.as_ref());
+                self.panics = self.panics.saturating_add(1);
+                error!(stream = %self.name(), message = what, %panic, panics = self.panics,
+                    "stream actor panicked; restarting the stream from its file");
+                let held = self.gate.take_all();
+                self.answer_all(
+                    held,
+                    |stream, uuid| UpdateError::Panicked {
+                        stream,
+                        uuid,
+                        panic: panic.clone(),
+                    },
+                    |stream, uuid| AckError::Panicked {
+                        stream,
+                        uuid,
+                        panic: panic.clone(),
+                    },
+                );
+                self.restart(ctx, Restart::Panic);
+                Err(panic)
+            }
+        }
+    }
+
+    /// Stops the actor, so that its supervisor restarts it and
+    /// [`Supervised::restarting`] reloads the stream from its file.
+    fn restart(&mut self, ctx: &mut Context<Self>, cause: Restart) {
+        let metrics = &self.shared.metrics;
+        match cause {
+            Restart::Storage => {
+                metrics.storage_errors.increment(1);
+                metrics.restarts_storage.increment(1);
+            }
+            Restart::Panic => metrics.restarts_panic.increment(1),
+        }
+        ctx.stop();
     }
 
     /// Sends the head upstream and arms the retry timer for it.
@@ -593,44 +705,49 @@ impl<K: UpdateKind> StreamActor<K> {
         }
         let create = async move { rx.await.map_err(|_| "the file thread stopped") };
         ctx.wait(
-            actix::fut::wrap_future(create).map(|created, act: &mut Self, _ctx| {
-                let stream = act.name();
-                match created {
-                    Ok(Ok(log)) => act.log = Some(log),
-                    Ok(Err(StoreError::AlreadyExists { path })) => {
-                        act.fault = Some(Box::new(Fault::Create(UpdateError::FileExists {
-                            stream,
-                            path,
-                        })));
-                    }
-                    Ok(Err(err)) => {
-                        act.fault = Some(Box::new(Fault::Create(UpdateError::CreateFailed {
-                            stream,
-                            source: Arc::new(err),
-                        })));
-                    }
-                    Err(gone) => {
-                        let err = StoreError::Create {
-                            path: act
-                                .path
-                                .as_deref()
-                                .map(Path::to_path_buf)
-                                .unwrap_or_default(),
-                            source: std::io::Error::other(gone),
-                        };
-                        act.fault = Some(Box::new(Fault::Create(UpdateError::CreateFailed {
-                            stream,
-                            source: Arc::new(err),
-                        })));
-                    }
-                }
-                if act.fault.is_some() {
-                    // Nothing was written: the stream never existed.
-                    act.path = None;
-                    act.end();
-                }
+            actix::fut::wrap_future(create).map(|created, act: &mut Self, ctx| {
+                let _ = act.guarded("file created", ctx, |act, _| act.file_created(created));
             }),
         );
+    }
+
+    /// The new stream's file was created (or not): see [`create_file`](Self::create_file).
+    fn file_created(&mut self, created: Result<Result<StreamLog, StoreError>, &'static str>) {
+        let stream = self.name();
+        match created {
+            Ok(Ok(log)) => self.log = Some(log),
+            Ok(Err(StoreError::AlreadyExists { path })) => {
+                self.fault = Some(Box::new(Fault::Create(UpdateError::FileExists {
+                    stream,
+                    path,
+                })));
+            }
+            Ok(Err(err)) => {
+                self.fault = Some(Box::new(Fault::Create(UpdateError::CreateFailed {
+                    stream,
+                    source: Arc::new(err),
+                })));
+            }
+            Err(gone) => {
+                let err = StoreError::Create {
+                    path: self
+                        .path
+                        .as_deref()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
+                    source: std::io::Error::other(gone),
+                };
+                self.fault = Some(Box::new(Fault::Create(UpdateError::CreateFailed {
+                    stream,
+                    source: Arc::new(err),
+                })));
+            }
+        }
+        if self.fault.is_some() {
+            // Nothing was written: the stream never existed.
+            self.path = None;
+            self.end();
+        }
     }
 
     /// Rebuilds the stream from its file after a storage fault.
@@ -676,6 +793,16 @@ impl<K: UpdateKind> StreamActor<K> {
     fn healthy(&mut self) -> Result<(), String> {
         match self.fault.as_deref() {
             Some(Fault::Reload) => self.reload(),
+            Some(Fault::Backoff { until, panics }) => {
+                let left = until.saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    return Err(format!(
+                        "restarting after {panics} panics in a row; it reloads from its file in {left:?}"
+                    ));
+                }
+                self.fault = Some(Box::new(Fault::Reload));
+                self.reload()
+            }
             Some(Fault::Create(_)) | None => Ok(()),
         }
     }
@@ -693,6 +820,180 @@ impl<K: UpdateKind> StreamActor<K> {
             self.shared.metrics.pending.increment(delta);
             self.reported_pending = now;
         }
+    }
+
+    /// [`StreamUpdate`]: everything but answering a panic. `reply` is taken
+    /// once the update is answered (or its answer held in the gate).
+    fn update(
+        &mut self,
+        msg: StreamUpdate<K>,
+        reply: &mut Option<OneshotSender<Result<UpdateOutcome, UpdateError>>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(Fault::Create(err)) = self.fault.as_deref() {
+            return send(reply.take(), Err(err.clone()));
+        }
+        let StreamUpdate {
+            update,
+            uuid,
+            checkpoint,
+            reply: _,
+        } = msg;
+        if self.ended {
+            // Closed by a cleanup (or its manager stopped) and sent to
+            // directly: its file is closed, nothing more is accepted.
+            return send(
+                reply.take(),
+                Err(UpdateError::StreamClosing {
+                    stream: self.name(),
+                    uuid: uuid.to_string(),
+                }),
+            );
+        }
+        if let Err(reason) = self.healthy() {
+            return send(
+                reply.take(),
+                Err(UpdateError::Unavailable {
+                    stream: self.name(),
+                    reason,
+                }),
+            );
+        }
+        let result = match self.state.check_update(&update, uuid, checkpoint) {
+            Err(err) => Err(err),
+            Ok(UpdateDecision::Duplicate(why)) => {
+                warn!(stream = %self.name(), %uuid, ?why, "ignoring duplicate {}", K::LABEL);
+                Ok(UpdateOutcome::Duplicate)
+            }
+            Ok(UpdateDecision::Accept)
+                if self.state.pending().len() >= self.shared.settings.max_pending =>
+            {
+                Err(UpdateError::QueueFull {
+                    stream: self.name(),
+                    uuid: uuid.to_string(),
+                    limit: self.shared.settings.max_pending,
+                })
+            }
+            Ok(UpdateDecision::Accept) => {
+                let now = Instant::now();
+                let applied = self.append(RecordRef::Update(&update), ctx, |act, body| {
+                    act.state.apply_record(&update, body, uuid, now)
+                });
+                let effect = match applied {
+                    Ok(effect) => effect,
+                    Err(err) => {
+                        return self.write_failed(uuid, err, ctx, |stream, source| {
+                            send(
+                                reply.take(),
+                                Err(UpdateError::Storage {
+                                    stream,
+                                    uuid: uuid.to_string(),
+                                    source,
+                                }),
+                            );
+                        });
+                    }
+                };
+                // Forwarded from this copy, now or once it is the head.
+                self.state.keep_arrived(uuid, update);
+                if effect.forward_head {
+                    self.effect(Effect::ForwardHead);
+                }
+                Ok(UpdateOutcome::Accepted)
+            }
+        };
+        let outcomes = &self.shared.metrics;
+        match &result {
+            Ok(UpdateOutcome::Accepted) => &outcomes.updates_accepted,
+            Ok(UpdateOutcome::Duplicate) => &outcomes.updates_duplicate,
+            Err(_) => &outcomes.updates_rejected,
+        }
+        .increment(1);
+        self.report_pending();
+        self.effect(Effect::ReplyUpdate(reply.take(), result, uuid));
+    }
+
+    /// [`StreamAck`] for `uuid`: everything but answering a panic, as
+    /// [`update`](Self::update).
+    fn acknowledge(
+        &mut self,
+        uuid: StatusUuid,
+        reply: &mut Option<OneshotSender<Result<AckOutcome, AckError>>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.ended {
+            // As the manager answers for a stream it forgot or is closing.
+            return send(
+                reply.take(),
+                Err(AckError::UnknownStream {
+                    stream: self.name(),
+                    uuid: uuid.to_string(),
+                }),
+            );
+        }
+        if let Err(reason) = self.healthy() {
+            return send(
+                reply.take(),
+                Err(AckError::Unavailable {
+                    stream: self.name(),
+                    reason,
+                }),
+            );
+        }
+        let checked = match self.state.check_ack(uuid) {
+            Err(AckError::NothingPending { stream, uuid }) if self.state.terminated() => {
+                Err(AckError::UnknownStream { stream, uuid })
+            }
+            other => other,
+        };
+        let result = match checked {
+            Err(err) => Err(err),
+            Ok(()) => {
+                if let Err(err) = self.append(RecordRef::Ack(uuid), ctx, |_, _| ()) {
+                    return self.write_failed(uuid, err, ctx, |stream, source| {
+                        send(
+                            reply.take(),
+                            Err(AckError::Storage {
+                                stream,
+                                uuid: uuid.to_string(),
+                                source,
+                            }),
+                        );
+                    });
+                }
+                self.retry.cancel();
+                match self.state.apply_ack() {
+                    Some(effect) => {
+                        if effect.dropped > 0 {
+                            warn!(stream = %self.name(), dropped = effect.dropped,
+                                "acknowledged a terminal {} but updates are still pending; dropping them", K::LABEL);
+                        }
+                        if effect.terminated {
+                            self.effect(Effect::End);
+                        } else if effect.forward_head {
+                            self.effect(Effect::ForwardHead);
+                        }
+                        Ok(AckOutcome {
+                            stream_terminated: effect.terminated,
+                        })
+                    }
+                    // check_ack saw a head; this cannot be reached.
+                    None => Err(AckError::NothingPending {
+                        stream: self.name(),
+                        uuid: uuid.to_string(),
+                    }),
+                }
+            }
+        };
+        let outcomes = &self.shared.metrics;
+        if result.is_ok() {
+            &outcomes.acks_accepted
+        } else {
+            &outcomes.acks_rejected
+        }
+        .increment(1);
+        self.report_pending();
+        self.effect(Effect::ReplyAck(reply.take(), result, uuid));
     }
 
     fn stats(&self, with_pending: bool) -> StreamStats<K> {
@@ -739,10 +1040,22 @@ impl<K: UpdateKind> Actor for StreamActor<K> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let _ = self.guarded("start", ctx, Self::begin);
+    }
+}
+
+impl<K: UpdateKind> StreamActor<K> {
+    /// Starts serving: creates a new stream's file, or forwards the head of
+    /// a recovered or restarted one.
+    fn begin(&mut self, ctx: &mut Context<Self>) {
         if std::mem::take(&mut self.needs_file) {
             if let Some(path) = self.path.clone() {
                 return self.create_file(path, ctx);
             }
+        }
+        if matches!(self.fault.as_deref(), Some(Fault::Backoff { .. })) {
+            // The head goes out once the backoff is over and the stream reloaded.
+            return;
         }
         self.report_pending();
         if self.state.terminated() {
@@ -762,9 +1075,28 @@ impl<K: UpdateKind> Supervised for StreamActor<K> {
         self.incarnation = self.incarnation.wrapping_add(1);
         // The wake-up asked for stays valid: the address survives the restart.
         self.retry.cancel();
-        if !self.ended {
-            // On failure `fault` is set and the next request retries.
-            let _ = self.reload();
+        if self.ended {
+            return;
+        }
+        if self.panics >= 2 {
+            // Panicking again and again: not in a tight loop.
+            let delay = crate::stream::backoff::restart_backoff(self.panics);
+            let until = Instant::now() + delay;
+            error!(stream = %self.name(), panics = self.panics, ?delay,
+                "stream panicked again after a restart; it reloads from its file after a backoff");
+            self.fault = Some(Box::new(Fault::Backoff {
+                until,
+                panics: self.panics,
+            }));
+            self.shared.timers.wake_at(until, self.me.clone());
+            return;
+        }
+        // On failure (or a panic) `fault` is set and the next request retries.
+        let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload()));
+        if let Err(payload) = reloaded {
+            let panic = panic_message(payload.as_ref());
+            error!(stream = %self.name(), %panic, "reloading the stream panicked; requests get a retryable error and try again");
+            self.fault = Some(Box::new(Fault::Reload));
         }
     }
 }
@@ -772,89 +1104,21 @@ impl<K: UpdateKind> Supervised for StreamActor<K> {
 impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
     type Result = ();
 
-    fn handle(&mut self, msg: StreamUpdate<K>, ctx: &mut Context<Self>) {
+    fn handle(&mut self, mut msg: StreamUpdate<K>, ctx: &mut Context<Self>) {
         let _entered = self.span().entered();
-        if let Some(Fault::Create(err)) = self.fault.as_deref() {
-            return send(msg.reply, Err(err.clone()));
-        }
-        let StreamUpdate {
-            update,
-            uuid,
-            checkpoint,
-            reply,
-        } = msg;
-        if self.ended {
-            // Closed by a cleanup (or its manager stopped) and sent to
-            // directly: its file is closed, nothing more is accepted.
-            return send(
+        let mut reply = msg.reply.take();
+        let uuid = msg.uuid;
+        if let Err(panic) = self.guarded("update", ctx, |act, ctx| act.update(msg, &mut reply, ctx))
+        {
+            send(
                 reply,
-                Err(UpdateError::StreamClosing {
+                Err(UpdateError::Panicked {
                     stream: self.name(),
                     uuid: uuid.to_string(),
+                    panic,
                 }),
             );
         }
-        if let Err(reason) = self.healthy() {
-            return send(
-                reply,
-                Err(UpdateError::Unavailable {
-                    stream: self.name(),
-                    reason,
-                }),
-            );
-        }
-        let result = match self.state.check_update(&update, uuid, checkpoint) {
-            Err(err) => Err(err),
-            Ok(UpdateDecision::Duplicate(why)) => {
-                warn!(stream = %self.name(), %uuid, ?why, "ignoring duplicate {}", K::LABEL);
-                Ok(UpdateOutcome::Duplicate)
-            }
-            Ok(UpdateDecision::Accept)
-                if self.state.pending().len() >= self.shared.settings.max_pending =>
-            {
-                Err(UpdateError::QueueFull {
-                    stream: self.name(),
-                    uuid: uuid.to_string(),
-                    limit: self.shared.settings.max_pending,
-                })
-            }
-            Ok(UpdateDecision::Accept) => {
-                let now = Instant::now();
-                let applied = self.append(RecordRef::Update(&update), ctx, |act, body| {
-                    act.state.apply_record(&update, body, uuid, now)
-                });
-                let effect = match applied {
-                    Ok(effect) => effect,
-                    Err(err) => {
-                        return self.write_failed(uuid, err, ctx, |stream, source| {
-                            send(
-                                reply,
-                                Err(UpdateError::Storage {
-                                    stream,
-                                    uuid: uuid.to_string(),
-                                    source,
-                                }),
-                            );
-                        });
-                    }
-                };
-                // Forwarded from this copy, now or once it is the head.
-                self.state.keep_arrived(uuid, update);
-                if effect.forward_head {
-                    self.effect(Effect::ForwardHead);
-                }
-                Ok(UpdateOutcome::Accepted)
-            }
-        };
-        let outcomes = &self.shared.metrics;
-        match &result {
-            Ok(UpdateOutcome::Accepted) => &outcomes.updates_accepted,
-            Ok(UpdateOutcome::Duplicate) => &outcomes.updates_duplicate,
-            Err(_) => &outcomes.updates_rejected,
-        }
-        .increment(1);
-        self.report_pending();
-        self.effect(Effect::ReplyUpdate(reply, result, uuid));
     }
 }
 
@@ -864,87 +1128,35 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
     fn handle(&mut self, msg: StreamAck, ctx: &mut Context<Self>) {
         let _entered = self.span().entered();
         let StreamAck { uuid, reply } = msg;
-        if self.ended {
-            // As the manager answers for a stream it forgot or is closing.
-            return send(
+        let mut reply = reply;
+        if let Err(panic) = self.guarded("ack", ctx, |act, ctx| {
+            act.acknowledge(uuid, &mut reply, ctx)
+        }) {
+            send(
                 reply,
-                Err(AckError::UnknownStream {
+                Err(AckError::Panicked {
                     stream: self.name(),
                     uuid: uuid.to_string(),
+                    panic,
                 }),
             );
         }
-        if let Err(reason) = self.healthy() {
-            return send(
-                reply,
-                Err(AckError::Unavailable {
-                    stream: self.name(),
-                    reason,
-                }),
-            );
-        }
-        let checked = match self.state.check_ack(uuid) {
-            Err(AckError::NothingPending { stream, uuid }) if self.state.terminated() => {
-                Err(AckError::UnknownStream { stream, uuid })
-            }
-            other => other,
-        };
-        let result = match checked {
-            Err(err) => Err(err),
-            Ok(()) => {
-                if let Err(err) = self.append(RecordRef::Ack(uuid), ctx, |_, _| ()) {
-                    return self.write_failed(uuid, err, ctx, |stream, source| {
-                        send(
-                            reply,
-                            Err(AckError::Storage {
-                                stream,
-                                uuid: uuid.to_string(),
-                                source,
-                            }),
-                        );
-                    });
-                }
-                self.retry.cancel();
-                match self.state.apply_ack() {
-                    Some(effect) => {
-                        if effect.dropped > 0 {
-                            warn!(stream = %self.name(), dropped = effect.dropped,
-                                "acknowledged a terminal {} but updates are still pending; dropping them", K::LABEL);
-                        }
-                        if effect.terminated {
-                            self.effect(Effect::End);
-                        } else if effect.forward_head {
-                            self.effect(Effect::ForwardHead);
-                        }
-                        Ok(AckOutcome {
-                            stream_terminated: effect.terminated,
-                        })
-                    }
-                    // check_ack saw a head; this cannot be reached.
-                    None => Err(AckError::NothingPending {
-                        stream: self.name(),
-                        uuid: uuid.to_string(),
-                    }),
-                }
-            }
-        };
-        let outcomes = &self.shared.metrics;
-        if result.is_ok() {
-            &outcomes.acks_accepted
-        } else {
-            &outcomes.acks_rejected
-        }
-        .increment(1);
-        self.report_pending();
-        self.effect(Effect::ReplyAck(reply, result, uuid));
     }
 }
 
 impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
     type Result = ();
 
-    fn handle(&mut self, msg: SetPaused, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
         let _entered = self.span().entered();
+        // Kept even if the rest panics: the restart must not forward while paused.
+        self.paused = msg.paused;
+        let _ = self.guarded("pause", ctx, |act, _| act.set_paused(msg));
+    }
+}
+
+impl<K: UpdateKind> StreamActor<K> {
+    fn set_paused(&mut self, msg: SetPaused) {
         self.paused = msg.paused;
         if msg.paused {
             self.retry.cancel();
@@ -967,6 +1179,20 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
 
     fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
         let _entered = self.span().entered();
+        if self
+            .guarded("close", ctx, |act, ctx| act.close(msg, ctx))
+            .is_err()
+        {
+            // The stream was to close: it ends rather than restart (what it
+            // held was answered with the error).
+            self.remove_on_end = Some(msg.remove_file);
+            self.end();
+        }
+    }
+}
+
+impl<K: UpdateKind> StreamActor<K> {
+    fn close(&mut self, msg: Close, ctx: &mut Context<Self>) {
         if self.ended {
             return;
         }
@@ -981,10 +1207,17 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
 }
 
 impl<K: UpdateKind> Handler<GetStats<K>> for StreamActor<K> {
-    type Result = Option<StreamStats<K>>;
+    type Result = Result<Option<StreamStats<K>>, StatsError>;
 
-    fn handle(&mut self, msg: GetStats<K>, _ctx: &mut Context<Self>) -> Self::Result {
-        (!self.ended).then(|| self.stats(msg.with_pending))
+    fn handle(&mut self, msg: GetStats<K>, ctx: &mut Context<Self>) -> Self::Result {
+        let _entered = self.span().entered();
+        self.guarded("stats", ctx, |act, _| {
+            (!act.ended).then(|| act.stats(msg.with_pending))
+        })
+        .map_err(|panic| StatsError {
+            stream: self.name(),
+            panic,
+        })
     }
 }
 
@@ -993,15 +1226,31 @@ impl<K: UpdateKind> Handler<SyncNow> for StreamActor<K> {
 
     fn handle(&mut self, _msg: SyncNow, ctx: &mut Context<Self>) {
         let _entered = self.span().entered();
-        self.sync_here(ctx);
+        let _ = self.guarded("sync", ctx, Self::sync_here);
     }
 }
 
 impl<K: UpdateKind> Handler<Due> for StreamActor<K> {
     type Result = ();
 
-    fn handle(&mut self, msg: Due, _ctx: &mut Context<Self>) {
-        match self.retry.woken(msg.at, Instant::now()) {
+    fn handle(&mut self, msg: Due, ctx: &mut Context<Self>) {
+        let _ = self.guarded("retry wake-up", ctx, |act, _| act.woken(msg));
+    }
+}
+
+impl<K: UpdateKind> StreamActor<K> {
+    fn woken(&mut self, msg: Due) {
+        let now = Instant::now();
+        if let Some(Fault::Backoff { until, .. }) = self.fault.as_deref() {
+            if *until <= now {
+                // The restart's backoff is over: reload, and forward the head.
+                self.fault = Some(Box::new(Fault::Reload));
+                if self.healthy().is_ok() && self.state.head().is_some() {
+                    self.effect(Effect::ForwardHead);
+                }
+            }
+        }
+        match self.retry.woken(msg.at, now) {
             Woken::Nothing => {}
             Woken::AskAgain(at) => self.shared.timers.wake_at(at, self.me.clone()),
             Woken::Due(on_due) => {
@@ -1032,10 +1281,16 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
 
     fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
         let _entered = self.span().entered();
+        let _ = self.guarded("durable", ctx, |act, ctx| act.durable(msg, ctx));
+    }
+}
+
+impl<K: UpdateKind> StreamActor<K> {
+    fn durable(&mut self, msg: Durable, ctx: &mut Context<Self>) {
         if msg.incarnation != self.incarnation {
             return;
         }
-        let Some((submitted, covered)) = self.gate.round_done() else {
+        let Some(submitted) = self.gate.round_done() else {
             return;
         };
         if self.shared.settings.sync.syncs() {
@@ -1043,7 +1298,7 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
         }
         match msg.result {
             Ok(()) => {
-                for effect in covered {
+                while let Some(effect) = self.gate.next_covered() {
                     self.run(effect);
                 }
                 // Whatever was written meanwhile goes into the next round.
@@ -1051,11 +1306,8 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
             }
             Err(err) => {
                 error!(stream = %self.name(), cause = %err, "checkpoint write or sync failed; restarting the stream");
-                let mut effects = covered;
-                effects.append(&mut self.gate.take_all());
-                self.answer_failed(effects, err);
-                self.shared.metrics.storage_errors.increment(1);
-                ctx.stop();
+                self.fail_waiting(err);
+                self.restart(ctx, Restart::Storage);
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix::Message;
 
-use crate::error::{AckError, RecoverError, UpdateError};
+use crate::error::{AckError, RecoverError, StatsError, UpdateError};
 use crate::kind::{StatusUuid, UpdateKind};
 use crate::stream::UpdateRecords;
 
@@ -169,7 +169,9 @@ impl<K: UpdateKind> Message for ListStreams<K> {
     type Result = Vec<StreamStats<K>>;
 }
 
-/// One stream's figures, including its pending updates.
+/// One stream's figures, including its pending updates: `None` if the
+/// stream is not in memory, an error if its actor panicked while it
+/// answered (the stream restarts from its file).
 #[derive(Debug, Clone)]
 pub struct GetStream<K: UpdateKind> {
     /// The stream.
@@ -177,7 +179,7 @@ pub struct GetStream<K: UpdateKind> {
 }
 
 impl<K: UpdateKind> Message for GetStream<K> {
-    type Result = Option<StreamStats<K>>;
+    type Result = Result<Option<StreamStats<K>>, StatsError>;
 }
 
 /// A stream's figures (its metrics).

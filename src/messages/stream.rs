@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use actix::dev::OneshotSender;
 use actix::Message;
 
-use crate::error::{AckError, UpdateError};
+use crate::error::{AckError, StatsError, UpdateError};
 use crate::kind::{StatusUuid, UpdateKind};
 use crate::messages::manager::{AckOutcome, StreamStats, UpdateOutcome};
 
@@ -70,7 +70,8 @@ impl Message for Close {
     type Result = ();
 }
 
-/// Ask for the stream's figures; `None` once the stream has ended.
+/// Ask for the stream's figures; `None` once the stream has ended, an error
+/// if the stream's actor panicked while it answered (it restarts).
 #[derive(Debug, Clone, Copy)]
 pub struct GetStats<K: UpdateKind> {
     /// Include the pending updates.
@@ -80,7 +81,7 @@ pub struct GetStats<K: UpdateKind> {
 }
 
 impl<K: UpdateKind> Message for GetStats<K> {
-    type Result = Option<StreamStats<K>>;
+    type Result = Result<Option<StreamStats<K>>, StatsError>;
 }
 
 /// Sync the file now (see [`crate::messages::manager::SyncAll`]).

@@ -326,6 +326,9 @@ pub struct ServiceConfig {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// Storage faults and handler panics to inject into the manager's
+    /// streams (tests; no configuration key).
+    pub faults: Option<crate::store::FaultPlan>,
 }
 
 /// Names where a refused value came from ("in the environment", "in
@@ -563,6 +566,7 @@ impl Settings {
                     request_bytes_in_flight: DEFAULT_REQUEST_BYTES_IN_FLIGHT,
                     log_level: self.log.level.clone(),
                     log_format,
+                    faults: None,
                 })
             }
             _ => Err(ConfigError::Invalid(bad)),
@@ -665,6 +669,7 @@ impl ServiceConfig {
             remove_finished: self.remove_finished,
             // The service forwards only while a subscriber is connected.
             start_paused: true,
+            faults: self.faults.clone(),
             ..ManagerConfig::default()
         }
     }

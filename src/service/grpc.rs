@@ -66,7 +66,7 @@ pub fn update_status(err: &UpdateError) -> Status {
             Code::ResourceExhausted
         }
         UpdateError::Unavailable { .. } | UpdateError::Storage { .. } => Code::Unavailable,
-        UpdateError::CreateFailed { .. } => Code::Internal,
+        UpdateError::CreateFailed { .. } | UpdateError::Panicked { .. } => Code::Internal,
     };
     Status::new(code, err.to_string())
 }
@@ -81,6 +81,7 @@ pub fn ack_status(err: &AckError) -> Status {
             Code::FailedPrecondition
         }
         AckError::Unavailable { .. } | AckError::Storage { .. } => Code::Unavailable,
+        AckError::Panicked { .. } => Code::Internal,
     };
     Status::new(code, err.to_string())
 }
@@ -295,6 +296,7 @@ impl Api for GrpcService {
             })
             .await
             .map_err(mailbox)?
+            .map_err(|err| Status::internal(err.to_string()))?
             .ok_or_else(|| Status::not_found(format!("stream {stream_id} is not in memory")))?;
         Ok(Response::new(stream_info(stats)))
     }

@@ -6,7 +6,8 @@
 //! syncs of those logs and fails the ones it was told to, with a real errno
 //! (`EIO`, `ENOSPC`), after writing half of the frame, as a disk that fills
 //! up mid-record would. A plan that was given no faults costs one atomic
-//! increment per write and per sync; without a plan there is no cost.
+//! increment per write and per sync; without a plan there is no cost. A plan
+//! can also make a stream actor's handler panic ([`FaultPlan::panic_in`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -40,6 +41,11 @@ struct Inner {
     disk_full: AtomicBool,
     syncs_held: Gate,
     writes_held: Gate,
+    /// Stream actor handlers that panic the next time they run (by the
+    /// name the stream gives each handler), with how many times.
+    panics: Mutex<BTreeMap<&'static str, u32>>,
+    /// The same, for panics that the stream does not catch: its actor stops.
+    kills: Mutex<BTreeMap<&'static str, u32>>,
 }
 
 /// Holds whoever [waits](Gate::wait) while it is closed, and counts them.
@@ -158,6 +164,31 @@ impl FaultPlan {
         self.inner.writes_held.wait();
     }
 
+    /// The next `times` runs of the stream actor handler named `handler`
+    /// panic (`update`, `ack`, `retry wake-up`, `durable`, `stats`, `pause`,
+    /// `close`, `sync`, `flush`, `start`, `file created`): shows that a
+    /// panic restarts the stream instead of killing it.
+    pub fn panic_in(&self, handler: &'static str, times: u32) {
+        *lock(&self.inner.panics).entry(handler).or_default() += times;
+    }
+
+    /// The next `times` runs of the handler named `handler` panic where the
+    /// stream does not catch it, so that its actor stops for good: shows
+    /// that the manager starts such a stream again from its file.
+    pub fn kill_in(&self, handler: &'static str, times: u32) {
+        *lock(&self.inner.kills).entry(handler).or_default() += times;
+    }
+
+    /// Whether the handler named `handler` must panic now (counts it).
+    pub(crate) fn panics_now(&self, handler: &str) -> bool {
+        take_one(&self.inner.panics, handler)
+    }
+
+    /// Whether the handler named `handler` must stop its actor now (counts it).
+    pub(crate) fn kills_now(&self, handler: &str) -> bool {
+        take_one(&self.inner.kills, handler)
+    }
+
     /// Writes seen so far.
     pub fn writes(&self) -> u64 {
         self.inner.writes.load(Ordering::SeqCst)
@@ -182,6 +213,17 @@ impl FaultPlan {
         self.inner.syncs_held.wait();
         let n = self.inner.syncs.fetch_add(1, Ordering::SeqCst) + 1;
         lock(&self.inner.fail_syncs).remove(&n).map(Fault::error)
+    }
+}
+
+/// Takes one from `handler`'s count in `plan`; whether there was one.
+fn take_one(plan: &Mutex<BTreeMap<&'static str, u32>>, handler: &str) -> bool {
+    match lock(plan).get_mut(handler) {
+        Some(left) if *left > 0 => {
+            *left -= 1;
+            true
+        }
+        _ => false,
     }
 }
 

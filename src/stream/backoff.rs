@@ -19,6 +19,24 @@ pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(600);
 /// about 1.5 hours (10+20+…+320 s, then 600 s each).
 pub const DEFAULT_WARN_AFTER: u32 = 10;
 
+/// The first delay before a stream that panicked again after a restart
+/// reloads from its file.
+pub const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// The longest such delay.
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// The delay before a stream that panicked `panics` times in a row reloads
+/// from its file: none after one panic, then [`RESTART_BACKOFF_MIN`]
+/// doubling with each further one, at most [`RESTART_BACKOFF_MAX`].
+pub fn restart_backoff(panics: u8) -> Duration {
+    match panics {
+        0 | 1 => Duration::ZERO,
+        n => RESTART_BACKOFF_MIN
+            .saturating_mul(2u32.saturating_pow(u32::from(n - 2)))
+            .min(RESTART_BACKOFF_MAX),
+    }
+}
+
 /// How a stream re-sends its unacknowledged head.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
@@ -81,6 +99,13 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_that_panics_again_and_again_waits_longer_each_time() {
+        let delays: Vec<u64> = (1..=10).map(|n| restart_backoff(n).as_secs()).collect();
+        assert_eq!(delays, [0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(restart_backoff(u8::MAX), RESTART_BACKOFF_MAX);
+    }
 
     #[test]
     fn mesos_schedule_without_jitter() {
