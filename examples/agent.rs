@@ -3,8 +3,10 @@
 //! The agent recovers whatever an earlier run left in its data directory,
 //! then reports three statuses of one task. The upstream (here an actor in
 //! the same process, standing in for a controller) receives each forward and
-//! acknowledges it; the manager forwards the next status only after the
-//! previous one was acknowledged, and the terminal status ends the stream.
+//! acknowledges it through the forward itself (`Forward::acknowledge`, which
+//! goes straight to the stream that sent it: the upstream needs no address of
+//! the manager). The stream forwards the next status only after the previous
+//! one was acknowledged, and the terminal status ends the stream.
 //!
 //! Run it with `cargo run --example agent [DATA_DIR]`; run it twice with the
 //! same directory and kill the first run midway to see recovery re-send.
@@ -14,7 +16,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use status_update_manager::kind::Native;
-use status_update_manager::messages::{Acknowledge, Forward, ListStreams, Recover, Update};
+use status_update_manager::messages::{Forward, ListStreams, Recover, Update};
 use status_update_manager::proto::status_update_manager::v1::{Status, StatusUpdate};
 use status_update_manager::store::layout::{discover_native_streams, native_stream_path};
 use status_update_manager::{ManagerConfig, StatusUpdateManager};
@@ -22,7 +24,6 @@ use tokio::sync::oneshot;
 
 /// The upstream: prints each forward and acknowledges it.
 struct Upstream {
-    manager: Option<Addr<StatusUpdateManager<Native>>>,
     /// Fired when a terminal status was acknowledged.
     done: Option<oneshot::Sender<()>>,
 }
@@ -31,23 +32,11 @@ impl Actor for Upstream {
     type Context = Context<Self>;
 }
 
-/// Gives the upstream the manager to acknowledge to.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Connect(Addr<StatusUpdateManager<Native>>);
-
-impl Handler<Connect> for Upstream {
-    type Result = ();
-    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
-        self.manager = Some(msg.0);
-    }
-}
-
 impl Handler<Forward<Native>> for Upstream {
     type Result = ();
 
     fn handle(&mut self, forward: Forward<Native>, ctx: &mut Context<Self>) {
-        let Some(status) = forward.update.status.clone() else {
+        let Some(status) = forward.update.status.as_ref() else {
             return;
         };
         let latest = forward
@@ -59,29 +48,23 @@ impl Handler<Forward<Native>> for Upstream {
             "upstream <- stream {} state {} (latest {latest}, attempt {})",
             forward.stream, status.state, forward.attempt
         );
-        let (Some(manager), Ok(uuid)) =
-            (self.manager.clone(), uuid::Uuid::from_slice(&status.uuid))
-        else {
-            return;
-        };
-        let ack = Acknowledge::<Native> {
-            stream: forward.stream,
-            uuid,
-        };
+        // A forward carries its stream's ack port: the ack goes straight to
+        // the stream that sent it, with the answers the manager would give.
+        let uuid = forward.uuid();
         ctx.spawn(
-            manager
-                .send(ack)
+            forward
+                .acknowledge()
                 .into_actor(self)
                 .map(move |reply, act, _| match reply {
-                    Ok(Ok(outcome)) if outcome.stream_terminated => {
+                    Ok(outcome) if outcome.stream_terminated => {
                         println!("upstream -> ack {uuid}: stream ended");
                         if let Some(done) = act.done.take() {
                             let _ = done.send(());
                         }
                     }
-                    Ok(Ok(_)) => println!("upstream -> ack {uuid}"),
-                    Ok(Err(err)) => eprintln!("ack failed: {err}"),
-                    Err(err) => eprintln!("manager unreachable: {err}"),
+                    Ok(_) => println!("upstream -> ack {uuid}"),
+                    // A head left unacknowledged is sent again after its gap.
+                    Err(err) => eprintln!("ack failed: {err}"),
                 }),
         );
     }
@@ -106,7 +89,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (done_tx, done_rx) = oneshot::channel();
     let upstream = Upstream {
-        manager: None,
         done: Some(done_tx),
     }
     .start();
@@ -116,8 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         remove_finished: true,
         ..ManagerConfig::default()
     };
-    let manager = StatusUpdateManager::<Native>::start(config, upstream.clone().recipient(), paths);
-    upstream.send(Connect(manager.clone())).await?;
+    let manager = StatusUpdateManager::<Native>::start(config, upstream.recipient(), paths);
 
     // Recover what an earlier run left behind: its pending heads are re-sent.
     let ids = discover_native_streams(&data_dir)?

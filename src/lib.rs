@@ -83,3 +83,8 @@ pub mod stream;
 
 pub use actors::manager::{ManagerConfig, StatusUpdateManager, StreamPaths};
 pub use error::{AckError, RecoverError, ReplayError, UpdateError};
+
+/// Compiles every Rust block of README.md as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
