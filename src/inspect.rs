@@ -242,12 +242,81 @@ impl StreamReport {
     }
 }
 
-/// The output of `inspect --json`: one entry per stream file.
+/// The output of `inspect --json`: one entry per stream file, and one per commit journal
+/// given by its path.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
     /// The streams, in the order their paths were given (a directory's in the order of
     /// [`expand`]).
     pub streams: Vec<StreamReport>,
+    /// The commit journals given (`commit.journal`, `commit.journal.old`): summarized, not
+    /// decoded as stream files. Absent from the JSON when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub journals: Vec<JournalReport>,
+}
+
+impl Report {
+    /// The paths that would not recover cleanly: a stream file whose outcome is `missing`
+    /// or `error`, or whose tail is corrupt. Empty means every file given is clean.
+    pub fn unclean(&self) -> Vec<&str> {
+        self.streams
+            .iter()
+            .filter(|s| {
+                matches!(s.outcome, Outcome::Missing | Outcome::Error)
+                    || s.tail == TailState::Corrupt
+            })
+            .map(|s| s.path.as_str())
+            .collect()
+    }
+
+    /// Whether the paths named nothing to inspect.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty() && self.journals.is_empty()
+    }
+}
+
+/// A commit journal (`store::journal`), as replay would read it at the next start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JournalReport {
+    /// The path as given.
+    pub path: String,
+    /// Its size.
+    pub file_bytes: u64,
+    /// Complete entries (runs of records a round wrote into one stream file).
+    pub entries: usize,
+    /// Bytes of records the entries carry.
+    pub record_bytes: u64,
+    /// Bytes after the last complete entry (a round torn by a crash; replay ignores them).
+    pub torn_bytes: u64,
+    /// The stream files the entries name, relative to the journal's directory.
+    pub files: Vec<String>,
+}
+
+/// Whether `path` names a commit journal, current or rotated.
+fn is_journal(path: &Path) -> bool {
+    let journal = crate::store::JOURNAL_FILE;
+    path.file_name().is_some_and(|name| {
+        name == journal || crate::store::journal::old_journal_path(Path::new(journal)) == name
+    })
+}
+
+/// Summarizes the journal at `path`; `None` if it cannot be read (then it is reported as a
+/// missing or unreadable file, as any other path).
+fn inspect_journal(path: &Path) -> Option<JournalReport> {
+    let contents = fs::read(path).ok()?;
+    let summary = crate::store::journal::summarize(&contents);
+    Some(JournalReport {
+        path: path.display().to_string(),
+        file_bytes: u64::try_from(contents.len()).unwrap_or(u64::MAX),
+        entries: summary.entries,
+        record_bytes: summary.record_bytes,
+        torn_bytes: summary.torn_bytes,
+        files: summary
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect(),
+    })
 }
 
 /// Why paths could not be expanded into stream files.
@@ -269,13 +338,19 @@ pub enum InspectError {
 /// Inspects every stream file `paths` name: a file is one stream (of `kind`, or of the kind
 /// [`detect_kind`] finds), a directory holds the streams [`expand`] finds.
 pub fn inspect_paths(paths: &[PathBuf], kind: Option<InspectKind>) -> Result<Report, InspectError> {
-    let mut streams = Vec::new();
+    let mut report = Report::default();
     for path in paths {
+        if is_journal(path) {
+            if let Some(journal) = inspect_journal(path) {
+                report.journals.push(journal);
+                continue;
+            }
+        }
         for (file, file_kind) in expand(path, kind)? {
-            streams.push(inspect_file(&file, file_kind));
+            report.streams.push(inspect_file(&file, file_kind));
         }
     }
-    Ok(Report { streams })
+    Ok(report)
 }
 
 /// The stream files `path` names, each with its kind if known: `path` itself (with `kind`)

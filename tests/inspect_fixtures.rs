@@ -35,9 +35,15 @@ fn inspect(args: &[&str], paths: &[PathBuf]) -> Finished {
 
 /// Runs `inspect --json` and returns its `streams`, checking exit status 0.
 fn inspect_json(args: &[&str], paths: &[PathBuf]) -> Vec<Value> {
+    inspect_json_exiting(args, paths, 0)
+}
+
+/// Runs `inspect --json` and returns its `streams`, checking exit status `code` (1: a file
+/// would not recover cleanly, or nothing to inspect; the report is printed all the same).
+fn inspect_json_exiting(args: &[&str], paths: &[PathBuf], code: i32) -> Vec<Value> {
     let output = inspect(&[&["--json"], args].concat(), paths);
     let stderr = &output.stderr;
-    assert!(output.status.success(), "inspect failed: {stderr}");
+    assert_eq!(output.status.code(), Some(code), "inspect: {stderr}");
     let doc: Value = serde_json::from_str(&output.stdout).expect("one JSON document on stdout");
     let object = doc.as_object().expect("a JSON object");
     assert_eq!(object.keys().collect::<Vec<_>>(), ["streams"], "{doc}");
@@ -139,9 +145,11 @@ fn table_output_lists_every_stream() {
 
 #[test]
 fn kind_flag_overrides_detection() {
-    let streams = inspect_json(
+    // Read as the task kind, the operation file is corrupt from its first record: exit 1.
+    let streams = inspect_json_exiting(
         &["--kind", "task"],
         &[fixtures_dir().join("op_pending.updates")],
+        1,
     );
     let s = &streams[0];
     assert_eq!(
@@ -186,14 +194,23 @@ fn data_directory_expands_to_its_stream_files() {
         (task.display().to_string(), "task".to_string(), 1),
     ];
     assert_eq!(got, want);
-    assert!(inspect_json(&["--kind", "native"], &[dir.path().to_path_buf()]).is_empty());
+    // No native stream file there: nothing to inspect, exit 1.
+    assert!(inspect_json_exiting(&["--kind", "native"], &[dir.path().to_path_buf()], 1).is_empty());
 }
 
 #[test]
 fn missing_file_is_reported_and_usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("task.updates");
-    let streams = inspect_json(&[], std::slice::from_ref(&missing));
+    let output = inspect(&["--json"], std::slice::from_ref(&missing));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a missing file: {}",
+        output.stderr
+    );
+    let doc: Value = serde_json::from_str(&output.stdout).expect("the report is printed");
+    let streams = doc["streams"].as_array().expect("streams").clone();
     assert_eq!(streams[0]["outcome"], "missing", "{}", streams[0]);
     assert_eq!(streams[0]["kind"], "task", "{}", streams[0]);
     assert!(streams[0].get("error").is_none());
@@ -323,7 +340,7 @@ fn a_data_dir_whose_commit_journal_holds_records_is_flagged_on_stderr() {
     std::fs::write(&journal, b"not yet replayed").unwrap();
     let output = inspect(&["--json"], &[dir.path().to_path_buf()]);
     let stderr = &output.stderr;
-    assert!(output.status.success(), "inspect failed: {stderr}");
+    assert_eq!(output.status.code(), Some(1), "no stream file: {stderr}");
     assert!(
         stderr.contains("commit.journal") && stderr.contains("replays them first"),
         "{stderr}"
@@ -370,7 +387,7 @@ fn a_journal_rotated_for_a_checkpoint_is_flagged_too() {
     std::fs::write(&old, b"not yet replayed").unwrap();
     let output = inspect(&["--json"], &[dir.path().to_path_buf()]);
     let stderr = &output.stderr;
-    assert!(output.status.success(), "inspect failed: {stderr}");
+    assert_eq!(output.status.code(), Some(1), "no stream file: {stderr}");
     assert_eq!(stderr.matches("commit.journal.old'").count(), 1, "{stderr}");
     assert!(stderr.contains("replays them first"), "{stderr}");
 
@@ -385,4 +402,91 @@ fn a_journal_rotated_for_a_checkpoint_is_flagged_too() {
         b"not yet replayed",
         "never modified"
     );
+}
+
+/// Runs `inspect` on `paths` with its table output and returns the finished process.
+fn inspect_table(paths: &[PathBuf]) -> Finished {
+    inspect(&[], paths)
+}
+
+#[test]
+fn the_exit_status_says_whether_every_file_would_recover_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    // A clean file (a torn tail is the normal trace of a crash: still clean).
+    let clean = fixtures_dir().join("op_torn_tail.updates");
+    let ok = inspect_table(std::slice::from_ref(&clean));
+    assert_eq!(ok.status.code(), Some(0), "{}", ok.stderr);
+
+    // A corrupt record (a zero-length frame) after the valid ones.
+    let corrupt = dir.path().join("operation.updates");
+    let mut bytes = fs::read(fixtures_dir().join("op_pending.updates")).unwrap();
+    bytes.extend_from_slice(&[0, 0, 0, 0, 7]);
+    fs::write(&corrupt, &bytes).unwrap();
+    let bad = inspect_table(&[clean.clone(), corrupt.clone()]);
+    assert_eq!(bad.status.code(), Some(1), "{}", bad.stderr);
+    assert!(bad.stdout.starts_with("PATH"), "the report is printed too");
+    assert!(
+        bad.stderr
+            .contains("1 of 2 stream files would not recover cleanly")
+            && bad.stderr.contains(&corrupt.display().to_string()),
+        "{}",
+        bad.stderr
+    );
+
+    // A path that does not exist.
+    let missing = inspect_table(&[dir.path().join("no-such-file")]);
+    assert_eq!(missing.status.code(), Some(1), "{}", missing.stderr);
+
+    // Nothing to inspect: a directory without stream files.
+    let empty = tempfile::tempdir().unwrap();
+    let nothing = inspect_table(&[empty.path().to_path_buf()]);
+    assert_eq!(nothing.status.code(), Some(1), "{}", nothing.stderr);
+    assert!(
+        nothing.stdout.contains("(no stream files found)")
+            && nothing.stderr.contains("nothing to inspect"),
+        "{}",
+        nothing.stderr
+    );
+}
+
+#[test]
+fn a_commit_journal_is_summarized_not_decoded_as_a_stream_file() {
+    use status_update_manager::store::log::Landed;
+    use status_update_manager::store::sys::FileId;
+    use status_update_manager::store::{Journal, JOURNAL_FILE};
+
+    let dir = tempfile::tempdir().unwrap();
+    let streams = dir.path().join("streams");
+    fs::create_dir_all(&streams).unwrap();
+    let journal_path = dir.path().join(JOURNAL_FILE);
+    {
+        let (mut journal, _) = Journal::open(&journal_path).unwrap();
+        for (name, bytes) in [("a", &b"first"[..]), ("b", &b"second"[..])] {
+            let path = streams.join(name);
+            let file = fs::File::create(&path).unwrap();
+            let landed = Landed {
+                path: path.as_path().into(),
+                file: FileId::of(&file).expect("this filesystem keeps inode generations"),
+                offset: 0,
+                bytes: bytes.to_vec(),
+            };
+            journal.commit([&landed]).unwrap();
+        }
+    }
+    let before = fs::read(&journal_path).unwrap();
+    let table = inspect_table(std::slice::from_ref(&journal_path));
+    assert_eq!(table.status.code(), Some(0), "{}", table.stderr);
+    assert!(
+        table.stdout.contains("commit journal")
+            && table.stdout.contains("2 entries, 11 record bytes")
+            && table.stdout.contains("streams/a")
+            && table.stdout.contains("streams/b"),
+        "{}",
+        table.stdout
+    );
+    let json = inspect(&["--json"], std::slice::from_ref(&journal_path));
+    let value: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["streams"].as_array().map(Vec::len), Some(0));
+    assert_eq!(value["journals"][0]["entries"], 2);
+    assert_eq!(fs::read(&journal_path).unwrap(), before, "nothing replayed");
 }

@@ -4,8 +4,12 @@
 //! the arguments and renders the report. Files are never modified, and a data directory that
 //! a `serve` holds is not locked, only named on stderr (its files change as they are read).
 //!
-//! A stream whose outcome is `error` is part of the report, not a failure of the command: the
-//! exit status is 0 unless a directory cannot be listed or the output cannot be written.
+//! The exit status tells whether recovery would go cleanly: 0 only when every file given
+//! would recover cleanly; 1 when any stream file is missing, corrupt or fails (`outcome`
+//! `missing` or `error`, or a corrupt tail), when the paths named nothing to inspect, or when
+//! a directory cannot be listed or the output cannot be written. The report is printed
+//! either way. A commit journal given by its path (`commit.journal`, `commit.journal.old`) is
+//! summarized (entries, bytes, the stream files it names), not decoded as a stream file.
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -18,6 +22,10 @@ use crate::inspect::{inspect_paths, InspectKind, Report, StreamReport};
 
 /// Arguments of `inspect`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when every file given would recover cleanly; 1 when any \
+    is missing, corrupt or fails recovery, when there was nothing to inspect, or on an error."
+)]
 pub struct InspectArgs {
     /// Checkpoint files, or data directories whose stream files are inspected.
     #[arg(required = true, value_name = "PATH")]
@@ -131,9 +139,22 @@ impl InspectArgs {
         };
         match written.and_then(|()| out.flush()) {
             // The reader went away (`inspect … | head`): nothing left to tell it.
-            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            other => other.context("failed to write the report to stdout"),
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {}
+            other => other.context("failed to write the report to stdout")?,
         }
+        if report.is_empty() {
+            anyhow::bail!("nothing to inspect: no stream files found under the paths given");
+        }
+        let unclean = report.unclean();
+        if !unclean.is_empty() {
+            anyhow::bail!(
+                "{} of {} stream files would not recover cleanly: {}",
+                unclean.len(),
+                report.streams.len(),
+                unclean.join(", ")
+            );
+        }
+        Ok(())
     }
 }
 
@@ -162,6 +183,27 @@ pub fn write_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
     }
     if report.streams.is_empty() {
         writeln!(out, "(no stream files found)")?;
+    }
+    for journal in &report.journals {
+        writeln!(
+            out,
+            "commit journal {}: {} entries, {} record bytes in {} bytes{}",
+            journal.path,
+            journal.entries,
+            journal.record_bytes,
+            journal.file_bytes,
+            if journal.torn_bytes > 0 {
+                format!(
+                    " ({} torn bytes at its end, ignored by replay)",
+                    journal.torn_bytes
+                )
+            } else {
+                String::new()
+            },
+        )?;
+        for file in &journal.files {
+            writeln!(out, "    {file}")?;
+        }
     }
     Ok(())
 }
@@ -250,6 +292,7 @@ mod tests {
                 }],
                 pending: 1,
             }],
+            journals: Vec::new(),
         };
         let mut out = Vec::new();
         write_table(&report, &mut out)?;

@@ -446,6 +446,41 @@ fn encode_entry(
     Ok(())
 }
 
+/// What a journal file holds, read without replaying it ([`summarize`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct JournalSummary {
+    /// Complete entries (runs of records a round wrote into one stream file).
+    pub entries: usize,
+    /// Bytes of records those entries carry.
+    pub record_bytes: u64,
+    /// Bytes after the last complete entry (a round torn by a crash, ignored by replay).
+    pub torn_bytes: u64,
+    /// The stream files the entries name, relative to the journal's directory, each once.
+    pub files: std::collections::BTreeSet<PathBuf>,
+}
+
+/// Reads a journal's `contents` as replay would, without writing anything.
+pub fn summarize(contents: &[u8]) -> JournalSummary {
+    let mut summary = JournalSummary::default();
+    let mut reader = FrameReader::new(contents);
+    loop {
+        let start = reader.offset();
+        let entry = match reader.next_frame() {
+            Next::Record { body, .. } => Entry::parse(body),
+            Next::End => break,
+            _ => None,
+        };
+        let Some(entry) = entry else {
+            summary.torn_bytes = super::framing::to_u64(contents.len()) - start;
+            break;
+        };
+        summary.entries += 1;
+        summary.record_bytes += super::framing::to_u64(entry.bytes.len());
+        summary.files.insert(entry.path);
+    }
+    summary
+}
+
 /// Why replay failed: what it was doing, to which file, and the OS error.
 type ReplayError = (&'static str, PathBuf, io::Error);
 
@@ -791,6 +826,31 @@ mod tests {
         let (_, replayed) = Journal::open(&link.join(JOURNAL_FILE))?;
         assert_eq!(fs::read(&stream)?, b"relative");
         assert_eq!((replayed.applied, replayed.skipped), (1, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn a_summary_counts_entries_and_names_their_files_without_replaying() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let journal_path = dir.path().join(JOURNAL_FILE);
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        journal_of(
+            &journal_path,
+            &[&[(&a, 0, b"one"), (&b, 0, b"two")], &[(&a, 3, b"3")]],
+        )?;
+        let mut contents = fs::read(&journal_path)?;
+        contents.extend_from_slice(&[9, 0, 0]);
+        let summary = summarize(&contents);
+        assert_eq!((summary.entries, summary.record_bytes), (3, 7));
+        assert_eq!(summary.torn_bytes, 3);
+        let files: Vec<_> = summary
+            .files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(files, ["a", "b"]);
+        fs::write(&a, b"")?;
+        assert_eq!(fs::read(&a)?, b"", "nothing was replayed");
         Ok(())
     }
 
