@@ -44,6 +44,7 @@ pub mod recorder;
 pub mod scrape;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,16 @@ pub enum ServeError {
     /// The data directory could not be created.
     #[error("cannot create the data directory '{path}': {source}")]
     DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No file can be created in the data directory (or its `streams`).
+    #[error(
+        "the data directory '{path}' is not writable (a file could not be created in it): {source}"
+    )]
+    NotWritable {
         /// The directory.
         path: std::path::PathBuf,
         /// Why.
@@ -328,6 +339,25 @@ fn serve_metrics(grpc: &GrpcRuntime, addr: SocketAddr) -> Result<(), ServeError>
     Ok(())
 }
 
+/// Checks that files can be created in `dir` and in its `streams` directory,
+/// if there is one, by creating and removing one (the only sure check: it
+/// holds for root and for read-only or immutable directories alike).
+fn writable(dir: &Path) -> Result<(), ServeError> {
+    let streams = dir.join(crate::store::layout::STREAMS_DIR);
+    for dir in [dir, streams.as_path()] {
+        if dir != streams || streams.is_dir() {
+            let probe = dir.join(format!(".write-check-{}", std::process::id()));
+            std::fs::File::create(&probe)
+                .and_then(|_| std::fs::remove_file(&probe))
+                .map_err(|source| ServeError::NotWritable {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+    }
+    Ok(())
+}
+
 /// Starts the service on the current actix System; see the module docs.
 pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> {
     // A certificate or key rustls refuses stops the start before anything is touched.
@@ -340,20 +370,31 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
             .tls_config(tls.server_config())
             .map_err(ServeError::Tls)?;
     }
+    // Fail fast: the listeners are bound and the data directory is checked
+    // writable before anything in it is read, written or locked, so that a
+    // taken port or an unwritable directory stops the start at once and
+    // leaves nothing behind. The gRPC listener accepts only once the streams
+    // are recovered (agents that connect earlier wait in its backlog).
+    // The gRPC thread's runtime drives every listener's connections.
+    let grpc = GrpcRuntime::build().map_err(ServeError::GrpcThread)?;
+    let bind = |source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    };
+    let listener = grpc.bind(config.listen).map_err(bind)?;
+    let local_addr = listener.local_addr().map_err(bind)?;
+    if let Some(addr) = config.metrics_listen {
+        serve_metrics(&grpc, addr)?;
+    }
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
         path: data_dir.clone(),
         source,
     })?;
+    writable(&data_dir)?;
     // Before anything in the directory is read or written (the journal's
     // replay first): a second process on it would corrupt both.
     let lock = DataDirLock::acquire(&data_dir)?;
-
-    // The gRPC thread's runtime drives every listener's connections.
-    let grpc = GrpcRuntime::build().map_err(ServeError::GrpcThread)?;
-    if let Some(addr) = config.metrics_listen {
-        serve_metrics(&grpc, addr)?;
-    }
 
     let hub = SubscriberHub::start();
     let paths_dir = data_dir.clone();
@@ -405,15 +446,6 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         warn!(cause = %failure, "recovery error");
     }
     info!(recovered, errors = state.errors, "recovery done");
-
-    // Bound once the streams are recovered, so that agents connect to a
-    // service that knows them; a taken address fails the start.
-    let bind = |source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    };
-    let listener = grpc.bind(config.listen).map_err(bind)?;
-    let local_addr = listener.local_addr().map_err(bind)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
