@@ -25,8 +25,9 @@
 //! - [`error`]: the manager's errors, one variant per rejection.
 //! - [`stream`]: what a stream decides, with no I/O and no clock: state
 //!   machine, replay, recovery of a file, retry schedule and bookkeeping.
-//! - [`messages`]: the actix messages, one file per receiver, and the
-//!   direct route to a stream ([`messages::handle`]).
+//! - [`messages`]: the actix messages, one file per receiver, the
+//!   direct route to a stream ([`messages::handle`]) and the count of a
+//!   stream's mailbox ([`messages::mailbox`]).
 //! - [`actors`]: [`StatusUpdateManager`] (routing tables, supervision), one
 //!   `StreamActor` per stream (its file, queue, gate and retries) and the
 //!   shared retry timer queue.

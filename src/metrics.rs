@@ -51,6 +51,13 @@ pub const APPEND_SECONDS: &str = "sum_checkpoint_append_seconds";
 pub const STREAM_RESTARTS: &str = "sum_stream_restarts_total";
 /// Time of one data sync.
 pub const SYNC_SECONDS: &str = "sum_checkpoint_sync_seconds";
+/// The largest mailbox backlog of any stream (messages queued, not yet
+/// handled), taken by the manager at most once a second: when it looks for
+/// stopped streams (every `retry.min`) and on `ListStreams`/`GetStream`.
+pub const STREAM_MAILBOX_BACKLOG_MAX: &str = "sum_stream_mailbox_backlog_max";
+/// Time a request (update, ack, figures request) waited in its stream's
+/// mailbox, from being enqueued until the stream took it.
+pub const STREAM_MAILBOX_WAIT_SECONDS: &str = "sum_stream_mailbox_wait_seconds";
 /// 1 while a subscriber is connected (service only).
 pub const SUBSCRIBERS: &str = "sum_subscribers";
 /// Bytes in the commit journal: records of `batch` rounds whose stream files
@@ -77,6 +84,34 @@ pub const SECONDS_BUCKETS: [f64; 16] = [
 pub const JOURNAL_CHECKPOINT_BUCKETS: [f64; 13] = [
     0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Buckets of [`STREAM_MAILBOX_WAIT_SECONDS`]: a stream that keeps up takes
+/// a request within microseconds, an overloaded one seconds later; 1 µs to
+/// 10 s.
+pub const MAILBOX_WAIT_BUCKETS: [f64; 22] = [
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.002_5,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+];
+
 /// Tickets per commit round: the streams' writes one round took together
 /// (under `batch`, how many share one sync: group commit at work).
 pub const ROUND_TICKETS: &str = "sum_commit_round_tickets";
@@ -134,6 +169,16 @@ pub fn describe() {
         Unit::Seconds,
         "Time of one checkpoint data sync."
     );
+    describe_gauge!(
+        STREAM_MAILBOX_BACKLOG_MAX,
+        Unit::Count,
+        "The largest mailbox backlog of any stream: messages queued, not yet handled."
+    );
+    describe_histogram!(
+        STREAM_MAILBOX_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time a request (update, ack, figures request) waited in its stream's mailbox."
+    );
     describe_gauge!(SUBSCRIBERS, "1 while an upstream subscriber is connected.");
     describe_gauge!(
         JOURNAL_BYTES,
@@ -189,6 +234,10 @@ pub struct StreamMetrics {
     pub restarts_storage: Counter,
     /// [`STREAM_RESTARTS`] after a panic.
     pub restarts_panic: Counter,
+    /// [`STREAM_MAILBOX_WAIT_SECONDS`].
+    pub mailbox_wait_seconds: Histogram,
+    /// [`STREAM_MAILBOX_BACKLOG_MAX`] (set by the manager).
+    pub mailbox_backlog_max: Gauge,
 }
 
 impl StreamMetrics {
@@ -209,6 +258,8 @@ impl StreamMetrics {
             sync_seconds: histogram!(SYNC_SECONDS),
             restarts_storage: counter!(STREAM_RESTARTS, "cause" => "storage"),
             restarts_panic: counter!(STREAM_RESTARTS, "cause" => "panic"),
+            mailbox_wait_seconds: histogram!(STREAM_MAILBOX_WAIT_SECONDS),
+            mailbox_backlog_max: gauge!(STREAM_MAILBOX_BACKLOG_MAX),
         }
     }
 }
@@ -230,6 +281,10 @@ mod tests {
         handles.acks_rejected.increment(1);
         handles.pending.increment(3.0);
         handles.pending.decrement(1.0);
+        handles
+            .mailbox_wait_seconds
+            .record(std::time::Duration::from_micros(3));
+        handles.mailbox_backlog_max.set(7.0);
         unrecorded.updates_accepted.increment(5);
 
         let body = served.render();
@@ -239,6 +294,8 @@ mod tests {
             "sum_acks_total{outcome=\"rejected\"} 1",
             "sum_pending_updates 2",
             "sum_forwards_total 0",
+            "sum_stream_mailbox_wait_seconds_count 1",
+            "sum_stream_mailbox_backlog_max 7",
         ] {
             assert!(
                 body.contains(expected),

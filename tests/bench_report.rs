@@ -39,6 +39,7 @@ fn bench_via(dir: &std::path::Path, sync: SyncPolicy, ack: bool, via: Via) -> Be
         max_open_files: MAX_OPEN_FILES,
         concurrency: 16,
         progress: false,
+        list: false,
     })
     .expect("the benchmark runs")
 }
@@ -96,6 +97,31 @@ fn a_load_without_acks_ends_with_every_update_pending_and_recovered() {
         pending.recovery.bytes,
         acked.recovery.bytes
     );
+}
+
+#[test]
+fn a_listed_load_reports_the_first_page_and_the_whole_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    // More streams than one page of 1000 holds.
+    let report = run(BenchOptions {
+        streams: 1100,
+        updates: 1,
+        sync: SyncPolicy::None,
+        via: Via::InProcess,
+        ack: false,
+        data_dir: dir.path().to_path_buf(),
+        max_open_files: MAX_OPEN_FILES,
+        concurrency: 16,
+        progress: false,
+        list: true,
+    })
+    .expect("the benchmark runs and lists every stream");
+    let first = report.list_first_page_ms.expect("the first page's time");
+    let all = report.list_all_seconds.expect("the whole listing's time");
+    assert!(first > 0.0 && first <= all * 1000.0, "{first} ms, {all} s");
+    let unlisted = bench(dir.path(), SyncPolicy::None, false);
+    assert!(unlisted.list_first_page_ms.is_none() && unlisted.list_all_seconds.is_none());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[test]

@@ -126,12 +126,28 @@ fn a_user_drives_the_service_with_the_cli() {
     assert_eq!(&header[..3], ["STREAM", "FRAMEWORK", "PENDING"], "{table}");
     let row = streams_row(&table, "s1");
     assert_eq!((row[1].as_str(), row[2].as_str()), ("fw", "1"), "{table}");
+    // The last column: the stream's mailbox backlog, a count.
+    assert_eq!(header.last(), Some(&"BACKLOG"), "{table}");
+    assert_eq!(row.len(), header.len(), "{table}");
+    row[row.len() - 1]
+        .parse::<u64>()
+        .unwrap_or_else(|e| panic!("BACKLOG of s1: {e}\n{table}"));
     let one = cli_ok(&server, &["stream", "s1"]);
     assert!(one.contains("\npending             1\n"), "{one}");
     assert!(
         one.contains(&format!("  {u1}  RUNNING  terminal=false")),
         "{one}"
     );
+    // The mailbox figures, after `terminated`: counts, and a duration.
+    let figure = |name: &str| {
+        one.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name:<18}  ")))
+            .unwrap_or_else(|| panic!("no {name:?} line in\n{one}"))
+    };
+    figure("mailbox backlog").parse::<u64>().unwrap();
+    let handled: u64 = figure("messages handled").parse().unwrap();
+    assert!(handled >= 3, "two updates and this request: {one}");
+    assert!(figure("mailbox wait").ends_with("ms"), "{one}");
 
     // watch without acks: the first send, then a retry.
     let watcher = Proc::start("watch", &["watch", "--server", &url], &[]);
@@ -318,6 +334,53 @@ fn a_port_in_use_is_a_startup_failure() {
         "{}",
         out.stderr
     );
+    // It failed before it touched the data directory: no journal, no lock.
+    let left: Vec<_> = std::fs::read_dir(data.path()).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+    assert_eq!(
+        out.stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count(),
+        1,
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_unwritable_data_directory_is_a_startup_failure_that_leaves_nothing_behind() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().to_str().expect("utf-8 temp path");
+    // Immutable: no file can be created in it, not even by root (tests run as root in CI).
+    let chattr = |flag: &str| {
+        let status = std::process::Command::new("chattr")
+            .args([flag, dir])
+            .status()
+            .expect("chattr (e2fsprogs) runs");
+        assert!(
+            status.success(),
+            "chattr {flag} {dir}: this filesystem keeps the flag"
+        );
+    };
+    chattr("+i");
+    let out = Proc::start(
+        "serve on an immutable data directory",
+        &["serve", "--data-dir", dir, "--listen", "127.0.0.1:0"],
+        &[],
+    )
+    .finish();
+    chattr("-i");
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "error: the data directory '{dir}' is not writable (a file could not be created in it)"
+        )),
+        "{}",
+        out.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(data.path()).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
 }
 
 #[test]
@@ -342,7 +405,8 @@ fn a_data_directory_in_use_is_a_startup_failure_and_is_free_again_once_its_serve
     );
     // inspect reads the directory without taking the lock, and says who serves it.
     let inspected = Proc::start("inspect of a served directory", &["inspect", &dir], &[]).finish();
-    assert_eq!(inspected.status.code(), Some(0), "{}", inspected.stderr);
+    // It holds no stream yet: nothing to inspect (exit 1), said after the warning.
+    assert_eq!(inspected.status.code(), Some(1), "{}", inspected.stderr);
     assert!(
         inspected
             .stderr
@@ -383,4 +447,68 @@ fn usage_errors_exit_2_and_help_exits_0() {
             "{command}: {about:?}"
         );
     }
+}
+
+/// Creates memory-only streams `ids` on `server`, each with one pending update, over gRPC.
+fn create_streams(server: &Server, ids: &[String]) {
+    use status_update_manager::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut client = StatusUpdateManagerClient::connect(server.url())
+            .await
+            .expect("the client connects");
+        for id in ids {
+            let status = common::server::status("RUNNING", false);
+            let update = common::status_update(id, "", &status);
+            client
+                .update(common::server::memory_only(update))
+                .await
+                .unwrap_or_else(|s| panic!("Update of {id}: {s}"));
+        }
+    });
+}
+
+/// The first word of every line of a `streams` table: the header's `STREAM`, then the ids.
+fn first_words(table: &str) -> Vec<&str> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn streams_reads_every_page_and_stops_at_the_limit() {
+    let (_data, server) = start_server(&[]);
+    // More than one page of 1000; byte order is not numeric order (`p-10` < `p-2`).
+    let mut ids: Vec<String> = (0..1050).map(|i| format!("p-{i}")).collect();
+    create_streams(&server, &ids);
+    ids.sort();
+
+    let table = cli_ok(&server, &["streams"]);
+    let words = first_words(&table);
+    assert_eq!(words[0], "STREAM", "one header");
+    assert_eq!(
+        words[1..],
+        ids,
+        "every stream once, in id order, over two pages"
+    );
+
+    for (i, limit) in [1, 999, 1000, 1001, 1050, 5000].into_iter().enumerate() {
+        let table = cli_ok(&server, &["streams", "--limit", &limit.to_string()]);
+        let words = first_words(&table);
+        assert_eq!(words[0], "STREAM", "case {i}");
+        assert_eq!(
+            words[1..],
+            ids[..limit.min(ids.len())],
+            "case {i}: --limit {limit}"
+        );
+    }
+
+    let out = cli(&server, &["streams", "--limit", "0"]);
+    assert_eq!(out.status.code(), Some(2), "--limit 0: {}", out.stderr);
+    let help = Proc::start("streams --help", &["streams", "--help"], &[]).finish();
+    assert!(help.stdout.contains("--limit <N>"), "{}", help.stdout);
 }

@@ -109,6 +109,13 @@ async fn metrics_are_served_when_enabled() {
         // the seconds buckets of the other histograms.
         "sum_commit_round_tickets_bucket{le=\"1\"}",
         "sum_commit_round_tickets_bucket{le=\"4096\"}",
+        // The streams' mailboxes: how long requests waited (1 µs to 10 s
+        // buckets), and the largest backlog, with no per-stream label.
+        "# HELP sum_stream_mailbox_wait_seconds ",
+        "sum_stream_mailbox_wait_seconds_bucket{le=\"0.000001\"}",
+        "sum_stream_mailbox_wait_seconds_bucket{le=\"10\"}",
+        "# HELP sum_stream_mailbox_backlog_max ",
+        "\nsum_stream_mailbox_backlog_max ",
     ] {
         assert!(
             body.contains(expected),

@@ -162,6 +162,19 @@ async fn list_and_get_stream_report_what_was_done() {
     );
     assert!(!server.path("b").exists());
     assert_eq!((ic.framework_id.as_str(), ic.pending), ("G", 1));
+    // The mailbox figures: the streams keep up, so the figures request met
+    // no backlog (but for the service's own periodic one, at most) and did
+    // not wait; `a` handled its three updates, their commit rounds' answers
+    // and the request, `b` (memory-only) one update and the request.
+    for info in &all {
+        assert!(info.mailbox_backlog <= 1, "{info:?}");
+        assert!(info.mailbox_oldest_wait_millis < 1_000, "{info:?}");
+    }
+    assert!(ia.messages_handled >= 5, "{ia:?}");
+    assert!(
+        (2..ia.messages_handled).contains(&ib.messages_handled),
+        "{ib:?}"
+    );
 
     let only_f: Vec<String> = server
         .list("F")
@@ -185,6 +198,9 @@ async fn list_and_get_stream_report_what_was_done() {
         a.to_vec(),
         "GetStream fills pending_statuses"
     );
+    // GetStream gives the mailbox figures too; the listing's request counts.
+    assert!(ga.mailbox_backlog <= 1, "{ga:?}");
+    assert!(ga.messages_handled > ia.messages_handled, "{ga:?}");
     assert_eq!(server.info("b").await.pending_statuses, vec![b1]);
 
     // Subscribed: every head sent once, a retry armed.

@@ -71,8 +71,8 @@ fn stream() -> Wired {
         log: None,
         path: None,
         shared,
-        generation: 1,
         paused: false,
+        mailbox: Arc::default(),
     });
     Wired {
         stream: addr,
@@ -91,6 +91,7 @@ async fn update(stream: &Addr<StreamActor<Native>>, state: &str) -> uuid::Uuid {
             uuid,
             checkpoint: false,
             reply: None,
+            sent_at: tokio::time::Instant::now(),
         })
         .await
         .expect("stream mailbox");
@@ -99,7 +100,11 @@ async fn update(stream: &Addr<StreamActor<Native>>, state: &str) -> uuid::Uuid {
 
 async fn ack(stream: &Addr<StreamActor<Native>>, uuid: uuid::Uuid) {
     stream
-        .send(StreamAck { uuid, reply: None })
+        .send(StreamAck {
+            uuid,
+            reply: None,
+            sent_at: tokio::time::Instant::now(),
+        })
         .await
         .expect("stream mailbox");
 }

@@ -28,13 +28,14 @@
 //! only once every file is in (so a strict failure starts none).
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use actix::dev::{MessageResponse, OneshotSender};
+use actix::dev::{MessageResponse, OneshotSender, ToEnvelope};
 use actix::prelude::*;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
@@ -46,9 +47,10 @@ use crate::messages::forward::Forward;
 use crate::messages::handle::{
     ack_unavailable, deliver, update_unavailable, GetHandle, StreamHandle,
 };
+use crate::messages::mailbox::MailboxFigures;
 use crate::messages::manager::{
     AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
-    RecoveryState, Resume, StreamEnded, StreamStats, SyncAll, Update, UpdateOutcome,
+    RecoveryState, Resume, StreamEnded, StreamPage, StreamStats, SyncAll, Update, UpdateOutcome,
 };
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::metrics::StreamMetrics;
@@ -118,13 +120,86 @@ impl Default for ManagerConfig {
     }
 }
 
+/// A stream's actor and the count of its mailbox: one allocation per
+/// stream, shared by the manager's entry and each request routed to the
+/// stream (a clone of an actix address allocates twice). Whatever the
+/// manager enqueues on a stream goes through it, counted.
+#[derive(Debug)]
+pub struct StreamRoute<K: UpdateKind> {
+    actor: Addr<StreamActor<K>>,
+    mailbox: Arc<MailboxFigures>,
+}
+
+impl<K: UpdateKind> StreamRoute<K> {
+    fn connected(&self) -> bool {
+        self.actor.connected()
+    }
+
+    /// Enqueues `msg`, counted; `Err` (not counted) if the actor's mailbox
+    /// is closed.
+    fn try_send<M>(&self, msg: M) -> Result<(), SendError<M>>
+    where
+        StreamActor<K>: Handler<M>,
+        <StreamActor<K> as Actor>::Context: ToEnvelope<StreamActor<K>, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        self.mailbox.enqueued();
+        let sent = self.actor.try_send(msg);
+        if sent.is_err() {
+            self.mailbox.unsent();
+        }
+        sent
+    }
+
+    /// Enqueues `msg` now, counted, and gives the future of its answer
+    /// (which takes the count back if the actor stopped without handling it).
+    fn send<M>(&self, msg: M) -> impl Future<Output = Result<M::Result, MailboxError>> + 'static
+    where
+        StreamActor<K>: Handler<M>,
+        <StreamActor<K> as Actor>::Context: ToEnvelope<StreamActor<K>, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        self.mailbox.enqueued();
+        let answer = self.actor.send(msg);
+        let mailbox = self.mailbox.clone();
+        async move {
+            let answer = answer.await;
+            if answer.is_err() {
+                mailbox.unsent();
+            }
+            answer
+        }
+    }
+
+    /// Asks the stream for its figures: enqueued now, with the backlog it
+    /// finds there and the instant, and answered in the stream's turn.
+    fn stats(
+        &self,
+        with_pending: bool,
+    ) -> impl Future<Output = Result<Result<Option<StreamStats<K>>, StatsError>, MailboxError>> + 'static
+    {
+        self.send(GetStats {
+            with_pending,
+            queued_ahead: self.mailbox.backlog(),
+            sent_at: Instant::now(),
+            kind: PhantomData,
+        })
+    }
+}
+
+/// How often at most the manager takes the largest mailbox backlog of its
+/// streams (`sum_stream_mailbox_backlog_max`): each look reads every
+/// stream's count, and a paged listing must not read them all per page.
+const BACKLOG_MAX_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug)]
 struct Entry<K: UpdateKind> {
-    /// Shared, not cloned, to route a request: a clone of an actix address
-    /// allocates twice.
-    addr: Rc<Addr<StreamActor<K>>>,
+    /// The stream's actor and mailbox count; shared, not cloned, to route
+    /// a request.
+    addr: Rc<StreamRoute<K>>,
     framework: Option<String>,
-    generation: u64,
     /// Cleaned up; waiting for the stream actor to confirm it closed.
     closing: bool,
     /// Its records are checkpointed (so a stopped actor can be revived
@@ -140,13 +215,14 @@ pub struct StatusUpdateManager<K: UpdateKind> {
     streams: HashMap<K::StreamId, Entry<K>>,
     frameworks: HashMap<String, HashSet<K::StreamId>>,
     paused: bool,
-    next_generation: u64,
     /// Every stream file's handle, at most `max_open_files` open.
     files: FileCache,
     /// Runs the streams' commit rounds (`config.committer`, or this
     /// manager's own thread).
     committer: Committer,
     shared: Option<Arc<StreamShared<K>>>,
+    /// When `sum_stream_mailbox_backlog_max` was last taken.
+    backlog_max_at: Option<Instant>,
 }
 
 impl<K: UpdateKind> std::fmt::Debug for StatusUpdateManager<K> {
@@ -185,12 +261,12 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
                     .clone()
                     .unwrap_or_else(|| FileCache::new(config.max_open_files)),
                 shared: None,
+                backlog_max_at: None,
                 config,
                 forward,
                 paths,
                 streams: HashMap::new(),
                 frameworks: HashMap::new(),
-                next_generation: 0,
             }
         })
     }
@@ -235,20 +311,20 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
         log: Option<StreamLog>,
         path: Option<PathBuf>,
         ctx: &mut Context<Self>,
-    ) -> Rc<Addr<StreamActor<K>>> {
+    ) -> Rc<StreamRoute<K>> {
         let id = state.id().clone();
         let framework = state.framework_id().map(str::to_string);
         let checkpointed = state.checkpointed();
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        let addr = Rc::new(StreamActor::start(StreamInit {
+        let mailbox = Arc::new(MailboxFigures::default());
+        let actor = StreamActor::start(StreamInit {
             state,
             log,
             path,
             shared: self.shared(ctx),
-            generation,
             paused: self.paused,
-        }));
+            mailbox: mailbox.clone(),
+        });
+        let addr = Rc::new(StreamRoute { actor, mailbox });
         if let Some(framework) = &framework {
             self.frameworks
                 .entry(framework.clone())
@@ -261,7 +337,6 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             Entry {
                 addr: addr.clone(),
                 framework,
-                generation,
                 closing: false,
                 checkpointed,
             },
@@ -288,6 +363,30 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
                 self.revive(&id, ctx);
             }
         }
+    }
+
+    /// Sets `sum_stream_mailbox_backlog_max` to the largest backlog of any
+    /// stream, unless it was taken less than [`BACKLOG_MAX_EVERY`] ago.
+    fn report_backlog_max(&mut self) {
+        let now = Instant::now();
+        if self
+            .backlog_max_at
+            .is_some_and(|at| now.saturating_duration_since(at) < BACKLOG_MAX_EVERY)
+        {
+            return;
+        }
+        // No stream was ever started: no figure to give yet.
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        self.backlog_max_at = Some(now);
+        let max = self
+            .streams
+            .values()
+            .map(|e| e.addr.mailbox.backlog())
+            .max()
+            .unwrap_or(0);
+        shared.metrics.mailbox_backlog_max.set(max as f64);
     }
 
     /// Starts stream `id` again from its file, if its actor stopped.
@@ -348,7 +447,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
         update: &K::Update,
         checkpoint: bool,
         ctx: &mut Context<Self>,
-    ) -> Result<Rc<Addr<StreamActor<K>>>, UpdateError> {
+    ) -> Result<Rc<StreamRoute<K>>, UpdateError> {
         if self.streams.len() >= self.config.max_streams {
             return Err(UpdateError::TooManyStreams {
                 stream: id.to_string(),
@@ -383,8 +482,9 @@ impl<K: UpdateKind> Actor for StatusUpdateManager<K> {
     type Context = Context<Self>;
 
     /// Looks for stopped stream actors once per `retry.min`
-    /// ([`revive_stopped`](Self::revive_stopped)), from a task that holds
-    /// only a weak address: a manager whose callers dropped it still stops.
+    /// (`revive_stopped`), and takes the largest mailbox backlog then, from
+    /// a task that holds only a weak address: a manager whose callers
+    /// dropped it still stops.
     fn started(&mut self, ctx: &mut Context<Self>) {
         let every = self.config.retry.min.max(std::time::Duration::from_secs(1));
         let me = ctx.address().downgrade();
@@ -428,6 +528,7 @@ impl<K: UpdateKind> Handler<ReviveStopped> for StatusUpdateManager<K> {
 
     fn handle(&mut self, _msg: ReviveStopped, ctx: &mut Context<Self>) {
         self.revive_stopped(ctx);
+        self.report_backlog_max();
     }
 }
 
@@ -440,8 +541,8 @@ pub enum Routed<K: UpdateKind, Req, Res> {
     /// Hand `request` to the stream (an `Unavailable` error answers if its
     /// mailbox closed).
     Stream {
-        /// The stream actor.
-        addr: Rc<Addr<StreamActor<K>>>,
+        /// The stream actor and its mailbox count.
+        addr: Rc<StreamRoute<K>>,
         /// The request, missing only its reply channel.
         request: Req,
         /// The stream, to name it if the actor is gone.
@@ -487,9 +588,16 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Update<K>>
                     uuid,
                     checkpoint,
                     reply: tx,
+                    sent_at: Instant::now(),
                 };
                 let unavailable = || update_unavailable(&stream);
-                deliver(&*addr, msg, unavailable, |m: StreamUpdate<K>| m.reply);
+                deliver(
+                    &addr.actor,
+                    &addr.mailbox,
+                    msg,
+                    unavailable,
+                    |m: StreamUpdate<K>| m.reply,
+                );
                 if !addr.connected() {
                     ctx.run_later(std::time::Duration::ZERO, move |act, ctx| {
                         act.revive(&stream, ctx);
@@ -521,8 +629,13 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Acknowledge<K>>
             } => {
                 let unavailable = || ack_unavailable(&stream);
                 deliver(
-                    &*addr,
-                    StreamAck { uuid, reply: tx },
+                    &addr.actor,
+                    &addr.mailbox,
+                    StreamAck {
+                        uuid,
+                        reply: tx,
+                        sent_at: Instant::now(),
+                    },
                     unavailable,
                     |m: StreamAck| m.reply,
                 );
@@ -605,8 +718,9 @@ impl<K: UpdateKind> Handler<GetHandle<K>> for StatusUpdateManager<K> {
         let entry = self.streams.get(&msg.stream).filter(|e| !e.closing)?;
         Some(StreamHandle::new(
             msg.stream,
-            Addr::clone(&entry.addr).recipient(),
-            Addr::clone(&entry.addr).recipient(),
+            entry.addr.actor.clone().recipient(),
+            entry.addr.actor.clone().recipient(),
+            entry.addr.mailbox.clone(),
         ))
     }
 }
@@ -618,7 +732,8 @@ impl<K: UpdateKind> Handler<StreamEnded<K>> for StatusUpdateManager<K> {
         if self
             .streams
             .get(&msg.stream)
-            .is_some_and(|e| e.generation == msg.generation)
+            // This actor's, not a newer one's of the same id.
+            .is_some_and(|e| Arc::ptr_eq(&e.addr.mailbox, &msg.mailbox))
         {
             debug!(stream = %msg.stream, "stream ended");
             self.forget(&msg.stream);
@@ -800,34 +915,80 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
     }
 }
 
+/// `GetStats` requests in flight at once while a page is listed.
+const LIST_IN_FLIGHT: usize = 1024;
+
+impl<K: UpdateKind> StatusUpdateManager<K> {
+    /// The addresses of the streams of the page `msg` asks for, in id
+    /// order, and the id the next page starts after (`None`: this page is
+    /// the last).
+    ///
+    /// Linear in the streams in memory: the ids after `msg.after` are
+    /// gathered, the `limit` smallest picked (`select_nth_unstable`) and
+    /// only those sorted.
+    fn page(&self, msg: &ListStreams<K>) -> (Vec<Rc<StreamRoute<K>>>, Option<K::StreamId>) {
+        let wanted = |id: &K::StreamId, e: &Entry<K>| {
+            !e.closing
+                && (msg.framework_id.is_none() || e.framework == msg.framework_id)
+                && msg.after.as_ref().is_none_or(|after| id > after)
+        };
+        let mut ids: Vec<(&K::StreamId, &Entry<K>)> = match &msg.framework_id {
+            // Only that framework's streams are looked at.
+            Some(framework) => self
+                .frameworks
+                .get(framework)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.streams.get_key_value(id))
+                .filter(|(id, e)| wanted(id, e))
+                .collect(),
+            None => self
+                .streams
+                .iter()
+                .filter(|(id, e)| wanted(id, e))
+                .collect(),
+        };
+        let limit = msg.limit.max(1);
+        let more = ids.len() > limit;
+        if more {
+            ids.select_nth_unstable_by(limit - 1, |a, b| a.0.cmp(b.0));
+            ids.truncate(limit);
+        }
+        ids.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let next_after = if more {
+            ids.last().map(|(id, _)| (*id).clone())
+        } else {
+            None
+        };
+        let addrs = ids.into_iter().map(|(_, e)| e.addr.clone()).collect();
+        (addrs, next_after)
+    }
+}
+
 impl<K: UpdateKind> Handler<ListStreams<K>> for StatusUpdateManager<K> {
-    type Result = ResponseFuture<Vec<StreamStats<K>>>;
+    type Result = ResponseFuture<StreamPage<K>>;
 
     fn handle(&mut self, msg: ListStreams<K>, _ctx: &mut Context<Self>) -> Self::Result {
-        let addrs: Vec<_> = self
-            .streams
-            .values()
-            .filter(|e| !e.closing)
-            .filter(|e| msg.framework_id.is_none() || e.framework == msg.framework_id)
-            .map(|e| e.addr.clone())
-            .collect();
+        self.report_backlog_max();
+        let (addrs, next_after) = self.page(&msg);
         Box::pin(async move {
-            let mut stats = Vec::with_capacity(addrs.len());
-            for addr in addrs {
-                // A stream that panicked while it answered (it restarts,
-                // and says so in its log) is left out of this listing.
-                if let Ok(Ok(Some(s))) = addr
-                    .send(GetStats {
-                        with_pending: false,
-                        kind: PhantomData,
-                    })
-                    .await
-                {
-                    stats.push(s);
+            let mut streams = Vec::with_capacity(addrs.len());
+            // A window of streams is asked at once (each answers in its own
+            // turn), the answers read in page order.
+            for window in addrs.chunks(LIST_IN_FLIGHT) {
+                let asked: Vec<_> = window.iter().map(|addr| addr.stats(false)).collect();
+                for answer in asked {
+                    // A stream that panicked while it answered (it restarts,
+                    // and says so in its log) is left out of this listing.
+                    if let Ok(Ok(Some(stats))) = answer.await {
+                        streams.push(stats);
+                    }
                 }
             }
-            stats.sort_by(|a, b| a.stream.cmp(&b.stream));
-            stats
+            StreamPage {
+                streams,
+                next_after,
+            }
         })
     }
 }
@@ -836,21 +997,17 @@ impl<K: UpdateKind> Handler<GetStream<K>> for StatusUpdateManager<K> {
     type Result = ResponseFuture<Result<Option<StreamStats<K>>, StatsError>>;
 
     fn handle(&mut self, msg: GetStream<K>, _ctx: &mut Context<Self>) -> Self::Result {
-        let addr = self
+        self.report_backlog_max();
+        // Asked now, behind whatever the stream's mailbox holds already.
+        let asked = self
             .streams
             .get(&msg.stream)
             .filter(|e| !e.closing)
-            .map(|e| e.addr.clone());
+            .map(|e| e.addr.stats(true));
         Box::pin(async move {
-            match addr {
-                Some(addr) => addr
-                    .send(GetStats {
-                        with_pending: true,
-                        kind: PhantomData,
-                    })
-                    .await
-                    // A stream actor found stopped has no figures to give.
-                    .unwrap_or(Ok(None)),
+            match asked {
+                // A stream actor found stopped has no figures to give.
+                Some(answer) => answer.await.unwrap_or(Ok(None)),
                 None => Ok(None),
             }
         })

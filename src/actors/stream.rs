@@ -37,6 +37,14 @@
 //! fails, requests get [`UpdateError::Unavailable`] (retryable) and each
 //! new request tries the reload again.
 //!
+//! **Mailbox figures.** Every handler first counts the message it takes in
+//! the stream's [`MailboxFigures`] (shared with the manager and whatever
+//! else sends to the stream, which count what they enqueue): that count is
+//! the stream's mailbox backlog and its messages handled. A request a caller
+//! waits on carries the instant it was enqueued, and the handler records
+//! its wait in `sum_stream_mailbox_wait_seconds`; a [`GetStats`]'s own wait
+//! is the stream's `mailbox_oldest_wait`.
+//!
 //! **Memory.** A manager may run hundreds of thousands of idle streams, so
 //! an idle stream is small: what its streams share sits behind one `Arc`
 //! ([`StreamShared`]), the encode buffer is per thread, the gate and rare
@@ -58,6 +66,7 @@ use super::timers::{Due, RetryTimers};
 use crate::error::{AckError, StatsError, UpdateError};
 use crate::kind::{encode_framed, RecordRef, StatusUuid, UpdateKind};
 use crate::messages::forward::Forward;
+use crate::messages::mailbox::MailboxFigures;
 use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutcome};
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::metrics::StreamMetrics;
@@ -154,7 +163,6 @@ pub struct StreamActor<K: UpdateKind> {
     shared: Arc<StreamShared<K>>,
     /// `Close` decides whether the file is removed, over the setting.
     remove_on_end: Option<bool>,
-    generation: u64,
     paused: bool,
     retry: Retry,
     /// Effects held until the round that makes their records durable.
@@ -177,6 +185,8 @@ pub struct StreamActor<K: UpdateKind> {
     /// carry a clone of it, which allocates nothing (a new strong address
     /// allocates twice) and keeps no stopped actor alive.
     me: WeakAddr<Self>,
+    /// The count of this actor's mailbox (see the module docs).
+    mailbox: Arc<MailboxFigures>,
 }
 
 /// Why a stream restarts (the `cause` of `sum_stream_restarts_total`).
@@ -227,10 +237,12 @@ pub struct StreamInit<K: UpdateKind> {
     pub path: Option<PathBuf>,
     /// What every stream of the manager shares.
     pub shared: Arc<StreamShared<K>>,
-    /// The manager's tag for this incarnation of the stream.
-    pub generation: u64,
     /// Whether forwarding is paused.
     pub paused: bool,
+    /// The count of the actor's mailbox, shared with whoever sends to it;
+    /// its own to each actor, so it also tells this incarnation of the
+    /// stream from another ([`StreamEnded`]).
+    pub mailbox: Arc<MailboxFigures>,
 }
 
 impl<K: UpdateKind> StreamActor<K> {
@@ -253,7 +265,6 @@ impl<K: UpdateKind> StreamActor<K> {
                 path,
                 shared: init.shared,
                 remove_on_end: None,
-                generation: init.generation,
                 paused: init.paused,
                 retry: Retry::default(),
                 gate: Gate::default(),
@@ -265,6 +276,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 ended: false,
                 reported_pending: 0,
                 me: ctx.address().downgrade(),
+                mailbox: init.mailbox,
             }
         })
     }
@@ -278,6 +290,24 @@ impl<K: UpdateKind> StreamActor<K> {
 
     fn name(&self) -> String {
         self.state.id().to_string()
+    }
+
+    /// Counts the message a handler takes from the mailbox: first thing in
+    /// every handler.
+    fn took(&self) {
+        self.mailbox.took();
+    }
+
+    /// [`took`](Self::took), for a request enqueued at `sent_at`: records
+    /// how long it waited in the mailbox, and returns when it was taken.
+    fn took_request(&self, sent_at: Instant) -> Instant {
+        self.mailbox.took();
+        let now = Instant::now();
+        self.shared
+            .metrics
+            .mailbox_wait_seconds
+            .record(now.saturating_duration_since(sent_at));
+        now
     }
 
     /// Encodes `record` and appends it to the file (a stream without a file
@@ -373,6 +403,7 @@ impl<K: UpdateKind> StreamActor<K> {
             .gate
             .begin_round(std::time::Instant::now(), |staged| log.hand_off(staged));
         let me = self.me.clone();
+        let mailbox = self.mailbox.clone();
         let incarnation = self.incarnation;
         self.shared.settings.committer.submit(Ticket {
             path: path.clone(),
@@ -383,10 +414,14 @@ impl<K: UpdateKind> StreamActor<K> {
             done: Box::new(move |result| {
                 // A stopped actor has nobody left to tell.
                 if let Some(addr) = me.upgrade() {
-                    let _ = addr.try_send(Durable {
+                    mailbox.enqueued();
+                    let sent = addr.try_send(Durable {
                         result,
                         incarnation,
                     });
+                    if sent.is_err() {
+                        mailbox.unsent();
+                    }
                 }
             }),
         });
@@ -600,6 +635,7 @@ impl<K: UpdateKind> StreamActor<K> {
             attempt,
             uuid,
             self.me.clone().into(),
+            self.mailbox.clone(),
         );
         match self.shared.forward.try_send(msg) {
             Ok(()) => {}
@@ -609,7 +645,9 @@ impl<K: UpdateKind> StreamActor<K> {
             }
         }
         if let Some(at) = sent.wake {
-            self.shared.timers.wake_at(at, self.me.clone());
+            self.shared
+                .timers
+                .wake_at(at, self.me.clone(), &self.mailbox);
         }
     }
 
@@ -617,7 +655,9 @@ impl<K: UpdateKind> StreamActor<K> {
     /// the timer is cancelled or re-armed first.
     fn arm(&mut self, delay: Duration, on_due: OnDue) {
         if let Some(at) = self.retry.arm(Instant::now() + delay, on_due) {
-            self.shared.timers.wake_at(at, self.me.clone());
+            self.shared
+                .timers
+                .wake_at(at, self.me.clone(), &self.mailbox);
         }
     }
 
@@ -666,7 +706,7 @@ impl<K: UpdateKind> StreamActor<K> {
         }
         let ended = StreamEnded {
             stream: self.state.id().clone(),
-            generation: self.generation,
+            mailbox: self.mailbox.clone(),
         };
         let sent = self
             .shared
@@ -822,11 +862,13 @@ impl<K: UpdateKind> StreamActor<K> {
         }
     }
 
-    /// [`StreamUpdate`]: everything but answering a panic. `reply` is taken
-    /// once the update is answered (or its answer held in the gate).
+    /// [`StreamUpdate`], taken from the mailbox at `now`: everything but
+    /// answering a panic. `reply` is taken once the update is answered (or
+    /// its answer held in the gate).
     fn update(
         &mut self,
         msg: StreamUpdate<K>,
+        now: Instant,
         reply: &mut Option<OneshotSender<Result<UpdateOutcome, UpdateError>>>,
         ctx: &mut Context<Self>,
     ) {
@@ -838,6 +880,7 @@ impl<K: UpdateKind> StreamActor<K> {
             uuid,
             checkpoint,
             reply: _,
+            sent_at: _,
         } = msg;
         if self.ended {
             // Closed by a cleanup (or its manager stopped) and sent to
@@ -875,7 +918,6 @@ impl<K: UpdateKind> StreamActor<K> {
                 })
             }
             Ok(UpdateDecision::Accept) => {
-                let now = Instant::now();
                 let applied = self.append(RecordRef::Update(&update), ctx, |act, body| {
                     act.state.apply_record(&update, body, uuid, now)
                 });
@@ -996,7 +1038,8 @@ impl<K: UpdateKind> StreamActor<K> {
         self.effect(Effect::ReplyAck(reply.take(), result, uuid));
     }
 
-    fn stats(&self, with_pending: bool) -> StreamStats<K> {
+    /// The figures `request` asks for; it waited `waited` in the mailbox.
+    fn stats(&self, request: &GetStats<K>, waited: Duration) -> StreamStats<K> {
         let now = Instant::now();
         StreamStats {
             stream: self.state.id().clone(),
@@ -1016,7 +1059,10 @@ impl<K: UpdateKind> StreamActor<K> {
                 .head()
                 .map(|h| now.saturating_duration_since(h.since)),
             checkpoint_bytes: self.log.as_ref().map_or(0, StreamLog::len),
-            pending_updates: if with_pending {
+            mailbox_backlog: request.queued_ahead,
+            messages_handled: self.mailbox.handled(),
+            mailbox_oldest_wait: waited,
+            pending_updates: if request.with_pending {
                 self.state
                     .pending()
                     .iter()
@@ -1088,7 +1134,9 @@ impl<K: UpdateKind> Supervised for StreamActor<K> {
                 until,
                 panics: self.panics,
             }));
-            self.shared.timers.wake_at(until, self.me.clone());
+            self.shared
+                .timers
+                .wake_at(until, self.me.clone(), &self.mailbox);
             return;
         }
         // On failure (or a panic) `fault` is set and the next request retries.
@@ -1105,11 +1153,13 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, mut msg: StreamUpdate<K>, ctx: &mut Context<Self>) {
+        let now = self.took_request(msg.sent_at);
         let _entered = self.span().entered();
         let mut reply = msg.reply.take();
         let uuid = msg.uuid;
-        if let Err(panic) = self.guarded("update", ctx, |act, ctx| act.update(msg, &mut reply, ctx))
-        {
+        if let Err(panic) = self.guarded("update", ctx, |act, ctx| {
+            act.update(msg, now, &mut reply, ctx)
+        }) {
             send(
                 reply,
                 Err(UpdateError::Panicked {
@@ -1126,8 +1176,13 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: StreamAck, ctx: &mut Context<Self>) {
+        let StreamAck {
+            uuid,
+            reply,
+            sent_at,
+        } = msg;
+        self.took_request(sent_at);
         let _entered = self.span().entered();
-        let StreamAck { uuid, reply } = msg;
         let mut reply = reply;
         if let Err(panic) = self.guarded("ack", ctx, |act, ctx| {
             act.acknowledge(uuid, &mut reply, ctx)
@@ -1148,6 +1203,7 @@ impl<K: UpdateKind> Handler<SetPaused> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: SetPaused, ctx: &mut Context<Self>) {
+        self.took();
         let _entered = self.span().entered();
         // Kept even if the rest panics: the restart must not forward while paused.
         self.paused = msg.paused;
@@ -1178,6 +1234,7 @@ impl<K: UpdateKind> Handler<Close> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
+        self.took();
         let _entered = self.span().entered();
         if self
             .guarded("close", ctx, |act, ctx| act.close(msg, ctx))
@@ -1210,9 +1267,12 @@ impl<K: UpdateKind> Handler<GetStats<K>> for StreamActor<K> {
     type Result = Result<Option<StreamStats<K>>, StatsError>;
 
     fn handle(&mut self, msg: GetStats<K>, ctx: &mut Context<Self>) -> Self::Result {
+        let waited = self
+            .took_request(msg.sent_at)
+            .saturating_duration_since(msg.sent_at);
         let _entered = self.span().entered();
         self.guarded("stats", ctx, |act, _| {
-            (!act.ended).then(|| act.stats(msg.with_pending))
+            (!act.ended).then(|| act.stats(&msg, waited))
         })
         .map_err(|panic| StatsError {
             stream: self.name(),
@@ -1225,6 +1285,7 @@ impl<K: UpdateKind> Handler<SyncNow> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, _msg: SyncNow, ctx: &mut Context<Self>) {
+        self.took();
         let _entered = self.span().entered();
         let _ = self.guarded("sync", ctx, Self::sync_here);
     }
@@ -1234,6 +1295,7 @@ impl<K: UpdateKind> Handler<Due> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: Due, ctx: &mut Context<Self>) {
+        self.took();
         let _ = self.guarded("retry wake-up", ctx, |act, _| act.woken(msg));
     }
 }
@@ -1252,7 +1314,10 @@ impl<K: UpdateKind> StreamActor<K> {
         }
         match self.retry.woken(msg.at, now) {
             Woken::Nothing => {}
-            Woken::AskAgain(at) => self.shared.timers.wake_at(at, self.me.clone()),
+            Woken::AskAgain(at) => self
+                .shared
+                .timers
+                .wake_at(at, self.me.clone(), &self.mailbox),
             Woken::Due(on_due) => {
                 let _entered = self.span().entered();
                 match on_due {
@@ -1280,6 +1345,7 @@ impl<K: UpdateKind> Handler<Durable> for StreamActor<K> {
     type Result = ();
 
     fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
+        self.took();
         let _entered = self.span().entered();
         let _ = self.guarded("durable", ctx, |act, ctx| act.durable(msg, ctx));
     }

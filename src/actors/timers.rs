@@ -9,7 +9,8 @@
 //! never touch the queue, and a stream that already has a wake-up at or
 //! before its new deadline asks for none: in the steady state of
 //! forward → ack → forward, each stream has one entry at most, however many
-//! times it re-arms.
+//! times it re-arms. An entry also holds the count of the stream's mailbox
+//! ([`MailboxFigures`]), which the `Due` it sends is counted in.
 //!
 //! **Why.** A tokio timer armed through an actor's context costs each
 //! stream a boxed timer future, its timer entry and the callback, and an
@@ -31,6 +32,8 @@ use actix::prelude::*;
 use actix::WeakAddr;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::messages::mailbox::MailboxFigures;
 
 /// The wake-up a stream asked for: `at` has passed.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +67,7 @@ struct Queue<A: Actor> {
 struct Entry<A: Actor> {
     at: Instant,
     stream: WeakAddr<A>,
+    mailbox: Arc<MailboxFigures>,
 }
 
 impl<A: Actor> PartialEq for Entry<A> {
@@ -127,11 +131,22 @@ where
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends `stream` a [`Due`] once `at` has passed. Must be called on an
-    /// arbiter (the first call spawns the driver there).
-    pub fn wake_at(self: &Arc<Self>, at: Instant, stream: WeakAddr<A>) {
+    /// Sends `stream` a [`Due`] once `at` has passed, counted in `mailbox`
+    /// (the count of the stream's mailbox). Must be called on an arbiter
+    /// (the first call spawns the driver there).
+    pub fn wake_at(
+        self: &Arc<Self>,
+        at: Instant,
+        stream: WeakAddr<A>,
+        mailbox: &Arc<MailboxFigures>,
+    ) {
+        let mailbox = mailbox.clone();
         let mut queue = self.lock();
-        queue.heap.push(Reverse(Entry { at, stream }));
+        queue.heap.push(Reverse(Entry {
+            at,
+            stream,
+            mailbox,
+        }));
         if !queue.driver_started {
             queue.driver_started = true;
             actix_rt::spawn(drive(Arc::downgrade(self), self.wake.clone()));
@@ -169,7 +184,12 @@ where
         // Outside the lock: a stream stopped meanwhile is simply skipped.
         for entry in due {
             if let Some(stream) = entry.stream.upgrade() {
-                stream.do_send(Due { at: entry.at });
+                entry.mailbox.enqueued();
+                match stream.try_send(Due { at: entry.at }) {
+                    Ok(()) => {}
+                    Err(SendError::Full(due)) => stream.do_send(due),
+                    Err(SendError::Closed(_)) => entry.mailbox.unsent(),
+                }
             }
         }
         next
@@ -252,9 +272,10 @@ mod tests {
             start + Duration::from_secs(10),
             start + Duration::from_secs(3),
         );
-        timers.wake_at(late, a.downgrade());
+        let mailbox = Arc::default();
+        timers.wake_at(late, a.downgrade(), &mailbox);
         // An earlier entry wakes the driver out of its longer sleep.
-        timers.wake_at(early, b.downgrade());
+        timers.wake_at(early, b.downgrade(), &mailbox);
         assert_eq!(timers.len(), 2);
 
         tokio::time::advance(Duration::from_secs(2)).await;
@@ -266,6 +287,9 @@ mod tests {
         assert_eq!(rx.recv().await, Some(late));
         assert_on_time(late);
         assert!(timers.is_empty());
+        // Each wake-up was counted into the mailbox it was sent to (the
+        // sleepers do not count what they take).
+        assert_eq!(mailbox.backlog(), 2);
     }
 
     #[actix_rt::test]
@@ -276,11 +300,22 @@ mod tests {
         let gone = Sleeper(tx.clone()).start();
         let alive = Sleeper(tx).start();
         let now = Instant::now();
-        timers.wake_at(now + Duration::from_secs(1), gone.downgrade());
-        timers.wake_at(now + Duration::from_secs(2), alive.downgrade());
+        let alive_mailbox = Arc::default();
+        timers.wake_at(
+            now + Duration::from_secs(1),
+            gone.downgrade(),
+            &Arc::default(),
+        );
+        timers.wake_at(
+            now + Duration::from_secs(2),
+            alive.downgrade(),
+            &alive_mailbox,
+        );
         drop(gone);
         assert_eq!(rx.recv().await, Some(now + Duration::from_secs(2)));
         assert!(timers.is_empty());
+        // Counted into the mailbox of the stream it was sent to.
+        assert_eq!(alive_mailbox.backlog(), 1);
 
         let wake = timers.wake.clone();
         drop(timers);

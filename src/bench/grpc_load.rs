@@ -100,6 +100,7 @@ pub async fn through_grpc(
         latency,
         rss_growth,
         open_files_peak: peak,
+        listing: None,
     })
 }
 

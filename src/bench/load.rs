@@ -16,6 +16,7 @@ use indicatif::ProgressBar;
 use tokio::sync::oneshot;
 
 use super::baseline::{new_histogram, record_micros};
+use super::list::{list_all, ListFigures};
 use super::{BenchError, BenchOptions};
 use crate::error::AckError;
 use crate::kind::Native;
@@ -44,6 +45,8 @@ pub struct LoadFigures {
     pub rss_growth: u64,
     /// Most stream files open at once.
     pub open_files_peak: u64,
+    /// The listing of every stream after the load (`--list`, in-process load only).
+    pub listing: Option<ListFigures>,
 }
 
 /// A process-wide counter of status uuids for the load.
@@ -306,7 +309,14 @@ pub async fn in_process(
     awaiting.abort();
     progress.set_position(total as u64);
     let rss_growth = super::rss_bytes().saturating_sub(rss_before);
+    let listing = if o.list {
+        progress.set_message("listing");
+        list_all(&manager, streams).await.map(Some)
+    } else {
+        Ok(None)
+    };
     wind_down(acker, manager, &files, committer_stopped).await;
+    let listing = listing?;
     let latency = Rc::try_unwrap(latency)
         .map(RefCell::into_inner)
         .unwrap_or_else(|rc| rc.borrow().clone());
@@ -316,6 +326,7 @@ pub async fn in_process(
         latency,
         rss_growth,
         open_files_peak: files.peak_open_files(),
+        listing,
     })
 }
 

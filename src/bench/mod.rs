@@ -10,7 +10,10 @@
 //!    of a raw `fdatasync`, so `ratio_to_baseline` is measured, not assumed;
 //! 3. recovery: a fresh manager recovers every file the load left, against
 //!    a raw read + decode of the same files (alternating, three of each:
-//!    the medians, and the first recovery on its own).
+//!    the medians, and the first recovery on its own);
+//! 4. with `--list`, the listing ([`list`]): right after the in-process load,
+//!    every stream listed through the manager a page at a time, as
+//!    `ListStreams` serves them.
 //!
 //! With `--via grpc` the load goes through the service (and the in-process
 //! load runs too, for `ratio_to_in_process`); its agents and upstream call
@@ -20,6 +23,7 @@
 pub mod baseline;
 pub mod grpc_caller;
 pub mod grpc_load;
+pub mod list;
 pub mod load;
 
 use std::path::PathBuf;
@@ -68,6 +72,8 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// After the in-process load, list every stream through the manager a page at a time.
+    pub list: bool,
 }
 
 /// Why the benchmark could not run.
@@ -157,6 +163,12 @@ pub struct BenchReport {
     pub in_process_updates_per_sec: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_to_in_process: Option<f64>,
+    /// `--list`: the first page of the listing, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list_first_page_ms: Option<f64>,
+    /// `--list`: the whole listing, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list_all_seconds: Option<f64>,
 }
 
 /// Runs the benchmark on a new actix System on this thread.
@@ -191,7 +203,9 @@ async fn measure(o: &BenchOptions, root: &std::path::Path) -> Result<BenchReport
             progress.set_message("gRPC load");
             let rate = rate(total, in_process.updates_elapsed);
             let dir = root.join("grpc");
-            let figures = grpc_load::through_grpc(&dir, o, &progress).await?;
+            let mut figures = grpc_load::through_grpc(&dir, o, &progress).await?;
+            // `--list` lists the in-process load's streams.
+            figures.listing = in_process.listing;
             (figures, dir, Some(rate))
         }
     };
@@ -260,6 +274,8 @@ fn report(
         rss_bytes_per_stream: f.rss_growth / o.streams.max(1) as u64,
         in_process_updates_per_sec: in_process_rate,
         ratio_to_in_process: in_process_rate.map(|r| updates_per_sec / r.max(f64::MIN_POSITIVE)),
+        list_first_page_ms: f.listing.map(|l| l.first_page.as_secs_f64() * 1000.0),
+        list_all_seconds: f.listing.map(|l| l.all.as_secs_f64()),
     }
 }
 

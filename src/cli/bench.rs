@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// Print the report as one JSON document (and no progress bar).
     #[arg(long)]
     pub json: bool,
+    /// After the in-process load, list every stream through the manager, 1000 at a time
+    /// (as ListStreams pages): the first page's latency and the whole listing's time.
+    #[arg(long)]
+    pub list: bool,
 }
 
 impl BenchArgs {
@@ -54,6 +58,7 @@ impl BenchArgs {
             max_open_files: usize::try_from(self.max_open_files)?,
             concurrency: usize::try_from(self.concurrency)?,
             progress: !self.json && std::io::stderr().is_terminal(),
+            list: self.list,
         };
         let report = crate::bench::run(options)?;
         if self.json {
@@ -117,6 +122,10 @@ pub fn table(r: &BenchReport) -> String {
             "in-process updates/s",
             format!("{rate:.0} (gRPC/in-process {ratio:.3})"),
         );
+    }
+    if let (Some(first), Some(all)) = (r.list_first_page_ms, r.list_all_seconds) {
+        line("list: first page", format!("{first:.3} ms"));
+        line("list: every stream", format!("{all:.3} s"));
     }
     out
 }

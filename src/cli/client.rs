@@ -36,6 +36,11 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
 /// How long connecting to the server may take before the command fails.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest response a client command reads (tonic's default is 4 MiB). A ListStreams
+/// page stays under 4 MiB unless one stream alone is larger; a GetStream carries the
+/// stream's pending statuses with their payloads.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The generated gRPC client over one connection, adding the bearer token (if any) to
 /// every call.
 pub type Client = StatusUpdateManagerClient<InterceptedService<Channel, AttachToken>>;
@@ -128,10 +133,10 @@ pub async fn connect_with(
         (false, None) => {}
     }
     let channel = endpoint.connect().await.map_err(|e| unavailable(&e))?;
-    Ok(StatusUpdateManagerClient::with_interceptor(
-        channel,
-        AttachToken::new(token),
-    ))
+    Ok(
+        StatusUpdateManagerClient::with_interceptor(channel, AttachToken::new(token))
+            .max_decoding_message_size(MAX_RESPONSE_BYTES),
+    )
 }
 
 /// Runs `future` to completion on a new tokio current-thread runtime.

@@ -4,8 +4,12 @@
 //! `streams` prints a table, one row per stream sorted by id: pending updates, distinct
 //! updates received and acknowledged, resends of the head so far (`ATTEMPT`), when the next
 //! resend is due (`-`: none armed, e.g. paused), how long the oldest pending update has
-//! waited, the checkpoint file's size and whether the stream ended. `stream ID` prints the
-//! same figures for one stream, one per line, followed by its pending statuses in queue
+//! waited, the checkpoint file's size, whether the stream ended and its mailbox backlog
+//! (`BACKLOG`: messages queued for the stream's actor, not yet handled). It reads ListStreams a
+//! page at a time ([`PAGE_SIZE`] streams) and prints each page's rows as the page arrives
+//! ([`TableWriter`]), up to `--limit N` streams. `stream ID` prints the
+//! same figures for one stream, one per line, with the messages its actor handled and how
+//! long the request waited in its mailbox, followed by its pending statuses in queue
 //! order (head first).
 
 use std::io::{self, Write};
@@ -16,30 +20,64 @@ use clap::Args;
 use super::client::{block_on, format_uuid, word, RpcError, ServerArg};
 use crate::proto::status_update_manager::v1 as pb;
 
+/// Streams asked for per ListStreams call (the server's default page size).
+pub const PAGE_SIZE: u64 = 1000;
+
 /// Arguments of `streams`.
 #[derive(Debug, Args)]
 pub struct StreamsArgs {
     /// Only the streams of this framework.
     #[arg(long, value_name = "F", value_parser = NonEmptyStringValueParser::new())]
     pub framework: Option<String>,
+    /// Stop after the first N streams (in stream id order); without it every stream is
+    /// listed, read 1000 at a time.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
     /// Where the service is.
     #[command(flatten)]
     pub server: ServerArg,
 }
 
 impl StreamsArgs {
-    /// Lists the streams and prints the table.
+    /// Lists the streams and prints the table, a page at a time.
     pub fn run(self) -> anyhow::Result<()> {
-        let mut streams = block_on(async {
-            let mut client = self.server.connect().await?;
+        block_on(self.list(io::stdout().lock()))?
+    }
+
+    /// Reads ListStreams page after page, writing each page's rows to `out` as it arrives,
+    /// until the last page, `--limit` streams, or the reader of `out` goes away
+    /// (`streams | head`: not an error).
+    async fn list(&self, out: impl Write) -> anyhow::Result<()> {
+        let mut client = self.server.connect().await?;
+        let mut table = TableWriter::new(io::BufWriter::new(out));
+        let mut left = self.limit;
+        let mut page_token = String::new();
+        loop {
+            let page_size = left.map_or(PAGE_SIZE, |left| left.min(PAGE_SIZE));
             let request = pb::ListStreamsRequest {
                 framework_id: self.framework.clone().unwrap_or_default(),
+                page_size: u32::try_from(page_size).unwrap_or(u32::MAX),
+                page_token,
             };
-            let response = client.list_streams(request).await?;
-            Ok::<_, RpcError>(response.into_inner().streams)
-        })??;
-        streams.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
-        write_table(&streams, &mut io::stdout().lock())?;
+            let page = client
+                .list_streams(request)
+                .await
+                .map_err(RpcError::from)?
+                .into_inner();
+            let mut streams = page.streams;
+            if let Some(left) = left.as_mut() {
+                streams.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= streams.len() as u64;
+            }
+            if reader_gone(table.page(&streams))? {
+                return Ok(());
+            }
+            if page.next_page_token.is_empty() || left == Some(0) {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        reader_gone(table.finish())?;
         Ok(())
     }
 }
@@ -71,7 +109,7 @@ impl StreamArgs {
     }
 }
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 11] = [
     "STREAM",
     "FRAMEWORK",
     "PENDING",
@@ -82,9 +120,10 @@ const HEADERS: [&str; 10] = [
     "OLDEST-PENDING",
     "CHECKPOINT-BYTES",
     "TERMINATED",
+    "BACKLOG",
 ];
 
-fn row(info: &pb::StreamInfo) -> [String; 10] {
+fn row(info: &pb::StreamInfo) -> [String; 11] {
     [
         word(&info.stream_id),
         framework(&info.framework_id),
@@ -96,36 +135,94 @@ fn row(info: &pb::StreamInfo) -> [String; 10] {
         millis(info.oldest_pending_age_millis, info.pending > 0),
         info.checkpoint_bytes.to_string(),
         info.terminated.to_string(),
+        info.mailbox_backlog.to_string(),
     ]
+}
+
+/// Whether a write failed because the reader of stdout went away; any other failure is
+/// the error.
+fn reader_gone(written: io::Result<()>) -> io::Result<bool> {
+    match written {
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(true),
+        other => other.map(|()| false),
+    }
 }
 
 /// Writes the `streams` table: a header and one row per stream, columns aligned.
 pub fn write_table(streams: &[pb::StreamInfo], out: &mut impl Write) -> io::Result<()> {
-    let rows: Vec<[String; 10]> = streams.iter().map(row).collect();
-    let mut widths = HEADERS.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+    let mut table = TableWriter::new(out);
+    table.page(streams)?;
+    table.finish()
+}
+
+/// Writes the `streams` table a page at a time: the header with the first page, then each
+/// page's rows as soon as it is given, flushed. A column is as wide as its header and its
+/// widest cell so far, so a later page with wider cells shifts only its own rows (every line
+/// still splits on whitespace).
+#[derive(Debug)]
+pub struct TableWriter<W: Write> {
+    out: W,
+    /// The column widths so far; `None` until the header is written.
+    widths: Option<Vec<usize>>,
+    rows: u64,
+}
+
+impl<W: Write> TableWriter<W> {
+    /// A table that writes to `out`.
+    pub fn new(out: W) -> Self {
+        TableWriter {
+            out,
+            widths: None,
+            rows: 0,
         }
     }
-    let mut line = |cells: &[&str]| -> io::Result<()> {
-        let mut text = String::new();
-        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            match i {
-                0 | 1 => text.push_str(&format!("{cell:<width$}  ")),
-                _ => text.push_str(&format!("{cell:>width$}  ")),
+
+    /// Writes the rows of `streams` (and the header, the first time).
+    pub fn page(&mut self, streams: &[pb::StreamInfo]) -> io::Result<()> {
+        let rows: Vec<_> = streams.iter().map(row).collect();
+        let header = self.widths.is_none();
+        let widths = self
+            .widths
+            .get_or_insert_with(|| HEADERS.iter().map(|h| h.len()).collect());
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
             }
         }
-        writeln!(out, "{}", text.trim_end())
-    };
-    line(&HEADERS)?;
-    for row in &rows {
-        line(&row.each_ref().map(String::as_str))?;
+        if header {
+            write_line(&mut self.out, widths, &HEADERS[..])?;
+        }
+        for row in &rows {
+            write_line(&mut self.out, widths, &row[..])?;
+        }
+        self.rows += rows.len() as u64;
+        self.out.flush()
     }
-    if rows.is_empty() {
-        writeln!(out, "(no streams)")?;
+
+    /// Ends the table: the header if no page came, `(no streams)` if no row did.
+    pub fn finish(mut self) -> io::Result<()> {
+        if self.widths.is_none() {
+            self.page(&[])?;
+        }
+        if self.rows == 0 {
+            writeln!(self.out, "(no streams)")?;
+        }
+        self.out.flush()
     }
-    Ok(())
+}
+
+/// One line of the table: the first two columns left-aligned, the others right-aligned, two
+/// spaces between them.
+fn write_line(out: &mut impl Write, widths: &[usize], cells: &[impl AsRef<str>]) -> io::Result<()> {
+    let mut text = String::new();
+    for (i, (cell, &width)) in cells.iter().zip(widths).enumerate() {
+        let cell = cell.as_ref();
+        match i {
+            0 | 1 => text.push_str(&format!("{cell:<width$}  ")),
+            _ => text.push_str(&format!("{cell:>width$}  ")),
+        }
+    }
+    writeln!(out, "{}", text.trim_end())
 }
 
 /// Writes one stream: its figures, one per line, then its pending statuses.
@@ -148,6 +245,15 @@ pub fn write_stream(info: &pb::StreamInfo, out: &mut impl Write) -> io::Result<(
         ),
         ("checkpoint bytes", info.checkpoint_bytes.to_string()),
         ("terminated", info.terminated.to_string()),
+        ("mailbox backlog", info.mailbox_backlog.to_string()),
+        ("messages handled", info.messages_handled.to_string()),
+        (
+            "mailbox wait",
+            millis(
+                i64::try_from(info.mailbox_oldest_wait_millis).unwrap_or(i64::MAX),
+                true,
+            ),
+        ),
     ];
     for (name, value) in figures {
         writeln!(out, "{name:<18}  {value}")?;
@@ -209,6 +315,11 @@ mod tests {
             panic!("streams --framework did not parse");
         };
         assert_eq!(args.framework.as_deref(), Some("fw"));
+        assert_eq!(args.limit, None);
+        let Ok(Command::Streams(args)) = parse(&["streams", "--limit", "5"]) else {
+            panic!("streams --limit did not parse");
+        };
+        assert_eq!(args.limit, Some(5));
         let Ok(Command::Stream(args)) = parse(&["stream", "s1"]) else {
             panic!("stream did not parse");
         };
@@ -216,11 +327,13 @@ mod tests {
             (args.stream.as_str(), args.server.server.as_str()),
             ("s1", DEFAULT_SERVER)
         );
-        let bad: [&[&str]; 4] = [
+        let bad: [&[&str]; 6] = [
             &["stream"],
             &["stream", ""],
             &["stream", "a", "b"],
             &["streams", "--framework", ""],
+            &["streams", "--limit", "0"],
+            &["streams", "--limit", "many"],
         ];
         for (i, args) in bad.into_iter().enumerate() {
             match parse(args) {
@@ -258,6 +371,9 @@ mod tests {
             oldest_pending_age_millis: 1_500,
             checkpoint_bytes: 321,
             terminated: false,
+            mailbox_backlog: 4,
+            messages_handled: 57,
+            mailbox_oldest_wait_millis: 12,
             pending_statuses: vec![pb::Status {
                 uuid: vec![0x22; 16],
                 state: "RUNNING".into(),
@@ -280,12 +396,43 @@ mod tests {
         assert_eq!(lines[0], HEADERS, "{text}");
         assert_eq!(
             lines[1],
-            ["s1", "fw", "1", "3", "2", "1", "-", "1.5s", "321", "false"],
+            ["s1", "fw", "1", "3", "2", "1", "-", "1.5s", "321", "false", "4"],
             "{text}"
         );
         let mut out = Vec::new();
         write_table(&[], &mut out)?;
         assert!(String::from_utf8(out)?.ends_with("(no streams)\n"));
+        Ok(())
+    }
+
+    #[test]
+    fn pages_print_one_header_and_every_row() -> Result<(), Box<dyn std::error::Error>> {
+        let named = |id: &str| pb::StreamInfo {
+            stream_id: id.into(),
+            ..info()
+        };
+        let mut out = Vec::new();
+        let mut table = TableWriter::new(&mut out);
+        table.page(&[named("a"), named("b")])?;
+        table.page(&[])?;
+        table.page(&[named("a-much-longer-stream-id")])?;
+        table.finish()?;
+        let text = String::from_utf8(out)?;
+        let first: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(
+            first,
+            ["STREAM", "a", "b", "a-much-longer-stream-id"],
+            "{text}"
+        );
+        let mut out = Vec::new();
+        TableWriter::new(&mut out).finish()?;
+        let text = String::from_utf8(out)?;
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.starts_with("STREAM  "), "{text}");
+        assert!(text.ends_with("\n(no streams)\n"), "{text}");
         Ok(())
     }
 
@@ -296,6 +443,16 @@ mod tests {
         let text = String::from_utf8(out)?;
         assert!(text.starts_with("stream              s1\n"), "{text}");
         assert!(text.contains("\npending             1\n"), "{text}");
+        assert!(
+            text.contains(
+                "\nterminated          false\n\
+                 mailbox backlog     4\n\
+                 messages handled    57\n\
+                 mailbox wait        12ms\n\
+                 pending statuses (head first):\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.ends_with(
                 "  22222222-2222-2222-2222-222222222222  RUNNING  terminal=false  \"half way\"\n"

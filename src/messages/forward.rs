@@ -1,10 +1,13 @@
 //! The message the manager sends upstream.
 
+use std::sync::Arc;
+
 use actix::{Message, WeakRecipient};
 
 use crate::error::AckError;
 use crate::kind::{StatusUuid, UpdateKind};
 use crate::messages::handle::{self, Reply};
+use crate::messages::mailbox::MailboxFigures;
 use crate::messages::manager::AckOutcome;
 use crate::messages::stream::StreamAck;
 
@@ -35,6 +38,8 @@ pub struct Forward<K: UpdateKind> {
     /// Where the stream's actor takes acks, weak: a forward kept by the
     /// upstream must not keep a stream that ended alive.
     from: WeakRecipient<StreamAck>,
+    /// The count of that actor's mailbox, which the ack goes into.
+    mailbox: Arc<MailboxFigures>,
 }
 
 impl<K: UpdateKind> Forward<K> {
@@ -44,6 +49,7 @@ impl<K: UpdateKind> Forward<K> {
         attempt: u32,
         uuid: StatusUuid,
         from: WeakRecipient<StreamAck>,
+        mailbox: Arc<MailboxFigures>,
     ) -> Self {
         Forward {
             stream,
@@ -51,6 +57,7 @@ impl<K: UpdateKind> Forward<K> {
             attempt,
             uuid,
             from,
+            mailbox,
         }
     }
 
@@ -64,7 +71,12 @@ impl<K: UpdateKind> Forward<K> {
     /// same answers (`UnknownStream` once the stream has ended or its
     /// manager stopped). See [`crate::messages::handle`].
     pub fn acknowledge(&self) -> Reply<K, Result<AckOutcome, AckError>> {
-        handle::acknowledge(self.from.upgrade().as_ref(), &self.stream, self.uuid)
+        handle::acknowledge(
+            self.from.upgrade().as_ref(),
+            &self.mailbox,
+            &self.stream,
+            self.uuid,
+        )
     }
 }
 

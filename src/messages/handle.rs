@@ -36,9 +36,11 @@ use std::task::{ready, Context as TaskContext, Poll};
 use actix::dev::{OneshotSender, ToEnvelope};
 use actix::prelude::*;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::error::{AckError, UpdateError};
 use crate::kind::{describe_update, validate_update, InvalidUpdate, StatusUuid, UpdateKind};
+use crate::messages::mailbox::MailboxFigures;
 use crate::messages::manager::{AckOutcome, UpdateOutcome};
 use crate::messages::stream::{StreamAck, StreamUpdate};
 
@@ -82,22 +84,26 @@ where
     }
 }
 
-/// Enqueues `msg` on the stream's mailbox; if the actor is gone, answers
-/// the reply channel `msg` carries with `unavailable()`.
+/// Enqueues `msg` on the stream's mailbox, counted in `figures`; if the
+/// actor is gone, answers the reply channel `msg` carries with
+/// `unavailable()`.
 pub(crate) fn deliver<S, Res>(
     mailbox: &impl Mailbox<S>,
+    figures: &MailboxFigures,
     msg: S,
     unavailable: impl FnOnce() -> Res,
     take_reply: fn(S) -> Option<OneshotSender<Res>>,
 ) where
     S: Message<Result = ()> + Send + 'static,
 {
+    figures.enqueued();
     match mailbox.try_send(msg) {
         Ok(()) => {}
         // Past the mailbox's capacity the message still queues: a request
         // is never dropped.
         Err(SendError::Full(msg)) => mailbox.do_send(msg),
         Err(SendError::Closed(msg)) => {
+            figures.unsent();
             if let Some(tx) = take_reply(msg) {
                 let _ = tx.send(unavailable());
             }
@@ -185,9 +191,11 @@ pub(crate) fn ack_unavailable<S: ToString>(stream: &S) -> AckResult {
     })
 }
 
-/// Sends an ack for `uuid` to the stream actor at `addr` (`None`: gone).
+/// Sends an ack for `uuid` to the stream actor at `addr` (`None`: gone),
+/// whose mailbox `figures` counts.
 pub(crate) fn acknowledge<K: UpdateKind>(
     addr: Option<&Recipient<StreamAck>>,
+    figures: &MailboxFigures,
     stream: &K::StreamId,
     uuid: StatusUuid,
 ) -> Reply<K, AckResult> {
@@ -207,9 +215,11 @@ pub(crate) fn acknowledge<K: UpdateKind>(
     let (tx, rx) = oneshot::channel();
     deliver(
         addr,
+        figures,
         StreamAck {
             uuid,
             reply: Some(tx),
+            sent_at: Instant::now(),
         },
         || ack_unavailable(stream),
         |m: StreamAck| m.reply,
@@ -242,6 +252,7 @@ struct Inner<K: UpdateKind> {
     stream: K::StreamId,
     updates: Recipient<StreamUpdate<K>>,
     acks: Recipient<StreamAck>,
+    mailbox: Arc<MailboxFigures>,
 }
 
 impl<K: UpdateKind> Clone for StreamHandle<K> {
@@ -265,12 +276,14 @@ impl<K: UpdateKind> StreamHandle<K> {
         stream: K::StreamId,
         updates: Recipient<StreamUpdate<K>>,
         acks: Recipient<StreamAck>,
+        mailbox: Arc<MailboxFigures>,
     ) -> Self {
         StreamHandle {
             inner: Arc::new(Inner {
                 stream,
                 updates,
                 acks,
+                mailbox,
             }),
         }
     }
@@ -310,11 +323,13 @@ impl<K: UpdateKind> StreamHandle<K> {
         let (tx, rx) = oneshot::channel();
         deliver(
             &self.inner.updates,
+            &self.inner.mailbox,
             StreamUpdate {
                 update,
                 uuid: key.uuid,
                 checkpoint,
                 reply: Some(tx),
+                sent_at: Instant::now(),
             },
             || update_unavailable(stream),
             |m: StreamUpdate<K>| m.reply,
@@ -332,7 +347,12 @@ impl<K: UpdateKind> StreamHandle<K> {
     /// [`Acknowledge`](crate::messages::Acknowledge) does through the
     /// manager.
     pub fn acknowledge(&self, uuid: StatusUuid) -> Reply<K, AckResult> {
-        acknowledge(Some(&self.inner.acks), &self.inner.stream, uuid)
+        acknowledge(
+            Some(&self.inner.acks),
+            &self.inner.mailbox,
+            &self.inner.stream,
+            uuid,
+        )
     }
 }
 

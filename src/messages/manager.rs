@@ -2,13 +2,14 @@
 //! that embeds it (or by the gRPC service on an agent's behalf).
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Message;
 
 use crate::error::{AckError, RecoverError, StatsError, UpdateError};
 use crate::kind::{StatusUuid, UpdateKind};
+use crate::messages::mailbox::MailboxFigures;
 use crate::stream::UpdateRecords;
 
 /// Hand the manager one status update.
@@ -139,34 +140,107 @@ impl Message for Resume {
 }
 
 /// List the streams in memory (optionally of one framework), from the
-/// stream actors themselves, sorted by stream id.
+/// stream actors themselves, in stream id order: one page of at most
+/// `limit` streams whose ids come after `after`.
+///
+/// A page ends at an id, not at a position: the next page is asked with
+/// `after` = [`StreamPage::next_after`], so a stream created or ended
+/// between two pages never makes a page repeat or skip another stream.
+/// Building a page looks at every stream in memory once (no sort of them
+/// all) and asks only the page's streams for their figures.
+///
+/// ```
+/// # use status_update_manager::kind::Native;
+/// # use status_update_manager::messages::ListStreams;
+/// let first = ListStreams::<Native>::all().limit(1000);
+/// let next = ListStreams::<Native>::of_framework("fw-1").after("task-9".to_string()).limit(1000);
+/// # let _ = (first, next);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ListStreams<K: UpdateKind> {
     /// Only streams of this framework; `None` = all.
     pub framework_id: Option<String>,
-    _kind: PhantomData<K>,
+    /// Only streams whose id comes after this one; `None` = from the first.
+    pub after: Option<K::StreamId>,
+    /// At most this many streams (`0` is taken as 1); [`all`](Self::all)
+    /// and [`of_framework`](Self::of_framework) start with no limit.
+    pub limit: usize,
 }
 
 impl<K: UpdateKind> ListStreams<K> {
-    /// Every stream.
+    /// Every stream, in one page.
     pub fn all() -> Self {
         ListStreams {
             framework_id: None,
-            _kind: PhantomData,
+            after: None,
+            limit: usize::MAX,
         }
     }
 
-    /// The streams of one framework.
+    /// The streams of one framework, in one page.
     pub fn of_framework(framework_id: impl Into<String>) -> Self {
         ListStreams {
             framework_id: Some(framework_id.into()),
-            _kind: PhantomData,
+            ..Self::all()
         }
+    }
+
+    /// Only the streams whose id comes after `id` (`None`: from the first).
+    pub fn after(mut self, id: impl Into<Option<K::StreamId>>) -> Self {
+        self.after = id.into();
+        self
+    }
+
+    /// At most `limit` streams in the page (`0` is taken as 1).
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
     }
 }
 
 impl<K: UpdateKind> Message for ListStreams<K> {
-    type Result = Vec<StreamStats<K>>;
+    type Result = StreamPage<K>;
+}
+
+/// One page of [`ListStreams`]. It reads as the slice of its streams
+/// (`page.len()`, `page.iter()`, `for stats in page`).
+#[derive(Debug, Clone)]
+pub struct StreamPage<K: UpdateKind> {
+    /// The streams' figures in stream id order, without pending updates. A
+    /// stream whose actor panicked while it answered is left out (it
+    /// restarts from its file).
+    pub streams: Vec<StreamStats<K>>,
+    /// `Some(id)`: more streams follow; ask for them with `after(id)`
+    /// (`id` is the last one this page covered, listed or left out).
+    /// `None`: this is the last page.
+    pub next_after: Option<K::StreamId>,
+}
+
+impl<K: UpdateKind> std::ops::Deref for StreamPage<K> {
+    type Target = [StreamStats<K>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.streams
+    }
+}
+
+impl<K: UpdateKind> IntoIterator for StreamPage<K> {
+    type Item = StreamStats<K>;
+    type IntoIter = std::vec::IntoIter<StreamStats<K>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.streams.into_iter()
+    }
+}
+
+impl<'a, K: UpdateKind> IntoIterator for &'a StreamPage<K> {
+    type Item = &'a StreamStats<K>;
+    type IntoIter = std::slice::Iter<'a, StreamStats<K>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.streams.iter()
+    }
 }
 
 /// One stream's figures, including its pending updates: `None` if the
@@ -207,19 +281,35 @@ pub struct StreamStats<K: UpdateKind> {
     pub oldest_pending_age: Option<Duration>,
     /// Size of the checkpoint file.
     pub checkpoint_bytes: u64,
+    /// Messages in the stream actor's mailbox, not handled yet, when the
+    /// request for these figures was enqueued: the backlog it waited
+    /// behind (updates, acks and the stream's own wake-ups alike).
+    pub mailbox_backlog: u64,
+    /// Messages the stream's actor has handled since it started (created,
+    /// recovered, or started again by the manager; a restart after a
+    /// storage fault or a panic keeps counting), this request included.
+    pub messages_handled: u64,
+    /// How long the request for these figures waited in the stream's
+    /// mailbox. When the stream took it, everything queued ahead of it had
+    /// been handled: it was the oldest message queued, so this is the age
+    /// of the oldest queued message then, the wait a request met at the
+    /// head of the line. About zero for a stream that keeps up.
+    pub mailbox_oldest_wait: Duration,
     /// The pending updates, head first (filled by `GetStream` only).
     pub pending_updates: Vec<K::Update>,
 }
 
 /// Sent by a stream actor to the manager once its stream is over (terminal
-/// ack, or closed by a cleanup), so the manager forgets it. `generation`
-/// tells this incarnation of the stream from a newer one with the same id.
+/// ack, or closed by a cleanup), so the manager forgets it. `mailbox` tells
+/// this incarnation of the stream from a newer one with the same id: each
+/// stream actor the manager starts has a mailbox count of its own.
 #[derive(Debug, Clone)]
 pub struct StreamEnded<K: UpdateKind> {
     /// The stream.
     pub stream: K::StreamId,
-    /// The incarnation that ended.
-    pub generation: u64,
+    /// The mailbox count of the actor that ended (held, so that no newer
+    /// actor's count can take its place meanwhile).
+    pub mailbox: Arc<MailboxFigures>,
 }
 
 impl<K: UpdateKind> Message for StreamEnded<K> {

@@ -9,9 +9,12 @@
 //!   with.
 //! - [`stream`]: what the manager sends to a stream actor (crate-internal
 //!   shapes, public so the actor's handlers can name them).
+//! - [`mailbox`]: the count of a stream actor's mailbox, kept by whoever
+//!   sends to it and by the actor.
 
 pub mod forward;
 pub mod handle;
+pub mod mailbox;
 pub mod manager;
 pub mod stream;
 
@@ -19,5 +22,5 @@ pub use forward::Forward;
 pub use handle::{GetHandle, Reply, StreamHandle};
 pub use manager::{
     AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
-    RecoveryState, Resume, StreamStats, SyncAll, Update, UpdateOutcome,
+    RecoveryState, Resume, StreamPage, StreamStats, SyncAll, Update, UpdateOutcome,
 };

@@ -5,11 +5,18 @@
 //! [`Forward::acknowledge`](crate::messages::Forward::acknowledge), which
 //! skip the manager. Requests carry the caller's reply channel, so the
 //! stream answers the agent directly once its record is durable.
+//!
+//! The requests callers wait on ([`StreamUpdate`], [`StreamAck`],
+//! [`GetStats`]) carry the instant they were enqueued (`sent_at`, tokio's
+//! clock), from which the stream records how long they waited in its
+//! mailbox (`sum_stream_mailbox_wait_seconds`).
 
 use std::marker::PhantomData;
 
 use actix::dev::OneshotSender;
 use actix::Message;
+
+use tokio::time::Instant;
 
 use crate::error::{AckError, StatsError, UpdateError};
 use crate::kind::{StatusUuid, UpdateKind};
@@ -26,6 +33,8 @@ pub struct StreamUpdate<K: UpdateKind> {
     pub checkpoint: bool,
     /// Where the answer goes.
     pub reply: Option<OneshotSender<Result<UpdateOutcome, UpdateError>>>,
+    /// When it was enqueued.
+    pub sent_at: Instant,
 }
 
 impl<K: UpdateKind> Message for StreamUpdate<K> {
@@ -39,6 +48,8 @@ pub struct StreamAck {
     pub uuid: StatusUuid,
     /// Where the answer goes.
     pub reply: Option<OneshotSender<Result<AckOutcome, AckError>>>,
+    /// When it was enqueued.
+    pub sent_at: Instant,
 }
 
 impl Message for StreamAck {
@@ -72,10 +83,19 @@ impl Message for Close {
 
 /// Ask for the stream's figures; `None` once the stream has ended, an error
 /// if the stream's actor panicked while it answered (it restarts).
+///
+/// Its own wait in the mailbox is the stream's `mailbox_oldest_wait`: when
+/// the stream takes it, everything queued ahead of it has been handled, so
+/// it is the oldest message queued and its wait the age of the oldest one.
 #[derive(Debug, Clone, Copy)]
 pub struct GetStats<K: UpdateKind> {
     /// Include the pending updates.
     pub with_pending: bool,
+    /// Messages in the stream's mailbox when this one was enqueued: the
+    /// backlog it waits behind (the stream's `mailbox_backlog`).
+    pub queued_ahead: u64,
+    /// When it was enqueued.
+    pub sent_at: Instant,
     /// The kind answered for.
     pub kind: PhantomData<K>,
 }

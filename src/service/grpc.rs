@@ -121,6 +121,10 @@ pub fn stream_info(stats: StreamStats<Native>) -> pb::StreamInfo {
             .into_iter()
             .filter_map(|u| u.status)
             .collect(),
+        mailbox_backlog: stats.mailbox_backlog,
+        messages_handled: stats.messages_handled,
+        mailbox_oldest_wait_millis: u64::try_from(stats.mailbox_oldest_wait.as_millis())
+            .unwrap_or(u64::MAX),
     }
 }
 
@@ -128,6 +132,67 @@ fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// `ListStreamsRequest.page_size` when it is 0.
+pub const LIST_PAGE_SIZE_DEFAULT: u32 = 1000;
+/// The largest `ListStreamsRequest.page_size`; a larger one is INVALID_ARGUMENT.
+pub const LIST_PAGE_SIZE_MAX: u32 = 10_000;
+/// Most encoded bytes of one `ListStreamsResponse`, so that a client with
+/// gRPC's usual 4 MiB receive limit reads every page: a page stops before
+/// the stream that would pass it (one stream alone may, the page is never
+/// empty while streams follow), leaving room for `next_page_token`.
+pub const LIST_PAGE_BYTES: usize = 4 * 1024 * 1024 - 16 * 1024;
+
+/// The page size a `ListStreamsRequest.page_size` asks for.
+pub fn list_page_size(page_size: u32) -> Result<usize, Status> {
+    match page_size {
+        0 => Ok(LIST_PAGE_SIZE_DEFAULT as usize),
+        1..=LIST_PAGE_SIZE_MAX => Ok(page_size as usize),
+        _ => Err(Status::invalid_argument(format!(
+            "ListStreamsRequest.page_size {page_size} is over the limit of {LIST_PAGE_SIZE_MAX}; \
+             expected 1 to {LIST_PAGE_SIZE_MAX}, or 0 for the default ({LIST_PAGE_SIZE_DEFAULT})"
+        ))),
+    }
+}
+
+/// The `next_page_token` of a page whose last stream is `last`: the id's
+/// bytes in lowercase hex, so that any id round-trips.
+pub fn list_page_token(last: &str) -> String {
+    last.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The stream id a `ListStreamsRequest.page_token` continues after (`None`
+/// for `""`, the first page); a token no page could have given is
+/// INVALID_ARGUMENT.
+pub fn list_page_after(token: &str) -> Result<Option<String>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let malformed = |why: &str| {
+        Status::invalid_argument(format!(
+            "ListStreamsRequest.page_token ({} bytes) is malformed: {why}; expected the \
+             next_page_token of a previous ListStreams response, or \"\" for the first page",
+            token.len()
+        ))
+    };
+    if !token.len().is_multiple_of(2) {
+        return Err(malformed("its length is odd"));
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let bytes = token
+        .as_bytes()
+        .chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| malformed("it is not lowercase hexadecimal"))?;
+    let id = String::from_utf8(bytes).map_err(|_| malformed("it names no UTF-8 stream id"))?;
+    validate_stream_id(&id).map_err(|_| malformed("it names no valid stream id"))?;
+    Ok(Some(id))
 }
 
 #[tonic::async_trait]
@@ -271,15 +336,44 @@ impl Api for GrpcService {
         &self,
         request: Request<pb::ListStreamsRequest>,
     ) -> Result<Response<pb::ListStreamsResponse>, Status> {
-        let framework_id = request.into_inner().framework_id;
+        let pb::ListStreamsRequest {
+            framework_id,
+            page_size,
+            page_token,
+        } = request.into_inner();
+        let limit = list_page_size(page_size)?;
+        let after = list_page_after(&page_token)?;
         let query = if framework_id.is_empty() {
             ListStreams::<Native>::all()
         } else {
             ListStreams::of_framework(framework_id)
         };
-        let stats = self.manager.send(query).await.map_err(mailbox)?;
+        let page = self
+            .manager
+            .send(query.after(after).limit(limit))
+            .await
+            .map_err(mailbox)?;
+        let mut next_after = page.next_after;
+        let mut streams = Vec::with_capacity(page.streams.len());
+        let mut bytes = 0;
+        for stats in page.streams {
+            let info = stream_info(stats);
+            // The field's tag and length prefix take at most 6 bytes.
+            let size = prost::Message::encoded_len(&info) + 6;
+            if !streams.is_empty() && bytes + size > LIST_PAGE_BYTES {
+                // The next page starts with this stream.
+                next_after = streams.last().map(|s: &pb::StreamInfo| s.stream_id.clone());
+                break;
+            }
+            bytes += size;
+            streams.push(info);
+        }
         Ok(Response::new(pb::ListStreamsResponse {
-            streams: stats.into_iter().map(stream_info).collect(),
+            streams,
+            next_page_token: next_after
+                .as_deref()
+                .map(list_page_token)
+                .unwrap_or_default(),
         }))
     }
 

@@ -9,8 +9,8 @@ use std::sync::{Mutex, PoisonError};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::metrics::{
-    describe, JOURNAL_CHECKPOINT_BUCKETS, JOURNAL_CHECKPOINT_SECONDS, ROUND_TICKETS,
-    ROUND_TICKETS_BUCKETS, SECONDS_BUCKETS,
+    describe, JOURNAL_CHECKPOINT_BUCKETS, JOURNAL_CHECKPOINT_SECONDS, MAILBOX_WAIT_BUCKETS,
+    ROUND_TICKETS, ROUND_TICKETS_BUCKETS, SECONDS_BUCKETS, STREAM_MAILBOX_WAIT_SECONDS,
 };
 
 /// The recorder installed by [`install`], if it ran.
@@ -34,6 +34,10 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         .set_buckets_for_metric(
             Matcher::Full(JOURNAL_CHECKPOINT_SECONDS.into()),
             &JOURNAL_CHECKPOINT_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(STREAM_MAILBOX_WAIT_SECONDS.into()),
+            &MAILBOX_WAIT_BUCKETS,
         )?
         .install_recorder()?;
     describe();

@@ -185,15 +185,27 @@ impl Server {
             .unwrap_or_else(|s| panic!("GetStream {stream} failed: {s}"))
     }
 
+    /// Every stream (of `framework`; `""` = all), page after page.
     pub async fn list(&self, framework: &str) -> Vec<StreamInfo> {
-        self.client()
-            .list_streams(ListStreamsRequest {
-                framework_id: framework.into(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("ListStreams '{framework}' failed: {s}"))
-            .into_inner()
-            .streams
+        let mut streams = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .client()
+                .list_streams(ListStreamsRequest {
+                    framework_id: framework.into(),
+                    page_size: 0,
+                    page_token,
+                })
+                .await
+                .unwrap_or_else(|s| panic!("ListStreams '{framework}' failed: {s}"))
+                .into_inner();
+            streams.extend(page.streams);
+            if page.next_page_token.is_empty() {
+                return streams;
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     pub async fn pause(&self) {
