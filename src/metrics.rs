@@ -49,6 +49,11 @@ pub const APPEND_SECONDS: &str = "sum_checkpoint_append_seconds";
 /// sync failed), `panic` (a handler panicked), `stopped` (its actor was
 /// found stopped and the manager started it again).
 pub const STREAM_RESTARTS: &str = "sum_stream_restarts_total";
+/// Stream files (or the bytes cut from one) that non-strict recovery moved
+/// into the quarantine instead of deleting them.
+pub const RECOVERY_QUARANTINED_FILES: &str = "sum_recovery_quarantined_files_total";
+/// Corrupt records that non-strict recovery found (and cut).
+pub const RECOVERY_CORRUPT_RECORDS: &str = "sum_recovery_corrupt_records_total";
 /// Time of one data sync.
 pub const SYNC_SECONDS: &str = "sum_checkpoint_sync_seconds";
 /// The largest mailbox backlog of any stream (messages queued, not yet
@@ -136,6 +141,14 @@ pub fn describe() {
     describe_counter!(
         STORAGE_ERRORS,
         "Failed checkpoint writes or syncs; each restarts its stream."
+    );
+    describe_counter!(
+        RECOVERY_QUARANTINED_FILES,
+        "Stream files, or bytes cut from one, moved into the quarantine by non-strict recovery."
+    );
+    describe_counter!(
+        RECOVERY_CORRUPT_RECORDS,
+        "Corrupt records non-strict recovery found and cut."
     );
     describe_counter!(
         STREAM_RESTARTS,

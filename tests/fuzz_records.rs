@@ -888,7 +888,7 @@ fn check_recover<K: FuzzKind>(
     let now = Instant::now();
     let expected = replay::<K>(K::id(), path, bytes, now);
     let (result, largest) =
-        measure(|| recover_file::<K>(K::id(), path, strict, SyncPolicy::None, now));
+        measure(|| recover_file::<K>(K::id(), path, strict, SyncPolicy::None, now, None));
     check_allocation(&what, bytes.len(), largest)?;
     let n = bytes.len() as u64;
     let check_prefix = |expected: &Replayed<K>| -> Result<(), TestCaseError> {
@@ -1071,7 +1071,14 @@ fn huge_length_prefixes_allocate_nothing_large() {
                 let path = dir.join("huge.updates");
                 fs::write(&path, &bytes).unwrap();
                 let (_, largest) = measure(|| {
-                    recover_file::<K>(K::id(), &path, strict, SyncPolicy::None, Instant::now())
+                    recover_file::<K>(
+                        K::id(),
+                        &path,
+                        strict,
+                        SyncPolicy::None,
+                        Instant::now(),
+                        None,
+                    )
                 });
                 assert!(
                     largest <= BOOKKEEPING_BYTES,

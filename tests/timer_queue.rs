@@ -58,6 +58,7 @@ fn stream() -> Wired {
             max_pending: 1000,
             remove_finished: false,
             faults: None,
+            quarantine_dir: None,
             committer: Committer::inline(),
             files: FileCache::new(4),
         },

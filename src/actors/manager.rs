@@ -86,6 +86,11 @@ pub struct ManagerConfig {
     pub files: Option<FileCache>,
     /// Storage faults to inject into every stream file (tests only).
     pub faults: Option<FaultPlan>,
+    /// Where non-strict recovery moves what it cannot use (a file corrupt
+    /// before its first update, the bytes cut at a corrupt record) instead
+    /// of deleting it; `None`: beside the file (see
+    /// [`crate::stream::recover`]). The service's is `<data_dir>/quarantine`.
+    pub quarantine_dir: Option<PathBuf>,
     /// The committer that writes and syncs the streams' records (see
     /// [`crate::store`], "Durability"). `None` (the default): the manager
     /// starts a committer thread of its own ([`Committer::thread_for`]), so
@@ -115,6 +120,7 @@ impl Default for ManagerConfig {
             max_open_files: DEFAULT_MAX_OPEN_FILES,
             files: None,
             faults: None,
+            quarantine_dir: None,
             committer: None,
         }
     }
@@ -278,6 +284,7 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             max_pending: self.config.max_pending_per_stream,
             remove_finished: self.config.remove_finished,
             faults: self.config.faults.clone(),
+            quarantine_dir: self.config.quarantine_dir.clone(),
             committer: self.committer.clone(),
             files: self.files.clone(),
         }
@@ -405,7 +412,15 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
             return;
         }
         let path = (self.paths)(id);
-        match recover_file::<K>(id.clone(), &path, false, self.config.sync, Instant::now()) {
+        let quarantine = self.config.quarantine_dir.as_deref();
+        match recover_file::<K>(
+            id.clone(),
+            &path,
+            false,
+            self.config.sync,
+            Instant::now(),
+            quarantine,
+        ) {
             Ok(Some(recovered)) if !recovered.replayed.state.terminated() => {
                 let mut log = recovered.log;
                 self.settings().attach_recovered(&mut log);
@@ -843,6 +858,7 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
             msg.strict,
             self.config.sync,
             now,
+            self.config.quarantine_dir.as_deref(),
             || std::thread::available_parallelism().map_or(1, usize::from),
             |log| settings.attach_recovered(log),
             |outcome| {

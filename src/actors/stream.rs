@@ -113,6 +113,8 @@ pub struct StreamSettings {
     pub remove_finished: bool,
     /// Storage faults to inject (tests only).
     pub faults: Option<FaultPlan>,
+    /// Where a reload's non-strict recovery quarantines what it cannot use.
+    pub quarantine_dir: Option<PathBuf>,
     /// Runs the group-commit rounds of `batch`.
     pub committer: Committer,
     /// The bounded cache of open stream files.
@@ -800,7 +802,7 @@ impl<K: UpdateKind> StreamActor<K> {
         let id = self.state.id().clone();
         let framework = self.state.framework_id().map(str::to_string);
         let now = Instant::now();
-        let result = recover_file::<K>(id.clone(), &path, false, self.shared.settings.sync, now).and_then(|found| {
+        let result = recover_file::<K>(id.clone(), &path, false, self.shared.settings.sync, now, self.shared.settings.quarantine_dir.as_deref()).and_then(|found| {
             Ok(match found {
                 Some(recovered) => {
                     if let Some(err) = recovered.error {

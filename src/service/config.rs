@@ -670,6 +670,7 @@ impl ServiceConfig {
             // The service forwards only while a subscriber is connected.
             start_paused: true,
             faults: self.faults.clone(),
+            quarantine_dir: Some(self.data_dir.join(crate::store::layout::QUARANTINE_DIR)),
             ..ManagerConfig::default()
         }
     }

@@ -24,6 +24,10 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+/// The directory under a data directory where non-strict recovery moves
+/// the files (and the bytes cut from files) it could not use.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
 /// Directory under the data directory that holds the native stream files.
 pub const STREAMS_DIR: &str = "streams";
 /// Suffix of every native stream file name.

@@ -212,6 +212,15 @@ impl FromStr for SyncPolicy {
 /// what was being done to it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A file recovery could not use could not be moved (or its cut bytes
+    /// copied) into the quarantine; nothing was deleted.
+    #[error("cannot quarantine into '{path}': {source}")]
+    Quarantine {
+        /// The quarantine path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// Creating a new checkpoint file failed.
     #[error("failed to create checkpoint file '{}': {source}", .path.display())]
     Create {
@@ -340,6 +349,7 @@ impl StoreError {
             | StoreError::Remove { path, .. }
             | StoreError::CreateDir { path, .. }
             | StoreError::Journal { path, .. }
+            | StoreError::Quarantine { path, .. }
             | StoreError::RecordTooLarge { path, .. } => path,
         }
     }
@@ -356,7 +366,8 @@ impl StoreError {
             | StoreError::Truncate { source, .. }
             | StoreError::Remove { source, .. }
             | StoreError::CreateDir { source, .. }
-            | StoreError::Journal { source, .. } => Some(source),
+            | StoreError::Journal { source, .. }
+            | StoreError::Quarantine { source, .. } => Some(source),
             StoreError::AlreadyExists { .. }
             | StoreError::TruncateBeyondEnd { .. }
             | StoreError::RecordTooLarge { .. } => None,

@@ -5,13 +5,24 @@
 //! |---|---|---|
 //! | parent dir exists, file missing | `None` | none |
 //! | parent dir missing | error (open) | none |
-//! | no valid UPDATE record (empty, only partial, first record corrupt in non-strict mode) | `None` | file removed |
+//! | no valid UPDATE record (empty, only partial) | `None` | file removed |
+//! | no valid UPDATE record before a corrupt one, non-strict | `None` | file **quarantined** |
 //! | partial tail | `Some` | truncated to the last full record |
-//! | corrupt record | strict: error; non-strict: `Some` + error mark | truncated at the corrupt record (also in strict mode) |
+//! | corrupt record | strict: error; non-strict: `Some` + error mark | truncated at the corrupt record (also in strict mode); non-strict: the cut bytes **quarantined** |
 //! | ACK with nothing pending | error | none (no truncation) |
 //!
 //! Terminated streams are returned like any other; the manager decides what
 //! to keep.
+//!
+//! **Quarantine** (changed from Mesos on purpose: Mesos deletes such a
+//! file). Non-strict recovery never deletes bytes it could not use: a file
+//! corrupt before its first update is moved, and the bytes cut from a file
+//! with a valid prefix are copied, into the quarantine directory (the
+//! service's `<data_dir>/quarantine`) as `<file name>.<unix seconds>`
+//! (`.<n>` added if that name is taken), with a WARN naming both paths and
+//! the reason. Without a quarantine directory the file is renamed beside
+//! itself to `<file name>.quarantined.<unix seconds>`. `inspect` reads a
+//! quarantined file like any other.
 //!
 //! [`recover_files`] recovers many files on a few threads at once: a file's
 //! recovery is I/O plus decoding with no shared state, so a restart with
@@ -23,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::time::Instant;
+use tracing::warn;
 
 use crate::error::ReplayError;
 use crate::kind::UpdateKind;
@@ -44,13 +56,15 @@ pub struct RecoveredFile<K: UpdateKind> {
 }
 
 /// Recovers stream `id` from `path`; `Ok(None)` when there is nothing to
-/// recover (see the module table).
+/// recover (see the module table). Non-strict recovery quarantines what it
+/// cannot use into `quarantine` (see the module docs).
 pub fn recover_file<K: UpdateKind>(
     id: K::StreamId,
     path: &Path,
     strict: bool,
     sync: SyncPolicy,
     now: Instant,
+    quarantine: Option<&Path>,
 ) -> Result<Option<RecoveredFile<K>>, ReplayError> {
     let (mut log, contents) = match StreamLog::open(path, sync)? {
         Opened::Missing => return Ok(None),
@@ -58,9 +72,6 @@ pub fn recover_file<K: UpdateKind>(
     };
     let mut contents = contents;
     let replayed = replay::<K>(id, path, &contents, now)?;
-    if replayed.valid_bytes < replayed.file_bytes {
-        log.truncate(replayed.valid_bytes)?;
-    }
     let error = match &replayed.tail {
         Tail::Corrupt { offset, reason } => {
             let err = ReplayError::Corrupt {
@@ -69,12 +80,34 @@ pub fn recover_file<K: UpdateKind>(
                 reason: reason.clone(),
             };
             if strict {
+                if replayed.valid_bytes < replayed.file_bytes {
+                    log.truncate(replayed.valid_bytes)?;
+                }
                 return Err(err);
             }
+            metrics::counter!(crate::metrics::RECOVERY_CORRUPT_RECORDS).increment(1);
             Some(err)
         }
         Tail::Clean | Tail::Partial => None,
     };
+    if let Some(err) = &error {
+        let cut = usize::try_from(replayed.valid_bytes).unwrap_or(usize::MAX);
+        if replayed.updates.is_empty() {
+            // Nothing usable: the whole file goes to the quarantine.
+            drop(log);
+            quarantine_file(path, quarantine, err)?;
+            return Ok(None);
+        }
+        save_cut(
+            path,
+            contents.get(cut..).unwrap_or_default(),
+            quarantine,
+            err,
+        )?;
+    }
+    if replayed.valid_bytes < replayed.file_bytes {
+        log.truncate(replayed.valid_bytes)?;
+    }
     if replayed.updates.is_empty() {
         log.remove()?;
         return Ok(None);
@@ -87,6 +120,80 @@ pub fn recover_file<K: UpdateKind>(
         log,
         error,
     }))
+}
+
+/// Where `path` goes in the quarantine: `<dir>/<file name>.<unix seconds>`
+/// (`dir`: `quarantine`, or beside the file with `.quarantined` added),
+/// with `.<n>` added while that name is taken.
+fn quarantine_path(path: &Path, quarantine: Option<&Path>, suffix: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let (dir, base) = match quarantine {
+        Some(dir) => (dir.to_path_buf(), format!("{name}.{secs}{suffix}")),
+        None => (
+            path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            format!("{name}.quarantined.{secs}{suffix}"),
+        ),
+    };
+    let mut target = dir.join(&base);
+    let mut n = 1;
+    while target.exists() {
+        target = dir.join(format!("{base}.{n}"));
+        n += 1;
+    }
+    target
+}
+
+fn quarantine_err(path: &Path, source: std::io::Error) -> ReplayError {
+    ReplayError::from(crate::store::StoreError::Quarantine {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Moves the whole file at `path` into the quarantine.
+fn quarantine_file(
+    path: &Path,
+    quarantine: Option<&Path>,
+    why: &ReplayError,
+) -> Result<(), ReplayError> {
+    if let Some(dir) = quarantine {
+        std::fs::create_dir_all(dir).map_err(|e| quarantine_err(dir, e))?;
+    }
+    let target = quarantine_path(path, quarantine, "");
+    std::fs::rename(path, &target).map_err(|e| quarantine_err(&target, e))?;
+    metrics::counter!(crate::metrics::RECOVERY_QUARANTINED_FILES).increment(1);
+    warn!(path = %path.display(), quarantined = %target.display(), reason = %why,
+        "a stream file holds no usable record: moved to the quarantine, not deleted");
+    Ok(())
+}
+
+/// Copies `cut`, the bytes recovery cuts from the file at `path`, into the
+/// quarantine (`.cut` added to the name), synced before the file is cut.
+fn save_cut(
+    path: &Path,
+    cut: &[u8],
+    quarantine: Option<&Path>,
+    why: &ReplayError,
+) -> Result<(), ReplayError> {
+    if let Some(dir) = quarantine {
+        std::fs::create_dir_all(dir).map_err(|e| quarantine_err(dir, e))?;
+    }
+    let target = quarantine_path(path, quarantine, ".cut");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .map_err(|e| quarantine_err(&target, e))?;
+    std::io::Write::write_all(&mut file, cut)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| quarantine_err(&target, e))?;
+    metrics::counter!(crate::metrics::RECOVERY_QUARANTINED_FILES).increment(1);
+    warn!(path = %path.display(), quarantined = %target.display(), bytes = cut.len(), reason = %why,
+        "cut a stream file at a corrupt record: the cut bytes are saved in the quarantine");
+    Ok(())
 }
 
 /// What [`recover_file`] returned for one file of [`recover_files`].
@@ -110,17 +217,19 @@ const CHUNK: usize = 64;
 /// are handed to it; workers finish the chunk they hold. Since chunks are
 /// handed out in order, every file before the one that broke was recovered,
 /// exactly as by a one-by-one loop.
+#[allow(clippy::too_many_arguments)]
 pub fn recover_files<K: UpdateKind>(
     files: &[(K::StreamId, PathBuf)],
     strict: bool,
     sync: SyncPolicy,
     now: Instant,
+    quarantine: Option<&Path>,
     threads: impl FnOnce() -> usize,
     prepare: impl Fn(&mut StreamLog) + Sync,
     mut each: impl FnMut(FileOutcome<K>) -> ControlFlow<()>,
 ) {
     let recover = |id: &K::StreamId, path: &Path| {
-        let mut outcome = recover_file::<K>(id.clone(), path, strict, sync, now);
+        let mut outcome = recover_file::<K>(id.clone(), path, strict, sync, now, quarantine);
         if let Ok(Some(recovered)) = &mut outcome {
             prepare(&mut recovered.log);
         }
@@ -225,6 +334,7 @@ mod tests {
             strict,
             SyncPolicy::None,
             Instant::now(),
+            None,
             || threads,
             |_| {
                 prepared.fetch_add(1, Ordering::Relaxed);
