@@ -133,6 +133,27 @@ pub enum UpdateError {
     },
 }
 
+impl UpdateError {
+    /// The variant's name in `snake_case` (`queue_full`, `framework_mismatch`, …): the
+    /// `kind` field of a rejection's log line, and what its rate limit counts by
+    /// ([`crate::logs`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpdateError::Invalid { .. } => "invalid",
+            UpdateError::FileExists { .. } => "file_exists",
+            UpdateError::CheckpointMismatch { .. } => "checkpoint_mismatch",
+            UpdateError::FrameworkMismatch { .. } => "framework_mismatch",
+            UpdateError::StreamClosing { .. } => "stream_closing",
+            UpdateError::QueueFull { .. } => "queue_full",
+            UpdateError::TooManyStreams { .. } => "too_many_streams",
+            UpdateError::Unavailable { .. } => "unavailable",
+            UpdateError::CreateFailed { .. } => "create_failed",
+            UpdateError::Storage { .. } => "storage",
+            UpdateError::Panicked { .. } => "panicked",
+        }
+    }
+}
+
 /// Why an `Acknowledge` failed. Nothing changed.
 #[derive(Debug, Clone, Error)]
 pub enum AckError {
@@ -211,6 +232,23 @@ pub enum AckError {
         /// The panic's message.
         panic: String,
     },
+}
+
+impl AckError {
+    /// The variant's name in `snake_case` (`unknown_stream`, `duplicate_ack`, …), as
+    /// [`UpdateError::kind`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AckError::UnknownStream { .. } => "unknown_stream",
+            AckError::Invalid { .. } => "invalid",
+            AckError::DuplicateAck { .. } => "duplicate_ack",
+            AckError::NothingPending { .. } => "nothing_pending",
+            AckError::UnexpectedAck { .. } => "unexpected_ack",
+            AckError::Unavailable { .. } => "unavailable",
+            AckError::Storage { .. } => "storage",
+            AckError::Panicked { .. } => "panicked",
+        }
+    }
 }
 
 /// A stream's actor panicked (a bug) while it reported its figures; it

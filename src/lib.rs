@@ -23,6 +23,8 @@
 //!   the committer and its journal; its "Durability" section is the one
 //!   account of how a record becomes durable.
 //! - [`error`]: the manager's errors, one variant per rejection.
+//! - [`logs`]: what is logged when something fails or is refused (level,
+//!   fields) and the rate limit of rejections' lines.
 //! - [`stream`]: what a stream decides, with no I/O and no clock: state
 //!   machine, replay, recovery of a file, retry schedule and bookkeeping.
 //! - [`messages`]: the actix messages, one file per receiver, the
@@ -74,6 +76,7 @@ pub mod cli;
 pub mod error;
 pub mod inspect;
 pub mod kind;
+pub mod logs;
 pub mod messages;
 pub mod metrics;
 pub mod proto;

@@ -219,6 +219,70 @@ async fn the_grpc_loads_client_gets_responses_forwards_and_coded_errors() {
     running.shutdown().await.unwrap();
 }
 
+#[test]
+fn the_text_report_states_the_run_and_reads_in_plain_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let args = [
+        "bench",
+        "--data-dir",
+        data_dir,
+        "--streams",
+        "20",
+        "--updates",
+        "2",
+    ];
+    let output = Proc::start("bench", &args, &[]).finish();
+    let (stdout, stderr) = (&output.stdout, &output.stderr);
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    let lines: Vec<&str> = stdout.lines().collect();
+    // The default concurrency (2048) is more than the 40 updates: it says so.
+    assert_eq!(
+        lines[0],
+        "20 streams × 2 updates at concurrency 40 (every update at once; 2048 asked), \
+         sync batch, via in-process",
+        "{stdout}"
+    );
+    let value = |name: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("  {name:<28} ")))
+            .unwrap_or_else(|| panic!("no {name:?} line in\n{stdout}"))
+    };
+    for rate in ["updates/s", "acks/s", "baseline appends/s"] {
+        value(rate)
+            .parse::<u64>()
+            .unwrap_or_else(|e| panic!("{rate}: {e}\n{stdout}"));
+    }
+    let latency = value("update latency p50/p99/max");
+    let figures: Vec<f64> = latency
+        .strip_suffix(" ms")
+        .unwrap_or_else(|| panic!("in ms: {latency}"))
+        .split(" / ")
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert!(
+        figures.len() == 3 && figures[0] <= figures[1] && figures[1] <= figures[2],
+        "{latency}"
+    );
+    assert!(value("raw fdatasync p99").ends_with(" ms"), "{stdout}");
+    let recovery = value("recovery");
+    assert!(
+        recovery.starts_with("20 streams, ")
+            && recovery.contains(" KiB in ")
+            && recovery.contains(" MiB/s (median of 3; the first took "),
+        "{recovery}"
+    );
+    assert!(value("raw read+decode").ends_with(" MiB/s"), "{stdout}");
+    assert!(value("peak RSS").ends_with(" MiB"), "{stdout}");
+    value("RSS per stream");
+    for unwanted in ["µs", "InProcess", "MB/s"] {
+        assert!(!stdout.contains(unwanted), "{unwanted}: {stdout}");
+    }
+    assert_eq!(lines.len(), 12, "{stdout}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 /// `bench` as a user runs it, under a `ulimit -n` of `nofile`: its exit
 /// status, its stdout and its stderr (waits at most `PROCESS_BOUND`).
 fn bench_binary_under_ulimit(nofile: u32, args: &[&str]) -> Finished {
@@ -278,7 +342,7 @@ fn an_open_file_bound_no_process_can_hold_is_refused_before_anything_runs() {
         assert_eq!(output.status.code(), Some(2), "{bound}: {stderr}");
         assert!(
             stderr.contains(&format!(
-                "invalid value '{bound}' for '--max-open-files <MAX_OPEN_FILES>'"
+                "invalid value '{bound}' for '--max-open-files <N>'"
             )) && stderr.contains("is not in 1..=1048576"),
             "{stderr}"
         );

@@ -438,6 +438,7 @@ fn usage_errors_exit_2_and_help_exits_0() {
     }
     for command in [
         "serve", "send", "ack", "watch", "streams", "stream", "cleanup", "pause", "resume",
+        "status",
     ] {
         let out = Proc::start(command, &[command, "--help"], &[]).finish();
         assert!(out.status.success(), "{command} --help: {}", out.stderr);
@@ -447,6 +448,117 @@ fn usage_errors_exit_2_and_help_exits_0() {
             "{command}: {about:?}"
         );
     }
+}
+
+/// The value of `key: ` in `status`'s output.
+fn status_value<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+        .unwrap_or_else(|| panic!("no `{key}: ` line in\n{out}"))
+}
+
+#[test]
+fn status_shows_an_operators_pause_which_survives_a_restart_until_resume() {
+    let (data, server) = start_server(&[]);
+    let out = cli_ok(&server, &["status"]);
+    let keys: Vec<&str> = out.lines().filter_map(|l| l.split(": ").next()).collect();
+    assert_eq!(
+        keys,
+        [
+            "paused",
+            "cause",
+            "operator pause since",
+            "subscriber",
+            "subscribed since",
+            "streams",
+            "pending updates",
+            "data dir",
+            "sync",
+            "version"
+        ],
+        "{out}"
+    );
+    assert_eq!(status_value(&out, "paused"), "true", "{out}");
+    assert_eq!(status_value(&out, "cause"), "no subscriber", "{out}");
+    assert_eq!(status_value(&out, "sync"), "batch", "{out}");
+    assert_eq!(
+        status_value(&out, "version"),
+        env!("CARGO_PKG_VERSION"),
+        "{out}"
+    );
+    let dir = data.path().to_str().expect("utf-8 temp path");
+    assert_eq!(status_value(&out, "data dir"), dir, "{out}");
+
+    let u1 = sent_uuid(&cli_ok(
+        &server,
+        &["send", "--stream", "s1", "--state", "RUNNING"],
+    ));
+    assert_eq!(cli_ok(&server, &["pause"]), "forwarding paused\n");
+    let out = cli_ok(&server, &["status"]);
+    assert_eq!(
+        status_value(&out, "cause"),
+        "operator pause, no subscriber",
+        "{out}"
+    );
+    let since = status_value(&out, "operator pause since");
+    assert!(
+        since.len() == "2026-01-01T00:00:00Z".len() && since.ends_with('Z'),
+        "RFC 3339: {out}"
+    );
+    assert_eq!(
+        (
+            status_value(&out, "streams"),
+            status_value(&out, "pending updates")
+        ),
+        ("1", "1"),
+        "{out}"
+    );
+
+    // A graceful restart on the same directory: still paused by the operator.
+    server.signal("-TERM");
+    assert!(server.finish().status.success());
+    let server = Server::start(data.path(), &[]);
+    let url = server.url();
+    let watcher = Proc::start("watch", &["watch", "--auto-ack", "--server", &url], &[]);
+    let subscribed = |out: &str| status_value(out, "subscriber") != "-";
+    let deadline = std::time::Instant::now() + common::PROCESS_BOUND;
+    let mut out = cli_ok(&server, &["status"]);
+    while !subscribed(&out) && std::time::Instant::now() < deadline {
+        std::thread::sleep(common::POLL);
+        out = cli_ok(&server, &["status"]);
+    }
+    assert_eq!(status_value(&out, "paused"), "true", "{out}");
+    assert_eq!(status_value(&out, "cause"), "operator pause", "{out}");
+    assert_eq!(
+        status_value(&out, "operator pause since"),
+        since,
+        "the pause kept its time: {out}"
+    );
+    assert_eq!(
+        status_value(&out, "subscriber"),
+        "\"status-update-manager watch\"",
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&cli_ok(&server, &["status", "--json"])).expect("status --json");
+    assert_eq!(json["paused"], true, "{json}");
+    assert_eq!(json["operator_paused"], true, "{json}");
+    assert_eq!(json["subscriber"], "status-update-manager watch", "{json}");
+    assert_eq!(json["pending_updates"], 1, "{json}");
+    assert!(json["subscribed_since_unix_seconds"].is_i64(), "{json}");
+
+    // Resume: the watcher gets the update (its first send by this process).
+    assert_eq!(cli_ok(&server, &["resume"]), "forwarding resumed\n");
+    let line = watcher.line_where("the forward of u1", |l| l.contains(&u1.to_string()));
+    assert_eq!(field(&line, "attempt"), "0", "{line}");
+    assert_eq!(field(&line, "ack"), "ok", "{line}");
+    let out = cli_ok(&server, &["status"]);
+    assert_eq!(
+        (status_value(&out, "paused"), status_value(&out, "cause")),
+        ("false", "-"),
+        "{out}"
+    );
+    assert_eq!(status_value(&out, "operator pause since"), "-", "{out}");
 }
 
 /// Creates memory-only streams `ids` on `server`, each with one pending update, over gRPC.

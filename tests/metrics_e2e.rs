@@ -2,12 +2,19 @@
 //! stream actors did, a taken address fails the start, and a second start
 //! in the process serves the same recorder. (One test per process: the
 //! recorder is global.)
+//!
+//! Every family docs/API.md's metrics table lists is served from the first
+//! scrape, right after the start, before any traffic. When `promtool` is on
+//! PATH (Debian's `prometheus` package), the first scrape and one after
+//! traffic must pass `promtool check metrics` with nothing to say; without
+//! it that check is skipped (said on stderr) and the rest still runs.
 #![cfg(feature = "service")]
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::{Command, Stdio};
 
 use common::server::{settings, start_service};
 use common::BOUND;
@@ -35,6 +42,74 @@ fn scrape(port: u16) -> String {
     body
 }
 
+/// [`scrape`], from async code: the text served, without the HTTP head.
+async fn scraped(port: u16) -> String {
+    let response = tokio::task::spawn_blocking(move || scrape(port))
+        .await
+        .unwrap();
+    match response.split_once("\r\n\r\n") {
+        Some((_, body)) => body.to_string(),
+        None => panic!("no body in {response}"),
+    }
+}
+
+/// The metric families of docs/API.md's metrics table (the first column's
+/// names, in backquotes).
+fn documented_families() -> Vec<String> {
+    let api = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md"))
+        .expect("docs/API.md");
+    let metrics = api
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|section| section.split("\n## ").next())
+        .expect("docs/API.md has a Metrics section");
+    let families: Vec<String> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(str::to_string)
+        .collect();
+    assert!(families.len() > 30, "too few families read: {families:?}");
+    families
+}
+
+/// Pipes `body` through `promtool check metrics`, which must exit 0 and
+/// say nothing; if promtool is not on PATH, says so on stderr and checks
+/// nothing.
+fn promtool_check(body: &str, what: &str) {
+    let spawned = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("promtool is not on PATH: {what} is not linted (apt-get install prometheus)");
+            return;
+        }
+        Err(err) => panic!("cannot run promtool: {err}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(body.as_bytes())
+        .expect("the scrape written to promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics on {what}: {}\n{said}\n--- the scrape:\n{body}",
+        out.status
+    );
+}
+
 #[actix::test]
 async fn metrics_are_served_when_enabled() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,6 +117,39 @@ async fn metrics_are_served_when_enabled() {
     let mut first = settings(dir.path(), "127.0.0.1:0", &[]);
     first.metrics.listen = format!("127.0.0.1:{port}");
     let running = start_service(first).await;
+
+    // Right after the start, before any request: every documented family.
+    let body = scraped(port).await;
+    for family in documented_families() {
+        assert!(
+            body.contains(&format!("\n# TYPE {family} "))
+                || body.starts_with(&format!("# TYPE {family} ")),
+            "the first scrape lacks {family}:\n{body}"
+        );
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    for expected in [
+        format!("sum_build_info{{version=\"{version}\"}} 1"),
+        // No subscriber yet.
+        "\nsum_paused 1".to_string(),
+        "\nsum_recovered_streams 0".into(),
+        "sum_updates_total{outcome=\"rejected\"} 0".into(),
+        "sum_stream_restarts_total{cause=\"stopped\"} 0".into(),
+        "sum_grpc_requests_total{method=\"Update\",code=\"OK\"} 0".into(),
+        "sum_grpc_requests_total{method=\"Acknowledge\",code=\"NOT_FOUND\"} 0".into(),
+        "sum_grpc_request_seconds_count{method=\"Subscribe\"} 0".into(),
+        "sum_ack_latency_seconds_bucket{le=\"3600\"} 0".into(),
+        "\nsum_recovery_seconds ".into(),
+        "\nprocess_open_fds ".into(),
+        "\nprocess_start_time_seconds ".into(),
+    ] {
+        assert!(
+            body.contains(&expected),
+            "the first scrape lacks {expected:?}:\n{body}"
+        );
+    }
+    promtool_check(&body, "the first scrape");
+
     let url = format!("http://{}", running.local_addr);
     let mut client = StatusUpdateManagerClient::connect(url.clone())
         .await
@@ -80,7 +188,7 @@ async fn metrics_are_served_when_enabled() {
         })
         .await
         .unwrap();
-    tokio::time::timeout(BOUND, sub.message())
+    let forwarded = tokio::time::timeout(BOUND, sub.message())
         .await
         .unwrap()
         .unwrap()
@@ -116,12 +224,74 @@ async fn metrics_are_served_when_enabled() {
         "sum_stream_mailbox_wait_seconds_bucket{le=\"10\"}",
         "# HELP sum_stream_mailbox_backlog_max ",
         "\nsum_stream_mailbox_backlog_max ",
+        // A subscriber is connected: forwarding goes on.
+        "\nsum_paused 0",
     ] {
         assert!(
             body.contains(expected),
             "/metrics lacks {expected:?}:\n{body}"
         );
     }
+
+    // Rejections are counted wherever they are decided, once each: before
+    // the manager (no status), by the manager (a stream not in memory),
+    // by the gRPC front (an all-zero uuid), by a stream (not the head's uuid).
+    let rejected = client
+        .update(pb::UpdateRequest {
+            update: Some(pb::StatusUpdate {
+                stream_id: "m2".into(),
+                ..Default::default()
+            }),
+            memory_only: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(rejected.code(), tonic::Code::InvalidArgument, "{rejected}");
+    for (stream, uuid, code) in [
+        ("nowhere", uuid::Uuid::new_v4(), tonic::Code::NotFound),
+        ("m1", uuid::Uuid::nil(), tonic::Code::InvalidArgument),
+        ("m1", uuid::Uuid::new_v4(), tonic::Code::FailedPrecondition),
+    ] {
+        let refused = client
+            .acknowledge(pb::AcknowledgeRequest {
+                stream_id: stream.into(),
+                status_uuid: uuid.as_bytes().to_vec(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), code, "{refused}");
+    }
+    // The forward acknowledged: its latency is timed.
+    let acked = forwarded.update.unwrap().status.unwrap().uuid;
+    client
+        .acknowledge(pb::AcknowledgeRequest {
+            stream_id: "m1".into(),
+            status_uuid: acked,
+        })
+        .await
+        .unwrap();
+    let body = scraped(port).await;
+    for expected in [
+        "sum_updates_total{outcome=\"rejected\"} 1",
+        "sum_acks_total{outcome=\"rejected\"} 3",
+        "sum_acks_total{outcome=\"accepted\"} 1",
+        "sum_ack_latency_seconds_count 1",
+        "sum_ack_latency_seconds_bucket{le=\"+Inf\"} 1",
+        "sum_grpc_requests_total{method=\"Update\",code=\"OK\"} 2",
+        "sum_grpc_requests_total{method=\"Update\",code=\"INVALID_ARGUMENT\"} 1",
+        "sum_grpc_requests_total{method=\"Acknowledge\",code=\"OK\"} 1",
+        "sum_grpc_requests_total{method=\"Acknowledge\",code=\"NOT_FOUND\"} 1",
+        "sum_grpc_requests_total{method=\"Acknowledge\",code=\"INVALID_ARGUMENT\"} 1",
+        "sum_grpc_requests_total{method=\"Acknowledge\",code=\"FAILED_PRECONDITION\"} 1",
+        "sum_grpc_request_seconds_count{method=\"Update\"} 3",
+        "\nsum_pending_updates 0",
+    ] {
+        assert!(
+            body.contains(expected),
+            "/metrics after rejections and an ack lacks {expected:?}:\n{body}"
+        );
+    }
+    promtool_check(&body, "a scrape after traffic");
     drop(sub);
     running.shutdown().await.unwrap();
 

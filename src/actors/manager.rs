@@ -6,8 +6,8 @@
 //! lives in its [`StreamActor`].
 //!
 //! **Handles** [`Update`], [`Acknowledge`], [`Recover`], [`Cleanup`],
-//! [`Pause`], [`Resume`], [`ListStreams`], [`GetStream`], [`GetHandle`],
-//! [`SyncAll`] from the agent, and [`StreamEnded`] from its stream actors.
+//! [`Pause`], [`Resume`], [`ListStreams`], [`GetStream`], [`GetSummary`],
+//! [`GetHandle`], [`SyncAll`] from the agent, and [`StreamEnded`] from its stream actors.
 //! A caller holding a stream's handle ([`GetHandle`]), and an upstream
 //! acknowledging a forward ([`Forward::acknowledge`]), reach the stream
 //! without this actor ([`crate::messages::handle`]).
@@ -17,7 +17,8 @@
 //! caller directly, and per-stream order is mailbox order); `SetPaused`,
 //! `Close` and `SyncNow` to its streams. It validates an update *before*
 //! creating its stream, so a rejected update leaves nothing in memory or on
-//! disk.
+//! disk. What it refuses itself it logs ([`crate::logs`]); what a stream
+//! refuses, the stream logs.
 //!
 //! **Supervises** its stream actors: each runs under an actix `Supervisor`,
 //! so a stream whose write or sync failed restarts and reloads its file.
@@ -43,14 +44,16 @@ use tracing::{debug, error, info, warn};
 use crate::actors::stream::{StreamActor, StreamInit, StreamSettings, StreamShared};
 use crate::error::{AckError, RecoverError, StatsError, UpdateError};
 use crate::kind::{describe_update, validate_update, StatusUuid, UpdateKind};
+use crate::logs;
 use crate::messages::forward::Forward;
 use crate::messages::handle::{
     ack_unavailable, deliver, update_unavailable, GetHandle, StreamHandle,
 };
 use crate::messages::mailbox::MailboxFigures;
 use crate::messages::manager::{
-    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
-    RecoveryState, Resume, StreamEnded, StreamPage, StreamStats, SyncAll, Update, UpdateOutcome,
+    AckOutcome, Acknowledge, Cleanup, GetStream, GetSummary, ListStreams, ManagerSummary, Pause,
+    Recover, RecoveredStream, RecoveryState, Resume, StreamEnded, StreamPage, StreamStats, SyncAll,
+    Update, UpdateOutcome,
 };
 use crate::messages::stream::{Close, GetStats, SetPaused, StreamAck, StreamUpdate, SyncNow};
 use crate::metrics::StreamMetrics;
@@ -501,6 +504,7 @@ impl<K: UpdateKind> Actor for StatusUpdateManager<K> {
     /// a task that holds only a weak address: a manager whose callers
     /// dropped it still stops.
     fn started(&mut self, ctx: &mut Context<Self>) {
+        report_paused(self.paused);
         let every = self.config.retry.min.max(std::time::Duration::from_secs(1));
         let me = ctx.address().downgrade();
         actix_rt::spawn(async move {
@@ -589,6 +593,11 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Update<K>>
     ) {
         match self {
             Routed::Ready(result) => {
+                // Refused before reaching a stream (invalid, closing, too
+                // many streams, file exists): counted here, once.
+                if result.is_err() {
+                    crate::metrics::count_rejected_update();
+                }
                 if let Some(tx) = tx {
                     let _ = tx.send(result);
                 }
@@ -633,6 +642,11 @@ impl<K: UpdateKind> MessageResponse<StatusUpdateManager<K>, Acknowledge<K>>
     ) {
         match self {
             Routed::Ready(result) => {
+                // Refused before reaching a stream (nil uuid, unknown or
+                // closing stream): counted here, once.
+                if result.is_err() {
+                    crate::metrics::count_rejected_ack();
+                }
                 if let Some(tx) = tx {
                     let _ = tx.send(result);
                 }
@@ -673,24 +687,31 @@ impl<K: UpdateKind> Handler<Update<K>> for StatusUpdateManager<K> {
             Ok(key) => key,
             Err(reason) => {
                 let (stream, uuid) = describe_update::<K>(&update);
-                return Routed::Ready(Err(UpdateError::Invalid {
-                    stream,
-                    uuid,
+                let err = UpdateError::Invalid {
+                    stream: stream.clone(),
+                    uuid: uuid.clone(),
                     reason,
-                }));
+                };
+                logs::update_rejected(&stream, &uuid, &err);
+                return Routed::Ready(Err(err));
             }
         };
         let addr = match self.streams.get(&key.stream) {
             Some(entry) if entry.closing => {
-                return Routed::Ready(Err(UpdateError::StreamClosing {
+                let err = UpdateError::StreamClosing {
                     stream: key.stream.to_string(),
                     uuid: key.uuid.to_string(),
-                }));
+                };
+                logs::update_rejected(&key.stream, &key.uuid, &err);
+                return Routed::Ready(Err(err));
             }
             Some(entry) => entry.addr.clone(),
             None => match self.open_stream(&key.stream, &update, checkpoint, ctx) {
                 Ok(addr) => addr,
-                Err(err) => return Routed::Ready(Err(err)),
+                Err(err) => {
+                    logs::update_rejected(&key.stream, &key.uuid, &err);
+                    return Routed::Ready(Err(err));
+                }
             },
         };
         Routed::Stream {
@@ -707,10 +728,12 @@ impl<K: UpdateKind> Handler<Acknowledge<K>> for StatusUpdateManager<K> {
     fn handle(&mut self, msg: Acknowledge<K>, _ctx: &mut Context<Self>) -> Self::Result {
         let Acknowledge { stream, uuid } = msg;
         if uuid.is_nil() {
-            return Routed::Ready(Err(AckError::Invalid {
+            let err = AckError::Invalid {
                 stream: stream.to_string(),
                 reason: crate::kind::InvalidUpdate::NilUuid,
-            }));
+            };
+            logs::ack_rejected(&stream, &uuid, &err);
+            return Routed::Ready(Err(err));
         }
         match self.streams.get(&stream) {
             Some(entry) if !entry.closing => Routed::Stream {
@@ -718,10 +741,14 @@ impl<K: UpdateKind> Handler<Acknowledge<K>> for StatusUpdateManager<K> {
                 request: uuid,
                 stream,
             },
-            _ => Routed::Ready(Err(AckError::UnknownStream {
-                stream: stream.to_string(),
-                uuid: uuid.to_string(),
-            })),
+            _ => {
+                let err = AckError::UnknownStream {
+                    stream: stream.to_string(),
+                    uuid: uuid.to_string(),
+                };
+                logs::ack_rejected(&stream, &uuid, &err);
+                Routed::Ready(Err(err))
+            }
         }
     }
 }
@@ -790,6 +817,7 @@ impl<K: UpdateKind> Handler<Cleanup> for StatusUpdateManager<K> {
 impl<K: UpdateKind> StatusUpdateManager<K> {
     fn broadcast(&mut self, paused: bool) {
         self.paused = paused;
+        report_paused(paused);
         for entry in self.streams.values().filter(|e| !e.closing) {
             if entry.addr.try_send(SetPaused { paused }).is_err() {
                 warn!(
@@ -801,11 +829,18 @@ impl<K: UpdateKind> StatusUpdateManager<K> {
     }
 }
 
+/// Sets `sum_paused`: wherever the manager's paused flag changes (its
+/// start, `Pause`, `Resume`), so it tells every cause of a pause.
+fn report_paused(paused: bool) {
+    metrics::gauge!(crate::metrics::PAUSED).set(if paused { 1.0 } else { 0.0 });
+}
+
 impl<K: UpdateKind> Handler<Pause> for StatusUpdateManager<K> {
     type Result = ();
 
     fn handle(&mut self, _msg: Pause, _ctx: &mut Context<Self>) {
-        info!("pausing {} manager", K::LABEL);
+        // The caller knows why (the service's hub logs it, with its cause).
+        debug!("pausing {} manager", K::LABEL);
         self.broadcast(true);
     }
 }
@@ -814,8 +849,28 @@ impl<K: UpdateKind> Handler<Resume> for StatusUpdateManager<K> {
     type Result = ();
 
     fn handle(&mut self, _msg: Resume, _ctx: &mut Context<Self>) {
-        info!("resuming {} manager", K::LABEL);
+        debug!("resuming {} manager", K::LABEL);
         self.broadcast(false);
+    }
+}
+
+impl<K: UpdateKind> Handler<GetSummary> for StatusUpdateManager<K> {
+    type Result = MessageResult<GetSummary>;
+
+    fn handle(&mut self, _msg: GetSummary, _ctx: &mut Context<Self>) -> Self::Result {
+        // The streams keep the total as they report to the pending gauge;
+        // before the first stream there is none.
+        let pending_updates = self.shared.as_ref().map_or(0, |shared| {
+            shared
+                .metrics
+                .pending_total
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
+        MessageResult(ManagerSummary {
+            streams: self.streams.len(),
+            pending_updates,
+            paused: self.paused,
+        })
     }
 }
 

@@ -37,6 +37,11 @@
 //! fails, requests get [`UpdateError::Unavailable`] (retryable) and each
 //! new request tries the reload again.
 //!
+//! **Logs** ([`crate::logs`]) each storage failure once, at ERROR, with the
+//! file's path and errno (a file not created: with the first update it
+//! fails), every request it refuses itself at WARN (rate-limited), and a
+//! duplicate at DEBUG.
+//!
 //! **Mailbox figures.** Every handler first counts the message it takes in
 //! the stream's [`MailboxFigures`] (shared with the manager and whatever
 //! else sends to the stream, which count what they enqueue): that count is
@@ -65,6 +70,7 @@ use super::gate::Gate;
 use super::timers::{Due, RetryTimers};
 use crate::error::{AckError, StatsError, UpdateError};
 use crate::kind::{encode_framed, RecordRef, StatusUuid, UpdateKind};
+use crate::logs;
 use crate::messages::forward::Forward;
 use crate::messages::mailbox::MailboxFigures;
 use crate::messages::manager::{AckOutcome, StreamEnded, StreamStats, UpdateOutcome};
@@ -75,7 +81,7 @@ use crate::store::{
     TicketSync,
 };
 use crate::stream::recover::recover_file;
-use crate::stream::retry::{OnDue, Retry, Woken};
+use crate::stream::retry::{FirstSend, OnDue, Retry, Woken};
 use crate::stream::{RetryPolicy, StreamState, UpdateDecision};
 
 thread_local! {
@@ -155,6 +161,16 @@ enum Effect {
     End,
 }
 
+impl Effect {
+    /// The status uuid of the request this effect answers, if it answers one.
+    fn request(&self) -> Option<StatusUuid> {
+        match self {
+            Effect::ReplyUpdate(_, _, uuid) | Effect::ReplyAck(_, _, uuid) => Some(*uuid),
+            Effect::ForwardHead | Effect::End => None,
+        }
+    }
+}
+
 /// The actor of one stream; see the module docs.
 #[derive(Debug)]
 pub struct StreamActor<K: UpdateKind> {
@@ -167,11 +183,15 @@ pub struct StreamActor<K: UpdateKind> {
     remove_on_end: Option<bool>,
     paused: bool,
     retry: Retry,
+    /// When the head last sent was first sent (`sum_ack_latency_seconds`);
+    /// 4 bytes, so that the actor stays within its size budget.
+    first_send: FirstSend,
     /// Effects held until the round that makes their records durable.
     gate: Gate<Effect>,
     /// Bumped by each restart, so a late commit result of a failed
-    /// incarnation is ignored.
-    incarnation: u32,
+    /// incarnation is ignored. 16 bits (wrapping) leave room for
+    /// `first_send`: a round in flight never sees 65 536 restarts.
+    incarnation: u16,
     /// Panics since a message was last handled without one: the backoff
     /// of the next restart grows with them.
     panics: u8,
@@ -224,8 +244,14 @@ enum Fault {
         /// The panics in a row that led to it.
         panics: u8,
     },
-    /// Creating the file failed: every update gets this, and the stream ends.
-    Create(UpdateError),
+    /// Creating the file failed: every update gets this, and the stream
+    /// ends. `logged`: the failure was logged (with the first update's uuid).
+    Create {
+        /// What every update is answered.
+        err: UpdateError,
+        /// Logged already.
+        logged: bool,
+    },
 }
 
 /// Everything a stream actor starts from.
@@ -269,6 +295,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 remove_on_end: None,
                 paused: init.paused,
                 retry: Retry::default(),
+                first_send: FirstSend::NONE,
                 gate: Gate::default(),
                 incarnation: 0,
                 panics: 0,
@@ -377,8 +404,8 @@ impl<K: UpdateKind> StreamActor<K> {
 
     fn run(&mut self, effect: Effect) {
         match effect {
-            Effect::ReplyUpdate(tx, result, _) => send(tx, result),
-            Effect::ReplyAck(tx, result, _) => send(tx, result),
+            Effect::ReplyUpdate(tx, result, _) => self.answer_update(tx, result),
+            Effect::ReplyAck(tx, result, _) => self.answer_ack(tx, result),
             Effect::ForwardHead => {
                 self.retry.fresh();
                 self.send_head();
@@ -458,8 +485,11 @@ impl<K: UpdateKind> StreamActor<K> {
                 }
             }
             Err(err) => {
-                error!(stream = %self.name(), cause = %err, "checkpoint sync failed; restarting the stream");
-                self.fail_waiting(Arc::new(err));
+                self.storage_fault(
+                    None,
+                    Arc::new(err),
+                    "checkpoint sync failed; restarting the stream",
+                );
                 // The file may end short of what the stream holds: reload it.
                 self.restart(ctx, Restart::Storage);
             }
@@ -476,17 +506,31 @@ impl<K: UpdateKind> StreamActor<K> {
         ctx: &mut Context<Self>,
         answer: impl FnOnce(String, Arc<StoreError>),
     ) {
-        error!(stream = %self.name(), %uuid, cause = %err, "checkpoint write failed; restarting the stream");
         let err = Arc::new(err);
         answer(self.name(), err.clone());
-        self.fail_waiting(err);
+        self.storage_fault(
+            Some(uuid),
+            err,
+            "checkpoint write failed; restarting the stream",
+        );
         self.restart(ctx, Restart::Storage);
     }
 
-    /// Answers everything that waited for a sync that failed (or for a
-    /// round of a stream that is restarting).
-    fn fail_waiting(&mut self, err: Arc<StoreError>) {
+    /// A write or sync failed: logs it, once, naming the first request it
+    /// fails (`answered`, a request already answered with it, else the
+    /// first one waiting), and answers everything that waited with it.
+    fn storage_fault(&mut self, answered: Option<StatusUuid>, err: Arc<StoreError>, what: &str) {
         let effects = self.gate.take_all();
+        let waiting = effects.iter().filter_map(Effect::request);
+        let first = answered.or_else(|| waiting.clone().next());
+        let requests = usize::from(answered.is_some()) + waiting.count();
+        logs::storage_failed(
+            &self.state.id(),
+            first.as_ref().map(|u| u as &dyn std::fmt::Display),
+            &err,
+            requests,
+            what,
+        );
         self.answer_failed(effects, err);
     }
 
@@ -518,9 +562,11 @@ impl<K: UpdateKind> StreamActor<K> {
         for effect in effects {
             match effect {
                 Effect::ReplyUpdate(tx, _, uuid) => {
-                    send(tx, Err(update(self.name(), uuid.to_string())));
+                    self.answer_update(tx, Err(update(self.name(), uuid.to_string())));
                 }
-                Effect::ReplyAck(tx, _, uuid) => send(tx, Err(ack(self.name(), uuid.to_string()))),
+                Effect::ReplyAck(tx, _, uuid) => {
+                    self.answer_ack(tx, Err(ack(self.name(), uuid.to_string())));
+                }
                 Effect::ForwardHead | Effect::End => {}
             }
         }
@@ -612,13 +658,18 @@ impl<K: UpdateKind> StreamActor<K> {
                 return;
             }
         };
-        let sent = self.retry.send(
-            uuid,
-            Instant::now(),
-            &self.shared.settings.retry,
-            fastrand::f64(),
-        );
+        let now = Instant::now();
+        let sent = self
+            .retry
+            .send(uuid, now, &self.shared.settings.retry, fastrand::f64());
         let attempt = sent.attempt;
+        if attempt == 0 {
+            // This head's first send: its ack's latency counts from here.
+            self.first_send = self
+                .state
+                .head()
+                .map_or(FirstSend::NONE, |head| FirstSend::at(head.since, now));
+        }
         if sent.left_budget {
             self.shared.metrics.over_retry_budget.decrement(1.0);
         }
@@ -756,20 +807,16 @@ impl<K: UpdateKind> StreamActor<K> {
     /// The new stream's file was created (or not): see [`create_file`](Self::create_file).
     fn file_created(&mut self, created: Result<Result<StreamLog, StoreError>, &'static str>) {
         let stream = self.name();
-        match created {
-            Ok(Ok(log)) => self.log = Some(log),
-            Ok(Err(StoreError::AlreadyExists { path })) => {
-                self.fault = Some(Box::new(Fault::Create(UpdateError::FileExists {
-                    stream,
-                    path,
-                })));
+        let err = match created {
+            Ok(Ok(log)) => {
+                self.log = Some(log);
+                return;
             }
-            Ok(Err(err)) => {
-                self.fault = Some(Box::new(Fault::Create(UpdateError::CreateFailed {
-                    stream,
-                    source: Arc::new(err),
-                })));
-            }
+            Ok(Err(StoreError::AlreadyExists { path })) => UpdateError::FileExists { stream, path },
+            Ok(Err(err)) => UpdateError::CreateFailed {
+                stream,
+                source: Arc::new(err),
+            },
             Err(gone) => {
                 let err = StoreError::Create {
                     path: self
@@ -779,17 +826,17 @@ impl<K: UpdateKind> StreamActor<K> {
                         .unwrap_or_default(),
                     source: std::io::Error::other(gone),
                 };
-                self.fault = Some(Box::new(Fault::Create(UpdateError::CreateFailed {
+                UpdateError::CreateFailed {
                     stream,
                     source: Arc::new(err),
-                })));
+                }
             }
-        }
-        if self.fault.is_some() {
-            // Nothing was written: the stream never existed.
-            self.path = None;
-            self.end();
-        }
+        };
+        // Logged by the first update it answers, which names its uuid.
+        self.fault = Some(Box::new(Fault::Create { err, logged: false }));
+        // Nothing was written: the stream never existed.
+        self.path = None;
+        self.end();
     }
 
     /// Rebuilds the stream from its file after a storage fault.
@@ -845,7 +892,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 self.fault = Some(Box::new(Fault::Reload));
                 self.reload()
             }
-            Some(Fault::Create(_)) | None => Ok(()),
+            Some(Fault::Create { .. }) | None => Ok(()),
         }
     }
 
@@ -858,8 +905,7 @@ impl<K: UpdateKind> StreamActor<K> {
         };
         let now = u32::try_from(now).unwrap_or(u32::MAX);
         if now != self.reported_pending {
-            let delta = f64::from(now) - f64::from(self.reported_pending);
-            self.shared.metrics.pending.increment(delta);
+            self.shared.metrics.move_pending(self.reported_pending, now);
             self.reported_pending = now;
         }
     }
@@ -874,8 +920,23 @@ impl<K: UpdateKind> StreamActor<K> {
         reply: &mut Option<OneshotSender<Result<UpdateOutcome, UpdateError>>>,
         ctx: &mut Context<Self>,
     ) {
-        if let Some(Fault::Create(err)) = self.fault.as_deref() {
-            return send(reply.take(), Err(err.clone()));
+        if let Some(Fault::Create { err, logged }) = self.fault.as_deref_mut() {
+            // One failure, logged once: the updates queued behind the first
+            // get the same answer.
+            if !std::mem::replace(logged, true) {
+                match &*err {
+                    UpdateError::CreateFailed { source, .. } => logs::storage_failed(
+                        &self.state.id(),
+                        Some(&msg.uuid),
+                        source,
+                        1,
+                        "cannot create the new stream's checkpoint file; the stream is not created",
+                    ),
+                    other => logs::update_rejected(&self.state.id(), &msg.uuid, other),
+                }
+            }
+            let err = err.clone();
+            return self.answer_update(reply.take(), Err(err));
         }
         let StreamUpdate {
             update,
@@ -887,16 +948,15 @@ impl<K: UpdateKind> StreamActor<K> {
         if self.ended {
             // Closed by a cleanup (or its manager stopped) and sent to
             // directly: its file is closed, nothing more is accepted.
-            return send(
-                reply.take(),
-                Err(UpdateError::StreamClosing {
-                    stream: self.name(),
-                    uuid: uuid.to_string(),
-                }),
-            );
+            let err = UpdateError::StreamClosing {
+                stream: self.name(),
+                uuid: uuid.to_string(),
+            };
+            logs::update_rejected(&self.state.id(), &uuid, &err);
+            return self.answer_update(reply.take(), Err(err));
         }
         if let Err(reason) = self.healthy() {
-            return send(
+            return self.answer_update(
                 reply.take(),
                 Err(UpdateError::Unavailable {
                     stream: self.name(),
@@ -907,7 +967,7 @@ impl<K: UpdateKind> StreamActor<K> {
         let result = match self.state.check_update(&update, uuid, checkpoint) {
             Err(err) => Err(err),
             Ok(UpdateDecision::Duplicate(why)) => {
-                warn!(stream = %self.name(), %uuid, ?why, "ignoring duplicate {}", K::LABEL);
+                debug!(stream = %self.name(), %uuid, ?why, "ignoring duplicate {}", K::LABEL);
                 Ok(UpdateOutcome::Duplicate)
             }
             Ok(UpdateDecision::Accept)
@@ -926,6 +986,7 @@ impl<K: UpdateKind> StreamActor<K> {
                 let effect = match applied {
                     Ok(effect) => effect,
                     Err(err) => {
+                        self.shared.metrics.updates_rejected.increment(1);
                         return self.write_failed(uuid, err, ctx, |stream, source| {
                             send(
                                 reply.take(),
@@ -946,6 +1007,22 @@ impl<K: UpdateKind> StreamActor<K> {
                 Ok(UpdateOutcome::Accepted)
             }
         };
+        if let Err(err) = &result {
+            logs::update_rejected(&self.state.id(), &uuid, err);
+        }
+        self.report_pending();
+        // Counted when answered (`answer_update`): an update whose sync
+        // then fails is answered, and counted, as rejected.
+        self.effect(Effect::ReplyUpdate(reply.take(), result, uuid));
+    }
+
+    /// Answers an update and counts it in `sum_updates_total` by the
+    /// answer: every update a stream takes is counted here, once.
+    fn answer_update(
+        &self,
+        tx: Option<OneshotSender<Result<UpdateOutcome, UpdateError>>>,
+        result: Result<UpdateOutcome, UpdateError>,
+    ) {
         let outcomes = &self.shared.metrics;
         match &result {
             Ok(UpdateOutcome::Accepted) => &outcomes.updates_accepted,
@@ -953,8 +1030,39 @@ impl<K: UpdateKind> StreamActor<K> {
             Err(_) => &outcomes.updates_rejected,
         }
         .increment(1);
-        self.report_pending();
-        self.effect(Effect::ReplyUpdate(reply.take(), result, uuid));
+        send(tx, result);
+    }
+
+    /// [`answer_update`](Self::answer_update) for an ack (`sum_acks_total`).
+    fn answer_ack(
+        &self,
+        tx: Option<OneshotSender<Result<AckOutcome, AckError>>>,
+        result: Result<AckOutcome, AckError>,
+    ) {
+        let outcomes = &self.shared.metrics;
+        if result.is_ok() {
+            &outcomes.acks_accepted
+        } else {
+            &outcomes.acks_rejected
+        }
+        .increment(1);
+        send(tx, result);
+    }
+
+    /// The head `uuid` is acknowledged at `now`: records the time since its
+    /// first send in `sum_ack_latency_seconds` (nothing if it was never
+    /// sent, or its stream restarted since), once.
+    fn record_ack_latency(&mut self, uuid: StatusUuid, now: Instant) {
+        let first = std::mem::take(&mut self.first_send);
+        if self.retry.head() != Some(uuid) {
+            return;
+        }
+        let Some(head) = self.state.head() else {
+            return;
+        };
+        if let Some(latency) = first.elapsed(head.since, now) {
+            self.shared.metrics.ack_latency_seconds.record(latency);
+        }
     }
 
     /// [`StreamAck`] for `uuid`: everything but answering a panic, as
@@ -962,21 +1070,21 @@ impl<K: UpdateKind> StreamActor<K> {
     fn acknowledge(
         &mut self,
         uuid: StatusUuid,
+        now: Instant,
         reply: &mut Option<OneshotSender<Result<AckOutcome, AckError>>>,
         ctx: &mut Context<Self>,
     ) {
         if self.ended {
             // As the manager answers for a stream it forgot or is closing.
-            return send(
-                reply.take(),
-                Err(AckError::UnknownStream {
-                    stream: self.name(),
-                    uuid: uuid.to_string(),
-                }),
-            );
+            let err = AckError::UnknownStream {
+                stream: self.name(),
+                uuid: uuid.to_string(),
+            };
+            logs::ack_rejected(&self.state.id(), &uuid, &err);
+            return self.answer_ack(reply.take(), Err(err));
         }
         if let Err(reason) = self.healthy() {
-            return send(
+            return self.answer_ack(
                 reply.take(),
                 Err(AckError::Unavailable {
                     stream: self.name(),
@@ -994,6 +1102,7 @@ impl<K: UpdateKind> StreamActor<K> {
             Err(err) => Err(err),
             Ok(()) => {
                 if let Err(err) = self.append(RecordRef::Ack(uuid), ctx, |_, _| ()) {
+                    self.shared.metrics.acks_rejected.increment(1);
                     return self.write_failed(uuid, err, ctx, |stream, source| {
                         send(
                             reply.take(),
@@ -1006,6 +1115,7 @@ impl<K: UpdateKind> StreamActor<K> {
                     });
                 }
                 self.retry.cancel();
+                self.record_ack_latency(uuid, now);
                 match self.state.apply_ack() {
                     Some(effect) => {
                         if effect.dropped > 0 {
@@ -1029,14 +1139,11 @@ impl<K: UpdateKind> StreamActor<K> {
                 }
             }
         };
-        let outcomes = &self.shared.metrics;
-        if result.is_ok() {
-            &outcomes.acks_accepted
-        } else {
-            &outcomes.acks_rejected
+        if let Err(err) = &result {
+            logs::ack_rejected(&self.state.id(), &uuid, err);
         }
-        .increment(1);
         self.report_pending();
+        // Counted when answered (`answer_ack`).
         self.effect(Effect::ReplyAck(reply.take(), result, uuid));
     }
 
@@ -1123,6 +1230,9 @@ impl<K: UpdateKind> Supervised for StreamActor<K> {
         self.incarnation = self.incarnation.wrapping_add(1);
         // The wake-up asked for stays valid: the address survives the restart.
         self.retry.cancel();
+        // The reload queues the head again (a new `since`): the first send
+        // stamped against the old one would tell a wrong latency.
+        self.first_send = FirstSend::NONE;
         if self.ended {
             return;
         }
@@ -1162,14 +1272,17 @@ impl<K: UpdateKind> Handler<StreamUpdate<K>> for StreamActor<K> {
         if let Err(panic) = self.guarded("update", ctx, |act, ctx| {
             act.update(msg, now, &mut reply, ctx)
         }) {
-            send(
-                reply,
-                Err(UpdateError::Panicked {
-                    stream: self.name(),
-                    uuid: uuid.to_string(),
-                    panic,
-                }),
-            );
+            // Still here: not answered (nor counted) before the panic.
+            if reply.is_some() {
+                self.answer_update(
+                    reply,
+                    Err(UpdateError::Panicked {
+                        stream: self.name(),
+                        uuid: uuid.to_string(),
+                        panic,
+                    }),
+                );
+            }
         }
     }
 }
@@ -1183,20 +1296,23 @@ impl<K: UpdateKind> Handler<StreamAck> for StreamActor<K> {
             reply,
             sent_at,
         } = msg;
-        self.took_request(sent_at);
+        let now = self.took_request(sent_at);
         let _entered = self.span().entered();
         let mut reply = reply;
         if let Err(panic) = self.guarded("ack", ctx, |act, ctx| {
-            act.acknowledge(uuid, &mut reply, ctx)
+            act.acknowledge(uuid, now, &mut reply, ctx)
         }) {
-            send(
-                reply,
-                Err(AckError::Panicked {
-                    stream: self.name(),
-                    uuid: uuid.to_string(),
-                    panic,
-                }),
-            );
+            // Still here: not answered (nor counted) before the panic.
+            if reply.is_some() {
+                self.answer_ack(
+                    reply,
+                    Err(AckError::Panicked {
+                        stream: self.name(),
+                        uuid: uuid.to_string(),
+                        panic,
+                    }),
+                );
+            }
         }
     }
 }
@@ -1336,7 +1452,7 @@ impl<K: UpdateKind> StreamActor<K> {
 #[derive(Debug)]
 pub struct Durable {
     result: CommitResult,
-    incarnation: u32,
+    incarnation: u16,
 }
 
 impl Message for Durable {
@@ -1373,8 +1489,11 @@ impl<K: UpdateKind> StreamActor<K> {
                 self.flush();
             }
             Err(err) => {
-                error!(stream = %self.name(), cause = %err, "checkpoint write or sync failed; restarting the stream");
-                self.fail_waiting(err);
+                self.storage_fault(
+                    None,
+                    err,
+                    "checkpoint write or sync failed; restarting the stream",
+                );
                 self.restart(ctx, Restart::Storage);
             }
         }

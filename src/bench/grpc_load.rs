@@ -170,10 +170,16 @@ async fn clients(
     // The agents.
     let latency = Arc::new(Mutex::new(new_histogram()?));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut producers = Vec::new();
     for w in 0..concurrency.clamp(1, total.max(1)) {
         let client = connections[w % CONNECTIONS].clone();
-        let (latency, next, progress) = (latency.clone(), next.clone(), progress.clone());
+        let (latency, next, answered, progress) = (
+            latency.clone(),
+            next.clone(),
+            answered.clone(),
+            progress.clone(),
+        );
         producers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -190,8 +196,9 @@ async fn clients(
                 if let Ok(mut latency) = latency.lock() {
                     record_micros(&mut latency, sent.elapsed());
                 }
-                if i % 1024 == 0 {
-                    progress.set_position(i as u64);
+                let done = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if done % 1024 == 0 {
+                    super::show_progress(&progress, done, started.elapsed());
                 }
             }
         }));
@@ -202,6 +209,7 @@ async fn clients(
             .map_err(|e| BenchError::Load(e.to_string()))??;
     }
     let updates_elapsed = started.elapsed();
+    super::show_progress(&progress, total, updates_elapsed);
     let acks_elapsed = acks.await.map_err(|e| BenchError::Load(e.to_string()))??;
     let latency = latency
         .lock()

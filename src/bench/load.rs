@@ -214,16 +214,18 @@ pub async fn in_process(
     let started = Instant::now();
     let latency = Rc::new(RefCell::new(new_histogram()?));
     let next = Rc::new(RefCell::new(0usize));
+    let answered = Rc::new(std::cell::Cell::new(0usize));
     let failure: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
     let handles: Rc<RefCell<Vec<Option<StreamHandle<Native>>>>> =
         Rc::new(RefCell::new(vec![None; streams]));
     let mut workers = Vec::new();
     for _ in 0..o.concurrency.clamp(1, total.max(1)) {
-        let (manager, handles, latency, next, failure, progress) = (
+        let (manager, handles, latency, next, answered, failure, progress) = (
             manager.clone(),
             handles.clone(),
             latency.clone(),
             next.clone(),
+            answered.clone(),
             failure.clone(),
             progress.clone(),
         );
@@ -266,8 +268,9 @@ pub async fn in_process(
                     return;
                 }
                 record_micros(&mut latency.borrow_mut(), sent.elapsed());
-                if i % 1024 == 0 {
-                    progress.set_position(i as u64);
+                answered.set(answered.get() + 1);
+                if answered.get() % 1024 == 0 {
+                    super::show_progress(&progress, answered.get(), started.elapsed());
                 }
                 // Only for a stream with updates still to come: with one
                 // update per stream (P5) the handles would be all the load
@@ -297,6 +300,7 @@ pub async fn in_process(
         return Err(BenchError::Load(err));
     }
     let updates_elapsed = started.elapsed();
+    super::show_progress(progress, total, updates_elapsed);
     let acks_elapsed = if ack && total > 0 {
         done_rx.await.map_err(|_| {
             BenchError::Load("the task awaiting the acknowledgements' replies stopped".into())
@@ -307,7 +311,6 @@ pub async fn in_process(
     };
     // With `--no-ack` it waits for replies that never come.
     awaiting.abort();
-    progress.set_position(total as u64);
     let rss_growth = super::rss_bytes().saturating_sub(rss_before);
     let listing = if o.list {
         progress.set_message("listing");

@@ -23,6 +23,7 @@
 pub mod baseline;
 pub mod grpc_caller;
 pub mod grpc_load;
+pub mod jetstream;
 pub mod list;
 pub mod load;
 
@@ -199,7 +200,7 @@ async fn measure(o: &BenchOptions, root: &std::path::Path) -> Result<BenchReport
     let (figures, dir, in_process_rate) = match o.via {
         Via::InProcess => (in_process, in_process_dir, None),
         Via::Grpc => {
-            progress.set_position(0);
+            show_progress(&progress, 0, Duration::ZERO);
             progress.set_message("gRPC load");
             let rate = rate(total, in_process.updates_elapsed);
             let dir = root.join("grpc");
@@ -378,17 +379,40 @@ fn rate(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
+/// The progress bar on stderr (hidden unless `show`): the phase, the updates answered out
+/// of `total`, and the rate [`show_progress`] gives it.
 fn progress_bar(show: bool, total: u64) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {msg:18} [{bar:40}] {pos}/{len} {per_sec}")
+        ProgressStyle::with_template("{spinner} {msg:18} [{bar:40}] {pos}/{len} {prefix}")
     {
         bar.set_style(style);
     }
     bar
+}
+
+/// Shows `answered` updates on the progress bar, answered `elapsed` after the load began,
+/// and their rate: the report's `updates/s` (`updates` answered over the time until the last
+/// was), so the line ends on the figure the report gives.
+///
+/// Not indicatif's own `{per_sec}`: that is a moving average of the recent steps (a 15 s
+/// window, from the bar's creation before the load's setup), which shows the later
+/// updates' pace (through a stream's handle) rather than the whole load's (the first update
+/// of each stream creates it through the manager), and decays toward 0 once the load is
+/// over, while recovery and the baselines run.
+pub fn show_progress(progress: &ProgressBar, answered: usize, elapsed: Duration) {
+    if progress.is_hidden() {
+        return;
+    }
+    progress.set_position(answered as u64);
+    progress.set_prefix(if answered == 0 {
+        String::new()
+    } else {
+        format!("{:.0} updates/s", rate(answered, elapsed))
+    });
 }
 
 /// Resident set size of this process now, bytes (0 where unknown), after

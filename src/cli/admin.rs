@@ -1,7 +1,8 @@
 //! `cleanup --framework F`, `pause`, `resume`: the admin commands.
 //!
 //! `cleanup` closes every stream of a framework (retries stop) and prints how many it
-//! closed. `pause` stops forwarding until `resume`, whether or not a subscriber is connected;
+//! closed. `pause` stops forwarding until `resume`, whether or not a subscriber is connected
+//! and across restarts of the service (the server keeps the pause in its data directory);
 //! `resume` lifts it and, with a subscriber connected, re-sends every stream's head at once.
 
 use clap::builder::NonEmptyStringValueParser;

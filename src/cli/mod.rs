@@ -9,6 +9,7 @@
 //! - [`watch`]: `watch`, a subscriber printing (and with `--auto-ack` acknowledging) forwards.
 //! - [`streams`]: `streams` and `stream`, the introspection tables.
 //! - [`admin`]: `cleanup`, `pause`, `resume`.
+//! - [`status`]: `status`, the service at a glance (paused and why, subscriber, figures).
 //! - [`inspect`]: `inspect`, offline decoding of checkpoint files.
 //! - [`bench`](mod@bench): `bench`, the built-in load benchmark.
 //! - [`client`]: what the client commands share: `--server`, connecting, the runtime and
@@ -34,6 +35,7 @@ pub mod client;
 pub mod inspect;
 pub mod send;
 pub mod serve;
+pub mod status;
 pub mod streams;
 pub mod watch;
 
@@ -129,10 +131,12 @@ pub enum Command {
     Stream(streams::StreamArgs),
     /// Close every stream of a framework.
     Cleanup(admin::CleanupArgs),
-    /// Stop forwarding until `resume`.
+    /// Stop forwarding until `resume`, also across restarts of the service.
     Pause(admin::AdminArgs),
     /// Resume forwarding after `pause`.
     Resume(admin::AdminArgs),
+    /// Show whether forwarding is paused and why, the subscriber, streams and pending updates.
+    Status(status::StatusArgs),
     /// Decode checkpoint files offline and print what recovery would find.
     ///
     /// Each PATH is a checkpoint file or a data directory (every stream file under it).
@@ -170,6 +174,7 @@ impl Command {
             Command::Cleanup(args) => args.run(),
             Command::Pause(args) => args.pause(),
             Command::Resume(args) => args.resume(),
+            Command::Status(args) => args.run(),
             Command::Inspect(args) => args.run(),
             Command::Bench(args) => args.run(),
         }
@@ -188,6 +193,7 @@ impl Command {
             | Command::Cleanup(_)
             | Command::Pause(_)
             | Command::Resume(_)
+            | Command::Status(_)
             | Command::Inspect(_)
             | Command::Bench(_) => "warn",
         }

@@ -21,7 +21,8 @@
 //! cleanup returned, so nothing sent after it is accepted. An ack through
 //! a forward whose stream's actor is gone gets `UnknownStream`; a request
 //! that finds the actor's mailbox closed gets `Unavailable`, as through
-//! the manager.
+//! the manager. What is refused here (an invalid request, a stream that is
+//! gone) is logged here, as the manager logs its refusals ([`crate::logs`]).
 //!
 //! **Order.** Requests sent through one stream's handle (or its forwards)
 //! reach the stream in the order they were sent, as through the manager. A
@@ -40,6 +41,7 @@ use tokio::time::Instant;
 
 use crate::error::{AckError, UpdateError};
 use crate::kind::{describe_update, validate_update, InvalidUpdate, StatusUuid, UpdateKind};
+use crate::logs;
 use crate::messages::mailbox::MailboxFigures;
 use crate::messages::manager::{AckOutcome, UpdateOutcome};
 use crate::messages::stream::{StreamAck, StreamUpdate};
@@ -175,16 +177,20 @@ impl<K: UpdateKind, T> Future for Reply<K, T> {
 type UpdateResult = Result<UpdateOutcome, UpdateError>;
 type AckResult = Result<AckOutcome, AckError>;
 
-/// The answer to an update whose stream actor stopped before it got it.
+/// The answer to an update whose stream actor stopped before it got it
+/// (counted as rejected: the stream never answered it).
 pub(crate) fn update_unavailable<S: ToString>(stream: &S) -> UpdateResult {
+    crate::metrics::count_rejected_update();
     Err(UpdateError::Unavailable {
         stream: stream.to_string(),
         reason: STREAM_STOPPED.into(),
     })
 }
 
-/// The answer to an ack whose stream actor stopped before it got it.
+/// The answer to an ack whose stream actor stopped before it got it
+/// (counted as rejected: the stream never answered it).
 pub(crate) fn ack_unavailable<S: ToString>(stream: &S) -> AckResult {
+    crate::metrics::count_rejected_ack();
     Err(AckError::Unavailable {
         stream: stream.to_string(),
         reason: STREAM_STOPPED.into(),
@@ -200,17 +206,23 @@ pub(crate) fn acknowledge<K: UpdateKind>(
     uuid: StatusUuid,
 ) -> Reply<K, AckResult> {
     if uuid.is_nil() {
-        return Reply::ready(Err(AckError::Invalid {
+        let err = AckError::Invalid {
             stream: stream.to_string(),
             reason: InvalidUpdate::NilUuid,
-        }));
+        };
+        logs::ack_rejected(stream, &uuid, &err);
+        crate::metrics::count_rejected_ack();
+        return Reply::ready(Err(err));
     }
     let Some(addr) = addr else {
         // The manager forgot the stream (it ended) or stopped.
-        return Reply::ready(Err(AckError::UnknownStream {
+        let err = AckError::UnknownStream {
             stream: stream.to_string(),
             uuid: uuid.to_string(),
-        }));
+        };
+        logs::ack_rejected(stream, &uuid, &err);
+        crate::metrics::count_rejected_ack();
+        return Reply::ready(Err(err));
     };
     let (tx, rx) = oneshot::channel();
     deliver(
@@ -302,23 +314,29 @@ impl<K: UpdateKind> StreamHandle<K> {
             Ok(key) => key,
             Err(reason) => {
                 let (stream, uuid) = describe_update::<K>(&update);
-                return Reply::ready(Err(UpdateError::Invalid {
-                    stream,
-                    uuid,
+                let err = UpdateError::Invalid {
+                    stream: stream.clone(),
+                    uuid: uuid.clone(),
                     reason,
-                }));
+                };
+                logs::update_rejected(&stream, &uuid, &err);
+                crate::metrics::count_rejected_update();
+                return Reply::ready(Err(err));
             }
         };
         let stream = &self.inner.stream;
         if key.stream != *stream {
-            return Reply::ready(Err(UpdateError::Invalid {
+            let err = UpdateError::Invalid {
                 stream: key.stream.to_string(),
                 uuid: key.uuid.to_string(),
                 reason: InvalidUpdate::StreamId(format!(
                     "the update is for stream {} but was sent through the handle of stream {stream}",
                     key.stream
                 )),
-            }));
+            };
+            logs::update_rejected(&key.stream, &key.uuid, &err);
+            crate::metrics::count_rejected_update();
+            return Reply::ready(Err(err));
         }
         let (tx, rx) = oneshot::channel();
         deliver(

@@ -139,6 +139,28 @@ impl Message for Resume {
     type Result = ();
 }
 
+/// The manager's figures at a glance: [`ManagerSummary`]. Answered by the
+/// manager alone, without asking any stream, so it costs the same with a
+/// million streams as with one (the service's `GetStatus`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GetSummary;
+
+impl Message for GetSummary {
+    type Result = ManagerSummary;
+}
+
+/// The reply to [`GetSummary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManagerSummary {
+    /// Streams in memory (the `sum_streams` gauge), closing ones included.
+    pub streams: usize,
+    /// Updates awaiting acknowledgement over every stream (the
+    /// `sum_pending_updates` gauge, for this manager's streams).
+    pub pending_updates: u64,
+    /// Forwarding is paused ([`Pause`], or `start_paused` and no [`Resume`] yet).
+    pub paused: bool,
+}
+
 /// List the streams in memory (optionally of one framework), from the
 /// stream actors themselves, in stream id order: one page of at most
 /// `limit` streams whose ids come after `after`.

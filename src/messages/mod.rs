@@ -21,6 +21,7 @@ pub mod stream;
 pub use forward::Forward;
 pub use handle::{GetHandle, Reply, StreamHandle};
 pub use manager::{
-    AckOutcome, Acknowledge, Cleanup, GetStream, ListStreams, Pause, Recover, RecoveredStream,
-    RecoveryState, Resume, StreamPage, StreamStats, SyncAll, Update, UpdateOutcome,
+    AckOutcome, Acknowledge, Cleanup, GetStream, GetSummary, ListStreams, ManagerSummary, Pause,
+    Recover, RecoveredStream, RecoveryState, Resume, StreamPage, StreamStats, SyncAll, Update,
+    UpdateOutcome,
 };

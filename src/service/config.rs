@@ -19,6 +19,7 @@ use thiserror::Error;
 pub use super::accept::Http2Keepalive;
 use super::auth::{BearerToken, TlsIdentity};
 pub use super::inflight::DEFAULT_REQUEST_BYTES_IN_FLIGHT;
+pub use super::upstream::{JetStreamConfig, Upstream, UpstreamSettings};
 use crate::actors::manager::ManagerConfig;
 use crate::store::SyncPolicy;
 use crate::stream::RetryPolicy;
@@ -74,14 +75,14 @@ impl fmt::Display for BadKey {
 /// too large for the type to its largest value (`99999999999999999999` →
 /// `u64::MAX`) and reads `true` or `yes` as 1; each of these is an error
 /// here, naming the key and what it holds.
-mod whole {
+pub(super) mod whole {
     use std::fmt;
     use std::marker::PhantomData;
 
     use serde::de::{self, Deserializer, Unexpected, Visitor};
 
     /// `#[serde(deserialize_with = "whole::number")]`.
-    pub(super) fn number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    pub(in crate::service) fn number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
     where
         D: Deserializer<'de>,
         T: TryFrom<u64> + Bounded,
@@ -90,7 +91,7 @@ mod whole {
     }
 
     /// The largest value of an integer key's type, for the error message.
-    pub(super) trait Bounded {
+    pub(in crate::service) trait Bounded {
         /// `MAX` as a `u64`.
         const LARGEST: u64;
     }
@@ -170,6 +171,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub upstream: UpstreamSettings,
 }
 
 /// `[server]`.
@@ -329,6 +331,8 @@ pub struct ServiceConfig {
     /// Storage faults and handler panics to inject into the manager's
     /// streams (tests; no configuration key).
     pub faults: Option<crate::store::FaultPlan>,
+    /// Where forwards go (`[upstream]`).
+    pub upstream: Upstream,
 }
 
 /// Names where a refused value came from ("in the environment", "in
@@ -538,37 +542,44 @@ impl Settings {
             format.is_some(),
         );
 
-        match (listen, sync, min, max, metrics, format) {
-            (Ok(listen), Ok(sync), Some(min), Some(max), Ok(metrics_listen), Some(log_format))
-                if bad.is_empty() =>
-            {
-                Ok(ServiceConfig {
-                    listen,
-                    max_payload_bytes: payload,
-                    auth_token,
-                    tls,
-                    data_dir: self.store.data_dir.clone(),
-                    sync,
-                    remove_finished: self.store.remove_finished,
-                    journal_checkpoint_bytes: checkpoint_bytes,
-                    retry: RetryPolicy {
-                        min,
-                        max,
-                        jitter,
-                        warn_after: self.retry.warn_after,
-                    },
-                    strict_recovery: self.recovery.strict,
-                    max_pending_per_stream: limits.max_pending_per_stream,
-                    max_streams: limits.max_streams,
-                    max_open_files: limits.max_open_files,
-                    metrics_listen,
-                    http2_keepalive: Http2Keepalive::default(),
-                    request_bytes_in_flight: DEFAULT_REQUEST_BYTES_IN_FLIGHT,
-                    log_level: self.log.level.clone(),
-                    log_format,
-                    faults: None,
-                })
-            }
+        let upstream = self.upstream.validate(&mut check);
+
+        match (listen, sync, min, max, metrics, format, upstream) {
+            (
+                Ok(listen),
+                Ok(sync),
+                Some(min),
+                Some(max),
+                Ok(metrics_listen),
+                Some(log_format),
+                Some(upstream),
+            ) if bad.is_empty() => Ok(ServiceConfig {
+                listen,
+                max_payload_bytes: payload,
+                auth_token,
+                tls,
+                data_dir: self.store.data_dir.clone(),
+                sync,
+                remove_finished: self.store.remove_finished,
+                journal_checkpoint_bytes: checkpoint_bytes,
+                retry: RetryPolicy {
+                    min,
+                    max,
+                    jitter,
+                    warn_after: self.retry.warn_after,
+                },
+                strict_recovery: self.recovery.strict,
+                max_pending_per_stream: limits.max_pending_per_stream,
+                max_streams: limits.max_streams,
+                max_open_files: limits.max_open_files,
+                metrics_listen,
+                http2_keepalive: Http2Keepalive::default(),
+                request_bytes_in_flight: DEFAULT_REQUEST_BYTES_IN_FLIGHT,
+                log_level: self.log.level.clone(),
+                log_format,
+                faults: None,
+                upstream,
+            }),
             _ => Err(ConfigError::Invalid(bad)),
         }
     }

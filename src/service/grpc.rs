@@ -4,9 +4,13 @@
 //! payload limit, the stream id and uuid of an ack), sends one message to
 //! the manager (or the hub), and maps the typed error to the status code of
 //! API.md's table; the message text is the error's, which names the stream,
-//! the uuid and what was expected.
+//! the uuid and what was expected. A request it refuses itself is logged
+//! here ([`crate::logs`]); the manager's and the streams' answers are logged
+//! where they were decided, never again here.
 
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
@@ -14,15 +18,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
 
-use super::hub::{AdminPause, AdminResume, Subscribe, SubscriberHub, SubscriberItem};
+use super::hub::{AdminPause, AdminResume, GetHubStatus, Subscribe, SubscriberHub, SubscriberItem};
+use super::pause::{unix_seconds, PAUSE_FILE};
 use crate::error::{AckError, UpdateError};
 use crate::kind::native::validate_stream_id;
 use crate::kind::{parse_status_uuid, InvalidUpdate, Native};
+use crate::logs;
 use crate::messages::{
-    Acknowledge, Cleanup, GetStream, ListStreams, StreamStats, Update, UpdateOutcome,
+    Acknowledge, Cleanup, GetStream, GetSummary, ListStreams, StreamStats, Update, UpdateOutcome,
 };
 use crate::proto::status_update_manager::v1 as pb;
 use crate::proto::status_update_manager::v1::status_update_manager_server::StatusUpdateManager as Api;
+use crate::store::SyncPolicy;
 use crate::StatusUpdateManager;
 
 /// The gRPC service; cheap to clone (two actor addresses).
@@ -31,9 +38,33 @@ pub struct GrpcService {
     manager: Addr<StatusUpdateManager<Native>>,
     hub: Addr<SubscriberHub>,
     max_payload_bytes: usize,
+    /// Why `Subscribe` is refused: the upstream is not the subscriber.
+    no_subscriber: Option<Arc<str>>,
+    /// `GetStatus`'s `data_dir` (absolute) and `sync`.
+    store: Arc<(String, SyncPolicy)>,
 }
 
 impl GrpcService {
+    /// Refuses `Subscribe` with FAILED_PRECONDITION naming the upstream
+    /// kind, unless the upstream is the subscriber.
+    pub fn with_upstream(mut self, upstream: &super::config::Upstream) -> Self {
+        self.no_subscriber = match upstream {
+            super::config::Upstream::Subscriber => None,
+            super::config::Upstream::JetStream(js) => Some(
+                format!(
+                    "this server has no subscriber: its upstream is {} (upstream.kind = \"{}\"), \
+                     every forward is published into NATS JetStream stream {} under {}.>",
+                    upstream.kind(),
+                    upstream.kind(),
+                    js.stream,
+                    js.subject_prefix
+                )
+                .into(),
+            ),
+        };
+        self
+    }
+
     /// The service over a running manager and hub.
     pub fn new(
         manager: Addr<StatusUpdateManager<Native>>,
@@ -44,7 +75,17 @@ impl GrpcService {
             manager,
             hub,
             max_payload_bytes,
+            no_subscriber: None,
+            store: Arc::new((String::new(), SyncPolicy::default())),
         }
+    }
+
+    /// The data directory and sync policy `GetStatus` reports (the
+    /// directory made absolute, from the current directory).
+    pub fn with_store(mut self, data_dir: &Path, sync: SyncPolicy) -> Self {
+        let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        self.store = Arc::new((dir.display().to_string(), sync));
+        self
     }
 }
 
@@ -205,8 +246,18 @@ impl Api for GrpcService {
             update,
             memory_only,
         } = request.into_inner();
-        let mut update =
-            update.ok_or_else(|| Status::invalid_argument("UpdateRequest.update is missing"))?;
+        let Some(mut update) = update else {
+            let reason = "UpdateRequest.update is missing";
+            logs::rejected(
+                logs::Request::Update,
+                "invalid",
+                &"<missing>",
+                &"<missing>",
+                &reason,
+            );
+            crate::metrics::count_rejected_update();
+            return Err(Status::invalid_argument(reason));
+        };
         // How the messages below name the stream (made only for them).
         let stream = |id: &str| match validate_stream_id(id) {
             Ok(()) => id.to_string(),
@@ -215,20 +266,25 @@ impl Api for GrpcService {
         // Checked here so that the message says the status is missing (the
         // shared checks would report its missing uuid).
         let Some(status) = update.status.as_mut() else {
-            return Err(update_status(&UpdateError::Invalid {
+            let err = UpdateError::Invalid {
                 stream: stream(&update.stream_id),
                 uuid: "<missing>".into(),
                 reason: InvalidUpdate::MissingStatus,
-            }));
+            };
+            logs::update_rejected(&stream(&update.stream_id), &"<missing>", &err);
+            crate::metrics::count_rejected_update();
+            return Err(update_status(&err));
         };
         if status.payload.len() > self.max_payload_bytes {
-            return Err(Status::invalid_argument(format!(
-                "rejected update for stream {} (status uuid {}): payload of {} bytes is over the limit of {} bytes (server.max_payload_bytes)",
-                stream(&update.stream_id),
-                uuid_text(&status.uuid),
+            let (stream, uuid) = (stream(&update.stream_id), uuid_text(&status.uuid));
+            let reason = format!(
+                "rejected update for stream {stream} (status uuid {uuid}): payload of {} bytes is over the limit of {} bytes (server.max_payload_bytes)",
                 status.payload.len(),
                 self.max_payload_bytes
-            )));
+            );
+            logs::rejected(logs::Request::Update, "invalid", &stream, &uuid, &reason);
+            crate::metrics::count_rejected_update();
+            return Err(Status::invalid_argument(reason));
         }
         if status.timestamp_unix_micros == 0 {
             status.timestamp_unix_micros = now_micros();
@@ -240,7 +296,11 @@ impl Api for GrpcService {
                 checkpoint: !memory_only,
             })
             .await
-            .map_err(mailbox)?
+            .map_err(|err| {
+                // The manager gave no answer (it stopped): nobody counted it.
+                crate::metrics::count_rejected_update();
+                mailbox(err)
+            })?
             .map_err(|e| update_status(&e))?;
         Ok(Response::new(pb::UpdateResponse {
             duplicate: outcome == UpdateOutcome::Duplicate,
@@ -256,15 +316,29 @@ impl Api for GrpcService {
             status_uuid,
         } = request.into_inner();
         validate_stream_id(&stream_id).map_err(|reason| {
-            Status::invalid_argument(format!(
-                "rejected acknowledgement of {}: {reason}",
-                uuid_text(&status_uuid)
-            ))
+            let uuid = uuid_text(&status_uuid);
+            let reason = format!("rejected acknowledgement of {uuid}: {reason}");
+            logs::rejected(
+                logs::Request::Ack,
+                "invalid",
+                &"<invalid stream id>",
+                &uuid,
+                &reason,
+            );
+            crate::metrics::count_rejected_ack();
+            Status::invalid_argument(reason)
         })?;
         let uuid = parse_status_uuid(&status_uuid).map_err(|reason| {
-            Status::invalid_argument(format!(
-                "rejected acknowledgement for stream {stream_id}: {reason}"
-            ))
+            let reason = format!("rejected acknowledgement for stream {stream_id}: {reason}");
+            logs::rejected(
+                logs::Request::Ack,
+                "invalid",
+                &stream_id,
+                &uuid_text(&status_uuid),
+                &reason,
+            );
+            crate::metrics::count_rejected_ack();
+            Status::invalid_argument(reason)
         })?;
         let outcome = self
             .manager
@@ -273,7 +347,11 @@ impl Api for GrpcService {
                 uuid,
             })
             .await
-            .map_err(mailbox)?
+            .map_err(|err| {
+                // The manager gave no answer (it stopped): nobody counted it.
+                crate::metrics::count_rejected_ack();
+                mailbox(err)
+            })?
             .map_err(|e| ack_status(&e))?;
         Ok(Response::new(pb::AcknowledgeResponse {
             stream_terminated: outcome.stream_terminated,
@@ -286,6 +364,9 @@ impl Api for GrpcService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        if let Some(why) = &self.no_subscriber {
+            return Err(Status::failed_precondition(why.to_string()));
+        }
         let name = request.into_inner().subscriber;
         let name = if name.is_empty() {
             "(unnamed)".to_string()
@@ -320,7 +401,16 @@ impl Api for GrpcService {
         &self,
         _request: Request<pb::PauseRequest>,
     ) -> Result<Response<pb::PauseResponse>, Status> {
-        self.hub.send(AdminPause).await.map_err(mailbox)?;
+        self.hub
+            .send(AdminPause)
+            .await
+            .map_err(mailbox)?
+            .map_err(|err| {
+                Status::unavailable(format!(
+                    "forwarding is paused, but the pause could not be kept in the data \
+                     directory's {PAUSE_FILE} file ({err}): it would not survive a restart; retry"
+                ))
+            })?;
         Ok(Response::new(pb::PauseResponse {}))
     }
 
@@ -328,8 +418,40 @@ impl Api for GrpcService {
         &self,
         _request: Request<pb::ResumeRequest>,
     ) -> Result<Response<pb::ResumeResponse>, Status> {
-        self.hub.send(AdminResume).await.map_err(mailbox)?;
+        self.hub
+            .send(AdminResume)
+            .await
+            .map_err(mailbox)?
+            .map_err(|err| {
+                Status::unavailable(format!(
+                    "forwarding stays paused: the pause file {PAUSE_FILE} in the data directory \
+                     could not be removed ({err}); retry"
+                ))
+            })?;
         Ok(Response::new(pb::ResumeResponse {}))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let hub = self.hub.send(GetHubStatus).await.map_err(mailbox)?;
+        let summary = self.manager.send(GetSummary).await.map_err(mailbox)?;
+        let (data_dir, sync) = &*self.store;
+        let (subscriber, subscribed_since) = hub.subscriber.clone().unzip();
+        Ok(Response::new(pb::GetStatusResponse {
+            paused: hub.paused,
+            operator_paused: hub.admin_paused_since.is_some(),
+            operator_paused_since_unix_seconds: hub.admin_paused_since.map_or(0, unix_seconds),
+            subscribed: subscriber.is_some(),
+            subscriber: subscriber.unwrap_or_default(),
+            subscribed_since_unix_seconds: subscribed_since.map_or(0, unix_seconds),
+            streams: summary.streams as u64,
+            pending_updates: summary.pending_updates,
+            data_dir: data_dir.clone(),
+            sync: sync.as_str().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
     }
 
     async fn list_streams(

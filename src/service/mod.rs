@@ -2,7 +2,8 @@
 //!
 //! [`start`] runs the whole lifecycle up to listening: create the data
 //! directory and lock it, so that a second process on it refuses to start
-//! ([`crate::store::lock`]), start the [`SubscriberHub`] and a paused
+//! ([`crate::store::lock`]), start the [`SubscriberHub`] (admin-paused
+//! when the directory holds an operator's pause, [`pause`]) and a paused
 //! native-kind manager whose forwards go to the hub, discover every stream
 //! under `store.data_dir` and recover them (strict per `recovery.strict`; a
 //! strict failure is an error and nothing listens), then serve gRPC — the
@@ -40,8 +41,12 @@ pub mod config;
 pub mod grpc;
 pub mod hub;
 pub mod inflight;
+pub mod jetstream;
+pub mod pause;
 pub mod recorder;
+pub mod rpc_metrics;
 pub mod scrape;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -90,6 +95,15 @@ pub enum ServeError {
     /// locked.
     #[error(transparent)]
     Lock(#[from] crate::store::LockError),
+    /// The operator's pause file could not be read: whether to start paused
+    /// cannot be told.
+    #[error("cannot read the pause file '{path}': {source}")]
+    PauseFile {
+        /// `<data_dir>/paused`.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The streams under the data directory could not be listed.
     #[error("cannot discover streams: {0}")]
     Discover(#[from] LayoutError),
@@ -153,6 +167,8 @@ pub struct RunningService {
     pub manager: Addr<StatusUpdateManager<Native>>,
     /// The subscriber hub.
     pub hub: Addr<SubscriberHub>,
+    /// The JetStream upstream, with `upstream.kind = "jetstream"`.
+    pub jetstream: Option<Addr<jetstream::JetStreamUpstream>>,
     /// Streams recovered at startup.
     pub recovered: usize,
     /// The stream files' cache (for figures such as the open-file peak).
@@ -396,10 +412,27 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     // replay first): a second process on it would corrupt both.
     let lock = DataDirLock::acquire(&data_dir)?;
 
-    let hub = SubscriberHub::start();
+    // An operator's pause outlives the process that was paused: the
+    // service comes up paused until an operator resumes it.
+    let pause_file = pause::PauseFile::in_dir(&data_dir);
+    let paused_since = pause_file.read().map_err(|source| ServeError::PauseFile {
+        path: pause_file.path().to_path_buf(),
+        source,
+    })?;
+    if let Some(since) = paused_since {
+        info!(
+            file = %pause_file.path().display(),
+            since = %humantime::format_rfc3339_seconds(since),
+            "forwarding stays paused: an operator paused it; `resume` lifts the pause"
+        );
+    }
+    let hub = SubscriberHub::start_with(Some(pause_file), paused_since);
     let paths_dir = data_dir.clone();
     let paths = Arc::new(move |id: &String| native_stream_path(&paths_dir, id));
     let mut manager_config = config.manager_config();
+    // `sum_recovery_seconds`: the journal's replay, the discovery and the
+    // streams' recovery.
+    let recovery_started = std::time::Instant::now();
     // Group-commit rounds on their own thread: a sync never blocks the actors.
     // Its journal is replayed first (whatever the policy now: a `batch` run
     // may have left one), so recovery reads complete stream files.
@@ -422,8 +455,23 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     manager_config.max_open_files = files_open;
     let files = FileCache::new(manager_config.max_open_files);
     manager_config.files = Some(files.clone());
-    let manager =
-        StatusUpdateManager::<Native>::start(manager_config, hub.clone().recipient(), paths);
+    // The forwards' target: the hub's subscriber, or JetStream, whose
+    // client runs on the gRPC thread's runtime.
+    let (jetstream, forwards) = match &config.upstream {
+        config::Upstream::Subscriber => (None, hub.clone().recipient()),
+        config::Upstream::JetStream(js) => {
+            let runtime = grpc
+                .runtime()
+                .map_err(ServeError::GrpcThread)?
+                .handle()
+                .clone();
+            info!(servers = %js.servers.join(","), stream = %js.stream, node = %js.node,
+                "upstream: NATS JetStream; forwarding is paused until it is reachable");
+            let upstream = jetstream::JetStreamUpstream::start(js.clone(), hub.clone(), runtime);
+            (Some(upstream.clone()), upstream.recipient())
+        }
+    };
+    let manager = StatusUpdateManager::<Native>::start(manager_config, forwards, paths);
     hub.send(SetManager(manager.clone())).await?;
 
     let ids: Vec<String> = discover_native_streams(&data_dir)?
@@ -446,6 +494,8 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         warn!(cause = %failure, "recovery error");
     }
     info!(recovered, errors = state.errors, "recovery done");
+    metrics::gauge!(crate::metrics::RECOVERY_SECONDS).set(recovery_started.elapsed().as_secs_f64());
+    metrics::gauge!(crate::metrics::RECOVERED_STREAMS).set(recovered as f64);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -454,11 +504,11 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let api = StatusUpdateManagerServer::new(GrpcService::new(
-        manager.clone(),
-        hub.clone(),
-        config.max_payload_bytes,
-    ))
+    let api = StatusUpdateManagerServer::new(
+        GrpcService::new(manager.clone(), hub.clone(), config.max_payload_bytes)
+            .with_store(&data_dir, config.sync)
+            .with_upstream(&config.upstream),
+    )
     // Every message gRPC can carry (4 MiB) is decoded, so that a payload over
     // `server.max_payload_bytes` gets API.md's INVALID_ARGUMENT naming the
     // stream and uuid, not the transport's OUT_OF_RANGE.
@@ -475,13 +525,18 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         .add_service(reflection);
     // Only the API requires the token: health checks and reflection stay
     // open. Without a token the API is served as it is: the interceptor
-    // would only take each request apart and put it back together.
+    // would only take each request apart and put it back together. Its
+    // requests are counted with whatever status they get, the token's
+    // refusals included ([`rpc_metrics`]; passed through without
+    // `metrics.listen`).
     let router = match config.auth_token.clone() {
-        Some(token) => router.add_service(tonic::service::interceptor::InterceptedService::new(
-            api,
-            RequireToken::new(Some(token)),
+        Some(token) => router.add_service(rpc_metrics::Metered::new(
+            tonic::service::interceptor::InterceptedService::new(
+                api,
+                RequireToken::new(Some(token)),
+            ),
         )),
-        None => router.add_service(api),
+        None => router.add_service(rpc_metrics::Metered::new(api)),
     };
     let server = grpc
         .spawn(listener, connections, move |incoming| {
@@ -508,6 +563,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         stop,
         server,
         health,
+        jetstream,
         _lock: lock,
     })
 }
@@ -541,6 +597,9 @@ impl RunningService {
         // Breaks the hub ↔ manager cycle: the manager stops once `self` is
         // dropped, and closes its streams.
         let _ = self.hub.send(Stop).await;
+        if let Some(jetstream) = &self.jetstream {
+            let _ = jetstream.send(jetstream::StopUpstream).await;
+        }
         info!("stopped");
         served
     }

@@ -3,14 +3,22 @@
 //! [`scrape`](super::scrape) renders. The library itself installs no
 //! recorder; an application that embeds it without the service installs
 //! its own, or none (every record is then a no-op).
+//!
+//! Installing it registers every family the service serves (the library's,
+//! [`crate::metrics::register_all`]; the gRPC requests',
+//! [`super::rpc_metrics::register`]; the `process_*` figures', described
+//! here and read by [`super::scrape`] before each render), so that the
+//! first scrape shows each of them, at 0 until it happens.
 
 use std::sync::{Mutex, PoisonError};
 
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::metrics::{
-    describe, JOURNAL_CHECKPOINT_BUCKETS, JOURNAL_CHECKPOINT_SECONDS, MAILBOX_WAIT_BUCKETS,
-    ROUND_TICKETS, ROUND_TICKETS_BUCKETS, SECONDS_BUCKETS, STREAM_MAILBOX_WAIT_SECONDS,
+    describe, register_all, ACK_LATENCY_BUCKETS, ACK_LATENCY_SECONDS, GRPC_REQUEST_SECONDS,
+    GRPC_SECONDS_BUCKETS, JOURNAL_CHECKPOINT_BUCKETS, JOURNAL_CHECKPOINT_SECONDS,
+    MAILBOX_WAIT_BUCKETS, ROUND_TICKETS, ROUND_TICKETS_BUCKETS, SECONDS_BUCKETS,
+    STREAM_MAILBOX_WAIT_SECONDS,
 };
 
 /// The recorder installed by [`install`], if it ran.
@@ -39,8 +47,19 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
             Matcher::Full(STREAM_MAILBOX_WAIT_SECONDS.into()),
             &MAILBOX_WAIT_BUCKETS,
         )?
+        .set_buckets_for_metric(
+            Matcher::Full(ACK_LATENCY_SECONDS.into()),
+            &ACK_LATENCY_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(GRPC_REQUEST_SECONDS.into()),
+            &GRPC_SECONDS_BUCKETS,
+        )?
         .install_recorder()?;
     describe();
+    register_all();
+    super::rpc_metrics::register();
+    metrics_process::Collector::default().describe();
     *installed = Some(handle.clone());
     Ok(handle)
 }

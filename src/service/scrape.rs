@@ -25,7 +25,9 @@
 //!
 //! `GET` (or `HEAD`) `/metrics` is answered with the Prometheus text format
 //! (`text/plain; version=0.0.4`); any other path gets `404`, any other
-//! method `405` with `Allow: GET, HEAD`.
+//! method `405` with `Allow: GET, HEAD`. The process's own figures
+//! (`process_*`: descriptors, memory, CPU, start time; `metrics-process`)
+//! are read from `/proc` right before each answer is rendered.
 //!
 //! [`RESERVED_DESCRIPTORS`]: crate::store::files::RESERVED_DESCRIPTORS
 
@@ -39,6 +41,7 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_process::Collector;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tracing::debug;
@@ -81,15 +84,17 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
     });
     // The upkeep ends with the server (when this future is dropped).
     let _upkeep = AbortOnDrop(upkeep);
+    let process = Collector::default();
     let mut connections = accept::incoming(listener, SCRAPE_CONNECTIONS, accept::Peers::Scrapers);
     while let Some(accepted) = connections.next().await {
         let Ok(connection) = accepted else { continue };
         let handle = handle.clone();
+        let process = process.clone();
         let mut connection = tokio_io_timeout::TimeoutStream::new(connection);
         connection.set_write_timeout(Some(SCRAPE_WRITE_TIMEOUT));
         tokio::spawn(async move {
             let respond = hyper::service::service_fn(move |request| {
-                std::future::ready(respond(&handle, &request))
+                std::future::ready(respond(&handle, &process, &request))
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -106,6 +111,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
 /// The answer to one request.
 fn respond(
     handle: &PrometheusHandle,
+    process: &Collector,
     request: &Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = request.method();
@@ -128,6 +134,8 @@ fn respond(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Ok(refused);
     }
+    // Into the process's recorder (the one `handle` renders, once installed).
+    process.collect();
     let mut served = Response::new(Full::new(Bytes::from(handle.render())));
     served
         .headers_mut()

@@ -938,7 +938,8 @@ impl Syncer {
         let dir = parent(sample);
         let root = self.root(device, sample)?;
         syncfs(root).map_err(|source| {
-            error!(dir = %dir.display(), cause = %source, "syncfs failed");
+            // Logged once, by whoever it fails: each stream of a round
+            // (with its path and errno), or the journal's checkpoint.
             self.roots.remove(&device);
             Arc::new(StoreError::Sync { path: dir, source })
         })

@@ -181,6 +181,60 @@ impl Retry {
     pub fn due(&self) -> Option<Instant> {
         self.due
     }
+
+    /// The update the send count is for: the head last sent, if any.
+    pub fn head(&self) -> Option<StatusUuid> {
+        self.head
+    }
+}
+
+/// When a stream's head was first sent, kept in 4 bytes: the stream actor
+/// holds one, and has no room for a 16-byte `Instant` (see its size test).
+///
+/// It is an offset from when the head was queued (its `Pending::since`,
+/// which the stream keeps anyway), so it needs no clock of its own: to the
+/// microsecond while the head waited less than 35 minutes before its first
+/// send, to the millisecond up to 24 days (past that, 24 days). The latency
+/// from that first send to the ack is then exact to the microsecond, or to
+/// the millisecond after a long wait.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FirstSend(u32);
+
+impl FirstSend {
+    /// Set: the offset is in milliseconds, not in microseconds + 1.
+    const MILLIS: u32 = 1 << 31;
+
+    /// Not sent (or already taken).
+    pub const NONE: FirstSend = FirstSend(0);
+
+    /// The head queued at `queued` was first sent at `sent`.
+    pub fn at(queued: Instant, sent: Instant) -> Self {
+        let offset = sent.saturating_duration_since(queued);
+        match u32::try_from(offset.as_micros()) {
+            Ok(micros) if micros < Self::MILLIS - 1 => FirstSend(micros + 1),
+            _ => {
+                let millis = u32::try_from(offset.as_millis()).unwrap_or(u32::MAX);
+                FirstSend(Self::MILLIS | millis.min(Self::MILLIS - 1))
+            }
+        }
+    }
+
+    /// Whether a first send is recorded.
+    pub fn is_some(self) -> bool {
+        self.0 != 0
+    }
+
+    /// The time from the first send of the head queued at `queued` until
+    /// `now`; `None` if no send was recorded.
+    pub fn elapsed(self, queued: Instant, now: Instant) -> Option<std::time::Duration> {
+        let offset = match self.0 {
+            0 => return None,
+            raw if raw & Self::MILLIS == 0 => std::time::Duration::from_micros(u64::from(raw - 1)),
+            raw => std::time::Duration::from_millis(u64::from(raw & !Self::MILLIS)),
+        };
+        let sent = queued.checked_add(offset)?;
+        Some(now.saturating_duration_since(sent))
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +325,45 @@ mod tests {
         assert!(!retry.resend(Some(uuid(2))), "the head changed");
         assert!(!retry.resend(None), "the head was acknowledged");
         assert!(retry.resend(Some(uuid(1))));
+    }
+
+    #[test]
+    fn a_first_send_is_kept_to_the_microsecond_then_to_the_millisecond() {
+        let queued = Instant::now();
+        assert_eq!(FirstSend::default(), FirstSend::NONE);
+        assert_eq!(FirstSend::NONE.elapsed(queued, queued), None);
+        // Sent at once, acked 1.5 ms later: exact.
+        let now = queued + Duration::from_micros(1_500);
+        assert_eq!(
+            FirstSend::at(queued, queued).elapsed(queued, now),
+            Some(Duration::from_micros(1_500))
+        );
+        // Queued 20 minutes first (forwarding paused): still to the microsecond.
+        let sent = queued + Duration::from_secs(1_200) + Duration::from_micros(7);
+        let first = FirstSend::at(queued, sent);
+        assert!(first.is_some());
+        assert_eq!(
+            first.elapsed(queued, sent + Duration::from_micros(250)),
+            Some(Duration::from_micros(250))
+        );
+        // Queued 2 hours first: to the millisecond, never more than the truth.
+        let sent = queued + Duration::from_secs(7_200) + Duration::from_micros(1_700);
+        let acked = sent + Duration::from_millis(40);
+        let elapsed = FirstSend::at(queued, sent).elapsed(queued, acked).unwrap();
+        assert!(
+            elapsed > Duration::from_millis(40) && elapsed < Duration::from_millis(41),
+            "{elapsed:?}"
+        );
+        // Queued 30 days first: taken as 24 days, so the latency is at most
+        // overstated, and acked before it was sent is 0, not a panic.
+        let late = queued + Duration::from_secs(30 * 86_400);
+        let first = FirstSend::at(queued, late);
+        assert!(first.elapsed(queued, late).unwrap() > Duration::from_secs(5 * 86_400));
+        assert_eq!(
+            FirstSend::at(queued, sent).elapsed(queued, queued),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(std::mem::size_of::<FirstSend>(), 4);
     }
 
     #[test]

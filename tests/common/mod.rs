@@ -6,6 +6,8 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 #[cfg(feature = "service")]
+pub mod nats;
+#[cfg(feature = "service")]
 pub mod process;
 #[cfg(feature = "service")]
 pub mod server;

@@ -19,9 +19,9 @@ use uuid::Uuid;
 
 use status_update_manager::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 use status_update_manager::proto::status_update_manager::v1::{
-    AcknowledgeRequest, AcknowledgeResponse, CleanupRequest, ForwardedUpdate, GetStreamRequest,
-    ListStreamsRequest, PauseRequest, ResumeRequest, Status, StatusUpdate, StreamInfo,
-    SubscribeRequest, UpdateRequest, UpdateResponse,
+    AcknowledgeRequest, AcknowledgeResponse, CleanupRequest, ForwardedUpdate, GetStatusRequest,
+    GetStatusResponse, GetStreamRequest, ListStreamsRequest, PauseRequest, ResumeRequest, Status,
+    StatusUpdate, StreamInfo, SubscribeRequest, UpdateRequest, UpdateResponse,
 };
 use status_update_manager::service::config::{Overrides, ServiceConfig, Settings};
 use status_update_manager::service::{self, RunningService};
@@ -217,6 +217,15 @@ impl Server {
             .resume(ResumeRequest {})
             .await
             .expect("Resume");
+    }
+
+    /// GetStatus, which must succeed.
+    pub async fn status(&self) -> GetStatusResponse {
+        self.client()
+            .get_status(GetStatusRequest {})
+            .await
+            .expect("GetStatus")
+            .into_inner()
     }
 
     pub async fn cleanup(&self, framework: &str) -> Result<u32, tonic::Status> {
