@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the acceptance benchmarks of BENCHMARKS.md (P1–P6) with the release
 # binary and keeps each `bench --json` report under target/bench-results/.
-# Usage: [DROP_CACHES=0] scripts/benchmarks.sh [DATA_DIR]   (default: ./target/bench-data)
+# Usage: [DROP_CACHES=0] [OUTBOX=0] scripts/benchmarks.sh [DATA_DIR]   (default: ./target/bench-data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -60,3 +60,9 @@ run p5-100k-pending --streams 100000 --updates 1 --sync batch --no-ack
 # P6: the same load through gRPC, against in-process in the same run.
 run p6-grpc --streams 1000 --updates 20 --sync batch --via grpc
 echo "reports in $out" >&2
+# The manager against a SQLite outbox with its rules, interleaved A B A B A B
+# (`batch`/FULL and `none`/OFF, 10,000 and 1,000 streams): medians and the
+# ratio manager / outbox. OUTBOX=0 skips it.
+if [ "${OUTBOX:-1}" != 0 ]; then
+    scripts/outbox-vs-manager.sh "$data"
+fi
