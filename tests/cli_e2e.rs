@@ -520,13 +520,9 @@ fn status_shows_an_operators_pause_which_survives_a_restart_until_resume() {
     let server = Server::start(data.path(), &[]);
     let url = server.url();
     let watcher = Proc::start("watch", &["watch", "--auto-ack", "--server", &url], &[]);
-    let subscribed = |out: &str| status_value(out, "subscriber") != "-";
-    let deadline = std::time::Instant::now() + common::PROCESS_BOUND;
-    let mut out = cli_ok(&server, &["status"]);
-    while !subscribed(&out) && std::time::Instant::now() < deadline {
-        std::thread::sleep(common::POLL);
-        out = cli_ok(&server, &["status"]);
-    }
+    // `watch` says so once its subscription was answered: the server knows it then.
+    assert!(watcher.wait_for_stderr("watching "), "{}", watcher.stderr());
+    let out = cli_ok(&server, &["status"]);
     assert_eq!(status_value(&out, "paused"), "true", "{out}");
     assert_eq!(status_value(&out, "cause"), "operator pause", "{out}");
     assert_eq!(

@@ -46,7 +46,7 @@ use uuid::Uuid;
 
 use common::nats::{self, NatsServer};
 use common::process::Proc;
-use common::PROCESS_BOUND;
+use common::{POLL, PROCESS_BOUND};
 use status_update_manager::proto::status_update_manager::v1 as pb;
 use status_update_manager::proto::status_update_manager::v1::status_update_manager_client::StatusUpdateManagerClient;
 
@@ -184,7 +184,7 @@ async fn produce(
                 client = connect(&url).await;
             }
             let Some(c) = client.as_mut() else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(POLL).await;
                 continue;
             };
             match c
@@ -208,7 +208,7 @@ async fn produce(
                     );
                     retries.fetch_add(1, Ordering::Relaxed);
                     client = None;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(POLL).await;
                 }
             }
         }
@@ -289,11 +289,13 @@ async fn a_fleet_of_services_loses_and_reorders_nothing_through_kills_of_service
         }
     }
 
-    // Chaos, on a thread of its own (kills and starts block).
+    // Chaos: random delays on the runtime's timer; the kills and starts
+    // block (a start waits for its process to be ready), on the worker
+    // they run on (`block_in_place`), not on the producers'.
     let chaos = {
         let nodes = nodes.clone();
         let cluster = cluster.clone();
-        std::thread::spawn(move || {
+        tokio::spawn(async move {
             let mut rng = fastrand::Rng::with_seed(seed);
             let run = Duration::from_secs(seconds);
             let started = Instant::now();
@@ -301,30 +303,29 @@ async fn a_fleet_of_services_loses_and_reorders_nothing_through_kills_of_service
             let mut nats_down = false;
             let mut nats_done = false;
             while started.elapsed() < run {
-                std::thread::sleep(Duration::from_millis(rng.u64(500..2000)));
+                tokio::time::sleep(Duration::from_millis(rng.u64(500..2000))).await;
                 let progress = started.elapsed().as_secs_f64() / run.as_secs_f64();
                 if !nats_down && !nats_done && progress >= 0.3 {
-                    cluster.lock().unwrap()[1].kill();
+                    tokio::task::block_in_place(|| cluster.lock().unwrap()[1].kill());
                     nats_kills += 1;
                     nats_down = true;
                 } else if nats_down && progress >= 0.6 {
-                    cluster.lock().unwrap()[1].restart();
+                    tokio::task::block_in_place(|| cluster.lock().unwrap()[1].restart());
                     nats_down = false;
                     nats_done = true;
                 }
                 let victim = rng.usize(..nodes_n);
-                nodes.lock().unwrap()[victim].kill();
+                tokio::task::block_in_place(|| nodes.lock().unwrap()[victim].kill());
                 serve_kills += 1;
-                std::thread::sleep(Duration::from_millis(rng.u64(100..1000)));
-                nodes.lock().unwrap()[victim].start();
+                tokio::time::sleep(Duration::from_millis(rng.u64(100..1000))).await;
+                tokio::task::block_in_place(|| nodes.lock().unwrap()[victim].start());
             }
             if nats_down {
-                cluster.lock().unwrap()[1].restart();
+                tokio::task::block_in_place(|| cluster.lock().unwrap()[1].restart());
             }
             (serve_kills, nats_kills)
         })
     };
-    let chaos = tokio::task::spawn_blocking(move || chaos.join().expect("the chaos thread"));
     let (serve_kills, nats_kills) = chaos.await.unwrap();
     stop.store(true, Ordering::Relaxed);
     while let Some(done) = producers.join_next().await {
@@ -342,7 +343,7 @@ async fn a_fleet_of_services_loses_and_reorders_nothing_through_kills_of_service
                 Instant::now() < deadline,
                 "{node} still has updates pending after {DRAIN_BOUND:?}"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 

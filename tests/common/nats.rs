@@ -57,8 +57,19 @@ pub struct NatsServer {
     port: u16,
     log: PathBuf,
     child: Option<Child>,
-    /// How many times the log said "Server is ready" after the last start.
+    /// How many times the server was started.
     starts: usize,
+    /// Every start's output, as it is copied into the log: how many times
+    /// it said "Server is ready", and whether the running one's output
+    /// ended (it exited); signalled on each.
+    ready: std::sync::Arc<(std::sync::Mutex<Output>, std::sync::Condvar)>,
+}
+
+/// See [`NatsServer::ready`].
+#[derive(Debug, Default)]
+struct Output {
+    ready: usize,
+    ended: bool,
 }
 
 impl NatsServer {
@@ -126,6 +137,7 @@ impl NatsServer {
             log: dir.join(format!("nats-{name}.log")),
             child: None,
             starts: 0,
+            ready: Default::default(),
         }
     }
 
@@ -135,13 +147,32 @@ impl NatsServer {
             .append(true)
             .open(&self.log)
             .expect("open the server's log");
-        let child = Command::new(binary())
+        let mut child = Command::new(binary())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("clone the log")))
-            .stderr(Stdio::from(log))
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
+        // nats-server logs on stderr: copied into the log, line by line,
+        // telling `wait_ready` of each "Server is ready" and of the end.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let ready = std::sync::Arc::clone(&self.ready);
+        ready.0.lock().unwrap().ended = false;
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let mut log = log;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log, "{line}");
+                if line.contains("Server is ready") {
+                    ready.0.lock().unwrap().ready += 1;
+                    ready.1.notify_all();
+                }
+            }
+            ready.0.lock().unwrap().ended = true;
+            ready.1.notify_all();
+        });
         self.child = Some(child);
         self.starts += 1;
     }
@@ -151,27 +182,29 @@ impl NatsServer {
         self.wait_ready();
     }
 
-    /// Waits (at most [`PROCESS_BOUND`]) until the log says the server is
-    /// ready for the `starts`-th time.
+    /// Waits (at most [`PROCESS_BOUND`]) until the server said it is
+    /// ready for the `starts`-th time; fails if it exits first.
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + PROCESS_BOUND;
-        loop {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.matches("Server is ready").count() >= self.starts {
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!(
+        let (output, said) = &*self.ready;
+        let (output, _) = said
+            .wait_timeout_while(output.lock().unwrap(), PROCESS_BOUND, |o| {
+                o.ready < self.starts && !o.ended
+            })
+            .unwrap();
+        let ready = output.ready >= self.starts;
+        drop(output);
+        if !ready {
+            let log = self.log();
+            match self.child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(status))) => panic!(
                     "nats-server {} exited ({status}) before it was ready:\n{log}",
                     self.name
-                );
+                ),
+                _ => panic!(
+                    "nats-server {} not ready within {PROCESS_BOUND:?}:\n{log}",
+                    self.name
+                ),
             }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server {} not ready within {PROCESS_BOUND:?}:\n{log}",
-                self.name
-            );
-            std::thread::sleep(POLL);
         }
     }
 
@@ -287,7 +320,7 @@ pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
             Err(e) if Instant::now() >= deadline => panic!("stream {stream}: {e}"),
             Err(_) => {}
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -311,7 +344,7 @@ pub async fn read_stream(
             Instant::now() < deadline,
             "stream {stream} holds {held} messages, expected at least {at_least} within {bound:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
     let total = stream_messages(js, stream).await;
     let source = js.get_stream(stream).await.expect("the stream");
