@@ -43,11 +43,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::actors::stream::{StreamActor, StreamInit, StreamSettings, StreamShared};
 use crate::error::{AckError, RecoverError, StatsError, UpdateError};
-use crate::kind::{describe_update, validate_update, StatusUuid, UpdateKind};
+use crate::kind::{validate_update, StatusUuid, UpdateKind};
 use crate::logs;
 use crate::messages::forward::Forward;
 use crate::messages::handle::{
-    ack_unavailable, deliver, update_unavailable, GetHandle, StreamHandle,
+    ack_unavailable, deliver, invalid_update, update_unavailable, GetHandle, StreamHandle,
 };
 use crate::messages::mailbox::MailboxFigures;
 use crate::messages::manager::{
@@ -685,16 +685,7 @@ impl<K: UpdateKind> Handler<Update<K>> for StatusUpdateManager<K> {
         let Update { update, checkpoint } = msg;
         let key = match validate_update::<K>(&update) {
             Ok(key) => key,
-            Err(reason) => {
-                let (stream, uuid) = describe_update::<K>(&update);
-                let err = UpdateError::Invalid {
-                    stream: stream.clone(),
-                    uuid: uuid.clone(),
-                    reason,
-                };
-                logs::update_rejected(&stream, &uuid, &err);
-                return Routed::Ready(Err(err));
-            }
+            Err(reason) => return Routed::Ready(Err(invalid_update::<K>(&update, reason))),
         };
         let addr = match self.streams.get(&key.stream) {
             Some(entry) if entry.closing => {

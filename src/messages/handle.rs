@@ -49,6 +49,22 @@ use crate::messages::stream::{StreamAck, StreamUpdate};
 /// Why a request could not reach its stream actor.
 const STREAM_STOPPED: &str = "the stream actor stopped";
 
+/// The refusal of a malformed `update` (`reason`), logged once: the
+/// manager's route and a handle's refuse it alike.
+pub(crate) fn invalid_update<K: UpdateKind>(
+    update: &K::Update,
+    reason: InvalidUpdate,
+) -> UpdateError {
+    let (stream, uuid) = describe_update::<K>(update);
+    let err = UpdateError::Invalid {
+        stream: stream.clone(),
+        uuid: uuid.clone(),
+        reason,
+    };
+    logs::update_rejected(&stream, &uuid, &err);
+    err
+}
+
 /// Where a request to a stream is enqueued: its actor's address (the
 /// manager's route) or a recipient of that actor (a handle, a forward).
 pub(crate) trait Mailbox<S: Message> {
@@ -313,15 +329,8 @@ impl<K: UpdateKind> StreamHandle<K> {
         let key = match validate_update::<K>(&update) {
             Ok(key) => key,
             Err(reason) => {
-                let (stream, uuid) = describe_update::<K>(&update);
-                let err = UpdateError::Invalid {
-                    stream: stream.clone(),
-                    uuid: uuid.clone(),
-                    reason,
-                };
-                logs::update_rejected(&stream, &uuid, &err);
                 crate::metrics::count_rejected_update();
-                return Reply::ready(Err(err));
+                return Reply::ready(Err(invalid_update::<K>(&update, reason)));
             }
         };
         let stream = &self.inner.stream;
