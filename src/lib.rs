@@ -38,7 +38,9 @@
 //! With the `service` feature (on by default):
 //!
 //! - `service`: `serve`, the gRPC front, its configuration
-//!   (`service::config`), access control, connections, `/metrics`.
+//!   (`service::config`), the upstream (a gRPC subscriber, `service::hub`,
+//!   or NATS JetStream, `service::jetstream`), the operator's pause kept
+//!   across restarts, access control, connections, `/metrics`.
 //! - `bench`: the built-in load benchmark and its baselines.
 //! - `cli`: the command line; `src/main.rs` only calls it.
 //!
