@@ -65,6 +65,18 @@ fn assert_accounts_for_the_load(report: &BenchReport) {
     );
     assert!(recovery.seconds > 0.0 && recovery.first_seconds > 0.0);
     assert!(recovery.mb_per_sec.is_finite() && recovery.baseline_mb_per_sec.is_finite());
+    // A file per stream, the commit journal and, from the service, its lock file.
+    assert!(
+        (STREAMS as u64..=STREAMS as u64 + 2).contains(&recovery.files),
+        "{} files for {STREAMS} streams",
+        recovery.files
+    );
+    assert!(
+        recovery.disk_bytes >= recovery.bytes,
+        "{} bytes on disk hold {} bytes of stream files",
+        recovery.disk_bytes,
+        recovery.bytes
+    );
 }
 
 #[test]
@@ -273,13 +285,22 @@ fn the_text_report_states_the_run_and_reads_in_plain_units() {
             && recovery.contains(" MiB/s (median of 3; the first took "),
         "{recovery}"
     );
+    assert_eq!(
+        value("files on disk").split(" files, ").next(),
+        Some("21"),
+        "a file per stream and the commit journal: {stdout}"
+    );
+    assert!(
+        value("files on disk").ends_with(" KiB allocated"),
+        "{stdout}"
+    );
     assert!(value("raw read+decode").ends_with(" MiB/s"), "{stdout}");
     assert!(value("peak RSS").ends_with(" MiB"), "{stdout}");
     value("RSS per stream");
     for unwanted in ["µs", "InProcess", "MB/s"] {
         assert!(!stdout.contains(unwanted), "{unwanted}: {stdout}");
     }
-    assert_eq!(lines.len(), 12, "{stdout}");
+    assert_eq!(lines.len(), 13, "{stdout}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 

@@ -139,6 +139,11 @@ pub struct RecoveryFigures {
     pub rounds: usize,
     /// The first recovery, right after the load.
     pub first_seconds: f64,
+    /// Files the load left (a file per stream, the commit journal and, with
+    /// `--via grpc`, the service's lock file).
+    pub files: u64,
+    /// Disk space the load's files and directories take (allocated blocks).
+    pub disk_bytes: u64,
 }
 
 /// `bench --json`, API.md §4 (plus the in-process comparison for `--via grpc`).
@@ -294,6 +299,7 @@ async fn recover_all(
     dir: &std::path::Path,
     max_open_files: usize,
 ) -> Result<RecoveryFigures, BenchError> {
+    let (files, disk_bytes) = disk_usage(dir)?;
     let found = discover_native_streams(dir)?;
     let paths: Vec<PathBuf> = found.iter().map(|(_, p)| p.clone()).collect();
     let bytes: u64 = paths
@@ -324,7 +330,30 @@ async fn recover_all(
         baseline_mb_per_sec: mb(raw_bytes, raw_seconds),
         rounds: RECOVERY_ROUNDS,
         first_seconds,
+        files,
+        disk_bytes,
     })
+}
+
+/// The regular files under `dir` and the disk space of everything under it
+/// (allocated blocks, `dir` included), as `du` counts it.
+fn disk_usage(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let (mut files, mut bytes) = (0, std::fs::symlink_metadata(dir)?.blocks() * 512);
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(next) = dirs.pop() {
+        for entry in std::fs::read_dir(&next)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            bytes += meta.blocks() * 512;
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else if meta.is_file() {
+                files += 1;
+            }
+        }
+    }
+    Ok((files, bytes))
 }
 
 /// One strict recovery of `ids` by a fresh manager, in seconds; returns

@@ -178,6 +178,10 @@ pub fn table(r: &BenchReport) -> String {
         ),
     );
     line(
+        "files on disk",
+        format!("{} files, {} allocated", rec.files, size(rec.disk_bytes)),
+    );
+    line(
         "raw read+decode",
         format!("{:.1} MiB/s", mib_per_sec(rec.baseline_mb_per_sec)),
     );
@@ -269,6 +273,8 @@ mod tests {
                 baseline_mb_per_sec: 251.7,
                 rounds: 3,
                 first_seconds: 0.045,
+                files: 1001,
+                disk_bytes: 4_300_800,
             },
             peak_rss_bytes: 34_091_008,
             rss_bytes_per_stream: 3_481,
@@ -293,6 +299,7 @@ mod tests {
   raw fdatasync p99            1.24 ms
   open files (peak)            1000
   recovery                     1000 streams, 1.9 MiB in 31.2 ms = 60.9 MiB/s (median of 3; the first took 45.0 ms)
+  files on disk                1001 files, 4.1 MiB allocated
   raw read+decode              240.0 MiB/s
   peak RSS                     32.5 MiB
   RSS per stream               3.4 KiB
