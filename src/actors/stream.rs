@@ -440,6 +440,7 @@ impl<K: UpdateKind> StreamActor<K> {
             write,
             sync: TicketSync::for_policy(log.policy()),
             faults: log.faults().cloned(),
+            home: None,
             done: Box::new(move |result| {
                 // A stopped actor has nobody left to tell.
                 if let Some(addr) = me.upgrade() {

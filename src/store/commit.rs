@@ -25,7 +25,8 @@
 //! ([`run_jobs`]). The tickets an arbiter submits in one turn go over in one
 //! hand-off, and the committer polls briefly ([`POLL_BEFORE_BLOCKING`])
 //! before it blocks, since waking a blocked thread costs the arbiter a
-//! system call. [`Committer::inline`] runs the same rounds as a task on the
+//! system call. Likewise a round hands the callbacks of an arbiter's tickets
+//! back to that arbiter in one message ([`Home`]). [`Committer::inline`] runs the same rounds as a task on the
 //! submitting arbiter once its ready actors have run, and file jobs on the
 //! spot: deterministic under paused tokio time, for tests.
 
@@ -136,9 +137,15 @@ pub struct Ticket {
     pub sync: TicketSync,
     /// Injected faults (tests).
     pub faults: Option<FaultPlan>,
-    /// Called from the committer once the round that covers this ticket is done.
-    pub done: Box<dyn FnOnce(CommitResult) + Send>,
+    /// Called once the round that covers this ticket is done.
+    pub done: Done,
+    /// Where `done` runs: `None` on the committer thread; [`Committer::submit`]
+    /// from an actix arbiter sets it to that arbiter's [`Home`].
+    pub home: Option<Home>,
 }
+
+/// A ticket's callback.
+pub type Done = Box<dyn FnOnce(CommitResult) + Send>;
 
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,6 +154,7 @@ impl std::fmt::Debug for Ticket {
             .field("device", &self.device)
             .field("write", &self.write.is_some())
             .field("sync", &self.sync)
+            .field("home", &self.home.is_some())
             .finish()
     }
 }
@@ -327,13 +335,15 @@ impl Committer {
         }
     }
 
-    /// Queues a ticket for the next round.
-    pub fn submit(&self, ticket: Ticket) {
+    /// Queues a ticket for the next round. From an actix arbiter, its
+    /// callback runs back on that arbiter's thread ([`Home`]).
+    pub fn submit(&self, mut ticket: Ticket) {
         match self {
             Committer::Thread(tx, rounds, _) => {
                 if actix_rt::Arbiter::try_current().is_none() {
                     return send_tickets(tx, vec![ticket]);
                 }
+                ticket.home = Some(Home::here());
                 // Every ticket this thread submits until it next runs its
                 // tasks goes over in one batch: one wake-up of the committer
                 // thread per batch instead of one per ticket.
@@ -409,6 +419,83 @@ fn at_end_of_turn<T: 'static>(
             });
         }
     });
+}
+
+/// Ticket callbacks and their outcomes, for one arbiter thread.
+type Answers = Vec<(Done, CommitResult)>;
+
+/// An actix arbiter thread that submits tickets to a committer thread: the
+/// committer hands the callbacks of that thread's tickets back to it, all
+/// those of one round in one message, and a task there calls them.
+///
+/// A callback tells its stream actor that the round is done. Called on the
+/// committer thread, each would wake the arbiter on its own (a cross-thread
+/// send and wake-up per stream); called on the arbiter, each is a local
+/// send, and the round costs one cross-thread hand-off.
+#[derive(Debug, Clone)]
+pub struct Home(Arc<tokio::sync::mpsc::UnboundedSender<Answers>>);
+
+thread_local! {
+    /// This arbiter thread's home, once it submitted a ticket.
+    static HOME: RefCell<Option<Home>> = const { RefCell::new(None) };
+}
+
+impl Home {
+    /// The home of this arbiter thread. Its task starts on first use, and
+    /// again if the runtime that ran it has ended (a thread may run one
+    /// actix system after another).
+    pub fn here() -> Home {
+        HOME.with(|cell| {
+            let mut home = cell.borrow_mut();
+            match home.as_ref() {
+                Some(home) if !home.0.is_closed() => home.clone(),
+                _ => {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Answers>();
+                    actix_rt::spawn(async move {
+                        while let Some(answers) = rx.recv().await {
+                            for (done, result) in answers {
+                                done(result);
+                            }
+                        }
+                    });
+                    home.insert(Home(Arc::new(tx))).clone()
+                }
+            }
+        })
+    }
+}
+
+/// The callbacks a round has to call, gathered by home, so that each home
+/// gets them in one message ([`Home`]).
+#[derive(Default)]
+struct Outgoing {
+    homes: Vec<(Home, Answers)>,
+}
+
+impl Outgoing {
+    /// Calls `ticket`'s callback with `result`: now if it has no home, else
+    /// with the others for its home at the next [`send`](Self::send).
+    fn answer(&mut self, done: Done, home: Option<Home>, result: CommitResult) {
+        let Some(home) = home else {
+            return done(result);
+        };
+        match self
+            .homes
+            .iter_mut()
+            .find(|(h, _)| Arc::ptr_eq(&h.0, &home.0))
+        {
+            Some((_, answers)) => answers.push((done, result)),
+            None => self.homes.push((home, vec![(done, result)])),
+        }
+    }
+
+    /// Hands each home its callbacks. A home whose runtime has ended has no
+    /// actor left to tell: its callbacks are dropped.
+    fn send(&mut self) {
+        for (home, answers) in self.homes.drain(..) {
+            let _ = home.0.send(answers);
+        }
+    }
 }
 
 /// The file threads that suit `policy` ([`FILE_THREADS_NO_SYNC`] under `none`).
@@ -606,6 +693,7 @@ impl Syncer {
         // A `none` ticket needs nothing but its write: it is answered as soon
         // as it is written, so its stream goes on while the rest of the round
         // is written (rather than both threads taking turns, round by round).
+        let mut outgoing = Outgoing::default();
         let round: Vec<Ticket> = round
             .into_iter()
             .filter_map(|ticket| {
@@ -613,10 +701,12 @@ impl Syncer {
                     return Some(ticket);
                 }
                 let written = self.write_of(&ticket, false).map(|_| ());
-                (ticket.done)(written);
+                outgoing.answer(ticket.done, ticket.home, written);
                 None
             })
             .collect();
+        // The written `none` tickets' streams go on while the rest is written.
+        outgoing.send();
         // The journal takes the round's `batch` records when they are in more
         // than one file (for one, its own `fdatasync` is cheapest: the
         // journal's would also write the file's new blocks, ext4 ordering
@@ -694,8 +784,9 @@ impl Syncer {
                     }
                 }
             };
-            (ticket.done)(outcome);
+            outgoing.answer(ticket.done, ticket.home, outcome);
         }
+        outgoing.send();
         self.after_round();
     }
 
@@ -1079,6 +1170,7 @@ mod tests {
             write: None,
             sync,
             faults: None,
+            home: None,
             done: Box::new(move |outcome| {
                 if let Ok(mut told) = told.lock() {
                     told.push((n, outcome.map_err(|err| PathBuf::from(err.to_string()))));

@@ -66,7 +66,9 @@
 //!                                          │                        many: append them to the
 //!                                          │                        commit journal, fdatasync it ─► journal
 //!                                          │                        (no journal: syncfs)
-//!  Durable ◄───────────────────────────────┴─── 3. call each ticket back
+//!  Durable ◄───────────────────────────────┴─── 3. call each ticket back, on the
+//!                                                 arbiter that submitted it: one
+//!                                                 hand-off per round and arbiter
 //!  run what the Gate held (answer, forward, end), or on an error answer it with the error
 //!  and restart the stream from its file
 //! ```
@@ -100,7 +102,9 @@
 //!
 //! **Who runs the rounds.** A [`Committer`] thread, for the service and, by default, for a
 //! library manager too ([`crate::ManagerConfig::committer`]), so an agent's arbiter never
-//! writes or syncs. [`Committer::inline`] runs the same rounds as a task on the arbiter, after
+//! writes or syncs. The round's callbacks go back to each submitting arbiter in one message
+//! ([`commit::Home`]), where each tells its stream: the arbiter is woken once per round, not
+//! once per stream. [`Committer::inline`] runs the same rounds as a task on the arbiter, after
 //! the actors that are ready: deterministic under paused tokio time, for tests.
 //!
 //! **New files.** A new stream's file is created by the committer's file work
