@@ -183,7 +183,15 @@ pub async fn in_process(
     let total = streams * updates;
     let (done_tx, done_rx) = oneshot::channel();
     let replies = Rc::new(RefCell::new(Replies::default()));
-    let awaiting = actix_rt::spawn(await_replies(replies.clone(), total, done_tx));
+    // Unconstrained: under tokio's cooperative budget, a reply polled after
+    // the task spent its budget reads as not ready and wakes its task again,
+    // and the set of replies went on polling such wake-ups, busy, until the
+    // task yielded: most of the actors' thread went into that spinning.
+    let awaiting = actix_rt::spawn(tokio::task::unconstrained(await_replies(
+        replies.clone(),
+        total,
+        done_tx,
+    )));
     let acker = Acker::create(|ctx| {
         ctx.set_mailbox_capacity(0);
         Acker {
