@@ -1195,6 +1195,76 @@ mod tests {
             .build_recorder()
     }
 
+    /// A ticket whose callback sends its number and the thread it ran on.
+    fn homed(
+        n: usize,
+        path: &Path,
+        home: Option<Home>,
+        tx: &tokio::sync::mpsc::UnboundedSender<(usize, std::thread::ThreadId)>,
+    ) -> Ticket {
+        let tx = tx.clone();
+        Ticket {
+            path: Arc::from(path),
+            device: 0,
+            write: None,
+            sync: TicketSync::Skip,
+            faults: None,
+            home,
+            done: Box::new(move |_| {
+                let _ = tx.send((n, std::thread::current().id()));
+            }),
+        }
+    }
+
+    #[test]
+    fn a_rounds_callbacks_run_on_the_arbiter_that_submitted_them_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stream");
+        let committer = Committer::thread().unwrap();
+        actix_rt::System::new().block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            for n in 0..3 {
+                committer.submit(homed(n, &file, None, &tx));
+            }
+            let here = std::thread::current().id();
+            for n in 0..3 {
+                assert_eq!(rx.recv().await, Some((n, here)));
+            }
+        });
+    }
+
+    #[test]
+    fn a_round_gathers_its_callbacks_by_home_and_a_home_that_ended_drops_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stream");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (first, second) = actix_rt::System::new().block_on(async {
+            let first = Home::here();
+            // The same thread's home, while its runtime runs.
+            assert!(Arc::ptr_eq(&first.0, &Home::here().0));
+            (
+                first,
+                Home(Arc::new(tokio::sync::mpsc::unbounded_channel().0)),
+            )
+        });
+        let mut outgoing = Outgoing::default();
+        for (n, home) in [(0, &first), (1, &second), (2, &first)] {
+            let ticket = homed(n, &file, Some(home.clone()), &tx);
+            outgoing.answer(ticket.done, ticket.home, Ok(()));
+        }
+        let counts: Vec<usize> = outgoing.homes.iter().map(|(_, a)| a.len()).collect();
+        assert_eq!(counts, [2, 1], "one message per home");
+        // Without a home, at once, on this thread.
+        let ticket = homed(3, &file, None, &tx);
+        outgoing.answer(ticket.done, ticket.home, Ok(()));
+        assert_eq!(rx.try_recv(), Ok((3, std::thread::current().id())));
+        // Both homes' runtimes ended: nobody is left to tell.
+        outgoing.send();
+        assert!(outgoing.homes.is_empty());
+        drop((first, second));
+        assert!(rx.try_recv().is_err());
+    }
+
     #[test]
     fn each_round_records_how_many_tickets_it_took_together() {
         let dir = tempfile::tempdir().unwrap();
