@@ -33,17 +33,8 @@ if [ -n "${CONCURRENCY:-}" ]; then
     extra=(--concurrency "$CONCURRENCY")
 fi
 
-# As scripts/benchmarks.sh: no dirty pages left by the previous run, no
-# cached inode-table blocks (needs root; DROP_CACHES=0 skips the drop).
-settle() {
-    sync
-    if [ "${DROP_CACHES:-1}" = 0 ]; then
-        return
-    fi
-    if ! (echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null; then
-        echo "   (caches not dropped: /proc/sys/vm/drop_caches is not writable)" >&2
-    fi
-}
+# settle: sync, then drop the page cache (scripts/settle.sh says why).
+. scripts/settle.sh
 # A top-level number of a pretty-printed `--json` report.
 field() {
     sed -n "s/^  \"$1\": \([-0-9.eE+]*\),\{0,1\}\$/\1/p" "$2"

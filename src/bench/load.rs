@@ -184,9 +184,9 @@ pub async fn in_process(
     let (done_tx, done_rx) = oneshot::channel();
     let replies = Rc::new(RefCell::new(Replies::default()));
     // Unconstrained: under tokio's cooperative budget, a reply polled after
-    // the task spent its budget reads as not ready and wakes its task again,
-    // and the set of replies went on polling such wake-ups, busy, until the
-    // task yielded: most of the actors' thread went into that spinning.
+    // the task spent its budget reads as not ready and wakes the task again,
+    // and the set of replies keeps polling such wake-ups: the task would spin
+    // on the actors' thread while the acknowledgements drain.
     let awaiting = actix_rt::spawn(tokio::task::unconstrained(await_replies(
         replies.clone(),
         total,

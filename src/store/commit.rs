@@ -26,9 +26,10 @@
 //! hand-off, and the committer polls briefly ([`POLL_BEFORE_BLOCKING`])
 //! before it blocks, since waking a blocked thread costs the arbiter a
 //! system call. Likewise a round hands the callbacks of an arbiter's tickets
-//! back to that arbiter in one message ([`Home`]). [`Committer::inline`] runs the same rounds as a task on the
-//! submitting arbiter once its ready actors have run, and file jobs on the
-//! spot: deterministic under paused tokio time, for tests.
+//! back to that arbiter in one message ([`Home`]). [`Committer::inline`]
+//! runs the same rounds as a task on the submitting arbiter once its ready
+//! actors have run, and file jobs on the spot: deterministic under paused
+//! tokio time, for tests.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -441,10 +442,10 @@ thread_local! {
 }
 
 impl Home {
-    /// The home of this arbiter thread. Its task starts on first use, and
-    /// again if the runtime that ran it has ended (a thread may run one
-    /// actix system after another).
-    pub fn here() -> Home {
+    /// The home of this thread, which must be an actix arbiter's. Its task
+    /// starts on first use, and again if the runtime that ran it has ended
+    /// (a thread may run one actix system after another).
+    pub(crate) fn here() -> Home {
         HOME.with(|cell| {
             let mut home = cell.borrow_mut();
             match home.as_ref() {
@@ -690,9 +691,10 @@ impl Syncer {
         {
             faults.before_committer_writes();
         }
-        // A `none` ticket needs nothing but its write: it is answered as soon
-        // as it is written, so its stream goes on while the rest of the round
-        // is written (rather than both threads taking turns, round by round).
+        // A `none` ticket needs nothing but its write: the `none` tickets are
+        // answered once they are written, before the others are, so their
+        // streams go on while the rest of the round is written (rather than
+        // both threads taking turns, round by round).
         let mut outgoing = Outgoing::default();
         let round: Vec<Ticket> = round
             .into_iter()
@@ -705,7 +707,6 @@ impl Syncer {
                 None
             })
             .collect();
-        // The written `none` tickets' streams go on while the rest is written.
         outgoing.send();
         // The journal takes the round's `batch` records when they are in more
         // than one file (for one, its own `fdatasync` is cheapest: the
