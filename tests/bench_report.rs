@@ -9,7 +9,9 @@
 mod common;
 
 use common::process::{command_under_ulimit, Finished, Proc};
-use status_update_manager::bench::grpc_caller::{GrpcCaller, ACKNOWLEDGE, SUBSCRIBE, UPDATE};
+use status_update_manager::bench::grpc_caller::{
+    GrpcCaller, ACKNOWLEDGE, SUBSCRIBE, UPDATE, UPDATE_STREAM,
+};
 use status_update_manager::bench::load::bench_update;
 use status_update_manager::bench::{run, BenchError, BenchOptions, BenchReport, Via};
 use status_update_manager::proto::status_update_manager::v1::{
@@ -155,6 +157,21 @@ fn a_load_through_grpc_is_reported_whole_beside_the_in_process_one() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+#[test]
+fn a_load_on_streaming_calls_is_reported_whole_beside_the_in_process_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = bench_via(dir.path(), SyncPolicy::Batch, true, Via::GrpcStream);
+    assert_accounts_for_the_load(&report);
+    assert_eq!(report.via, Via::GrpcStream);
+    assert!(report
+        .acks_per_sec
+        .is_some_and(|a| a.is_finite() && a > 0.0));
+    assert!(report
+        .ratio_to_in_process
+        .is_some_and(|r| r.is_finite() && r > 0.0));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 /// Starts the service over `dir` on the current actix System.
 async fn service(dir: &std::path::Path) -> status_update_manager::service::RunningService {
     common::server::start_service(common::server::settings(dir, "127.0.0.1:0", &[])).await
@@ -228,6 +245,43 @@ async fn the_grpc_loads_client_gets_responses_forwards_and_coded_errors() {
         .expect("the head's uuid is acknowledged");
     let (code, _) = grpc_code(caller.unary(ACKNOWLEDGE, &right).await);
     assert_eq!(code, Code::AlreadyExists, "and only once");
+    running.shutdown().await.unwrap();
+}
+
+#[actix::test]
+async fn the_grpc_loads_client_streams_requests_and_reads_each_answer() {
+    use status_update_manager::proto::status_update_manager::v1::{
+        update_stream_response::Outcome, UpdateStreamResponse,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let running = service(dir.path()).await;
+    let caller = GrpcCaller::connect(running.local_addr).await.unwrap();
+    let (mut requests, mut answers) = caller.open(UPDATE_STREAM).await.unwrap();
+    let request = UpdateRequest {
+        update: Some(bench_update(3, 0)),
+        memory_only: false,
+    };
+    requests.send(&request).unwrap();
+    requests.send(&request).unwrap();
+    requests
+        .send(&UpdateRequest {
+            update: None,
+            memory_only: false,
+        })
+        .unwrap();
+    requests.end().unwrap();
+    let mut outcomes = Vec::new();
+    while let Some(answer) = answers.message::<UpdateStreamResponse>().await.unwrap() {
+        outcomes.push(answer.outcome.expect("an outcome"));
+    }
+    match &outcomes[..] {
+        [Outcome::Ok(first), Outcome::Ok(again), Outcome::Error(missing)] => {
+            assert!(!first.duplicate);
+            assert!(again.duplicate, "the same uuid again is a duplicate");
+            assert_eq!(Code::from_i32(missing.code), Code::InvalidArgument);
+        }
+        other => panic!("expected accepted, duplicate, refused; got {other:?}"),
+    }
     running.shutdown().await.unwrap();
 }
 

@@ -1,5 +1,5 @@
-//! The benchmark's gRPC client: unary and server-streaming calls over one
-//! HTTP/2 connection, with [`h2`] directly.
+//! The benchmark's gRPC client: unary, server-streaming and bidirectional
+//! calls over one HTTP/2 connection, with [`h2`] directly.
 //!
 //! The gRPC load's agents and upstream run on the machine the service runs
 //! on, so every instruction they spend is one the service cannot: what the
@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
-use h2::RecvStream;
+use h2::{RecvStream, SendStream};
 use prost::Message;
 use tonic::codegen::http::{self, uri, HeaderMap, Method, Request, StatusCode, Uri};
 use tonic::{Code, Status};
@@ -35,6 +35,11 @@ pub const UPDATE: &str = "/status_update_manager.v1.StatusUpdateManager/Update";
 pub const ACKNOWLEDGE: &str = "/status_update_manager.v1.StatusUpdateManager/Acknowledge";
 /// `Subscribe`.
 pub const SUBSCRIBE: &str = "/status_update_manager.v1.StatusUpdateManager/Subscribe";
+/// `UpdateStream`.
+pub const UPDATE_STREAM: &str = "/status_update_manager.v1.StatusUpdateManager/UpdateStream";
+/// `AcknowledgeStream`.
+pub const ACKNOWLEDGE_STREAM: &str =
+    "/status_update_manager.v1.StatusUpdateManager/AcknowledgeStream";
 
 /// The longest response message accepted (the service's own limit on what
 /// it decodes is 4 MiB and some; responses to the benchmark are tiny).
@@ -107,6 +112,26 @@ impl GrpcCaller {
         path: &'static str,
         request: &Q,
     ) -> Result<Messages, BenchError> {
+        let (response, mut body) = self.start(path).await?;
+        body.send_data(frame(path, request)?, true)
+            .map_err(h2_error(path))?;
+        responses(path, response).await
+    }
+
+    /// A bidirectional call: requests go out through the returned
+    /// [`Requests`] as they are sent, responses are read from the
+    /// [`Messages`].
+    pub async fn open(&self, path: &'static str) -> Result<(Requests, Messages), BenchError> {
+        let (response, body) = self.start(path).await?;
+        let messages = responses(path, response).await?;
+        Ok((Requests { path, body }, messages))
+    }
+
+    /// Sends a call's headers; its request body follows on the stream.
+    async fn start(
+        &self,
+        path: &'static str,
+    ) -> Result<(h2::client::ResponseFuture, SendStream<Bytes>), BenchError> {
         let uri = Uri::builder()
             .scheme(uri::Scheme::HTTP)
             .authority(self.authority.clone())
@@ -121,25 +146,57 @@ impl GrpcCaller {
             .body(())
             .map_err(|e| BenchError::Load(format!("{path}: {e}")))?;
         let mut send = self.send.clone().ready().await.map_err(h2_error(path))?;
-        let (response, mut body) = send.send_request(head, false).map_err(h2_error(path))?;
-        body.send_data(frame(path, request)?, true)
-            .map_err(h2_error(path))?;
-        let response = response.await.map_err(h2_error(path))?;
-        if response.status() != StatusCode::OK {
-            return Err(BenchError::Load(format!(
-                "{path}: HTTP status {} from the service",
-                response.status()
-            )));
-        }
-        let (head, body) = response.into_parts();
-        // A trailers-only response (an error before any message) carries
-        // the status in its headers.
-        check_status(path, &head.headers)?;
-        Ok(Messages {
-            path,
-            body,
-            buffer: BytesMut::new(),
-        })
+        send.send_request(head, false).map_err(h2_error(path))
+    }
+}
+
+/// A call's response, once its headers came, as the messages to read.
+async fn responses(
+    path: &'static str,
+    response: h2::client::ResponseFuture,
+) -> Result<Messages, BenchError> {
+    let response = response.await.map_err(h2_error(path))?;
+    if response.status() != StatusCode::OK {
+        return Err(BenchError::Load(format!(
+            "{path}: HTTP status {} from the service",
+            response.status()
+        )));
+    }
+    let (head, body) = response.into_parts();
+    // A trailers-only response (an error before any message) carries
+    // the status in its headers.
+    check_status(path, &head.headers)?;
+    Ok(Messages {
+        path,
+        body,
+        buffer: BytesMut::new(),
+    })
+}
+
+/// The requests of a bidirectional call. h2 buffers what the service's
+/// flow-control window has no room for yet: the caller bounds how much it
+/// sends ahead of the responses.
+#[derive(Debug)]
+pub struct Requests {
+    path: &'static str,
+    body: SendStream<Bytes>,
+}
+
+impl Requests {
+    /// Sends one request message.
+    pub fn send<Q: Message>(&mut self, request: &Q) -> Result<(), BenchError> {
+        let path = self.path;
+        self.body
+            .send_data(frame(path, request)?, false)
+            .map_err(h2_error(path))
+    }
+
+    /// Ends the requests: the service answers those sent, then ends the call.
+    pub fn end(mut self) -> Result<(), BenchError> {
+        let path = self.path;
+        self.body
+            .send_data(Bytes::new(), true)
+            .map_err(h2_error(path))
     }
 }
 
@@ -274,6 +331,8 @@ mod tests {
             (UPDATE, "Update"),
             (ACKNOWLEDGE, "Acknowledge"),
             (SUBSCRIBE, "Subscribe"),
+            (UPDATE_STREAM, "UpdateStream"),
+            (ACKNOWLEDGE_STREAM, "AcknowledgeStream"),
         ] {
             assert_eq!(path, format!("/{service}/{method}"));
         }

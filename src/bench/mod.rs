@@ -15,7 +15,7 @@
 //!    every stream listed through the manager a page at a time, as
 //!    `ListStreams` serves them.
 //!
-//! With `--via grpc` the load goes through the service (and the in-process
+//! With `--via grpc` (or `grpc-stream`) the load goes through the service (and the in-process
 //! load runs too, for `ratio_to_in_process`); its agents and upstream call
 //! the service through [`grpc_caller`], a lean gRPC client, so that the
 //! load generator takes as little as it can of the cores the service runs on.
@@ -48,8 +48,10 @@ use load::LoadFigures;
 pub enum Via {
     /// Actix messages in this process.
     InProcess,
-    /// The gRPC service.
+    /// The gRPC service, a unary call per update and per ack.
     Grpc,
+    /// The gRPC service's streaming calls (`UpdateStream`, `AcknowledgeStream`).
+    GrpcStream,
 }
 
 /// What to run.
@@ -204,7 +206,7 @@ async fn measure(o: &BenchOptions, root: &std::path::Path) -> Result<BenchReport
     let in_process = load::in_process(&in_process_dir, o, &progress).await?;
     let (figures, dir, in_process_rate) = match o.via {
         Via::InProcess => (in_process, in_process_dir, None),
-        Via::Grpc => {
+        Via::Grpc | Via::GrpcStream => {
             show_progress(&progress, 0, Duration::ZERO);
             progress.set_message("gRPC load");
             let rate = rate(total, in_process.updates_elapsed);

@@ -126,6 +126,7 @@ pub fn table(r: &BenchReport) -> String {
     let via = match r.via {
         Via::InProcess => "in-process",
         Via::Grpc => "gRPC",
+        Via::GrpcStream => "gRPC streaming calls",
     };
     let acks = if r.acks_per_sec.is_some() {
         ""

@@ -7,16 +7,25 @@
 //! the uuid and what was expected. A request it refuses itself is logged
 //! here ([`crate::logs`]); the manager's and the streams' answers are logged
 //! where they were decided, never again here.
+//!
+//! `UpdateStream` and `AcknowledgeStream` take each of their requests the
+//! same way (`begin_update`, `begin_acknowledge`), as they are read, and
+//! answer each in a message of the call, in request order
+//! ([`answer_in_order`]): one HTTP/2 stream carries many updates, without a
+//! call's headers, trailers and task each.
 
+use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use futures_util::stream::FuturesOrdered;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
-use tonic::{Code, Request, Response, Status};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::hub::{AdminPause, AdminResume, GetHubStatus, Subscribe, SubscriberHub, SubscriberItem};
 use super::pause::{unix_seconds, PAUSE_FILE};
@@ -42,6 +51,9 @@ pub struct GrpcService {
     no_subscriber: Option<Arc<str>>,
     /// `GetStatus`'s `data_dir` (absolute) and `sync`.
     store: Arc<(String, SyncPolicy)>,
+    /// Set once the server is shutting down: the streaming calls stop
+    /// reading, answer what they took and end ([`Self::end_streaming_calls`]).
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl GrpcService {
@@ -77,7 +89,17 @@ impl GrpcService {
             max_payload_bytes,
             no_subscriber: None,
             store: Arc::new((String::new(), SyncPolicy::default())),
+            closing: Arc::new(watch::channel(false).0),
         }
+    }
+
+    /// Ends every `UpdateStream` and `AcknowledgeStream` call of this
+    /// service and of its clones, now and later: each reads no further
+    /// request, answers those it took, and ends with UNAVAILABLE (the
+    /// server is shutting down). A graceful stop calls this, else it would
+    /// wait for the agents to end their calls.
+    pub fn end_streaming_calls(&self) {
+        self.closing.send_replace(true);
     }
 
     /// The data directory and sync policy `GetStatus` reports (the
@@ -236,16 +258,40 @@ pub fn list_page_after(token: &str) -> Result<Option<String>, Status> {
     Ok(Some(id))
 }
 
-#[tonic::async_trait]
-impl Api for GrpcService {
-    async fn update(
+impl GrpcService {
+    /// Checks an update as far as the manager cannot, then sends it to the
+    /// manager at once (so that requests sent in one order reach the manager
+    /// in that order); the returned future awaits its answer. `Update` and
+    /// every request of `UpdateStream` go through here.
+    fn begin_update(
         &self,
-        request: Request<pb::UpdateRequest>,
-    ) -> Result<Response<pb::UpdateResponse>, Status> {
+        request: pb::UpdateRequest,
+    ) -> impl Future<Output = Result<pb::UpdateResponse, Status>> + Send + 'static {
+        let sent = self
+            .checked_update(request)
+            .map(|message| self.manager.send(message));
+        async move {
+            let outcome = sent?
+                .await
+                .map_err(|err| {
+                    // The manager gave no answer (it stopped): nobody counted it.
+                    crate::metrics::count_rejected_update();
+                    mailbox(err)
+                })?
+                .map_err(|e| update_status(&e))?;
+            Ok(pb::UpdateResponse {
+                duplicate: outcome == UpdateOutcome::Duplicate,
+            })
+        }
+    }
+
+    /// The manager's message for an update, or why it is refused (logged
+    /// and counted here).
+    fn checked_update(&self, request: pb::UpdateRequest) -> Result<Update<Native>, Status> {
         let pb::UpdateRequest {
             update,
             memory_only,
-        } = request.into_inner();
+        } = request;
         let Some(mut update) = update else {
             let reason = "UpdateRequest.update is missing";
             logs::rejected(
@@ -289,32 +335,46 @@ impl Api for GrpcService {
         if status.timestamp_unix_micros == 0 {
             status.timestamp_unix_micros = now_micros();
         }
-        let outcome = self
-            .manager
-            .send(Update::<Native> {
-                update,
-                checkpoint: !memory_only,
-            })
-            .await
-            .map_err(|err| {
-                // The manager gave no answer (it stopped): nobody counted it.
-                crate::metrics::count_rejected_update();
-                mailbox(err)
-            })?
-            .map_err(|e| update_status(&e))?;
-        Ok(Response::new(pb::UpdateResponse {
-            duplicate: outcome == UpdateOutcome::Duplicate,
-        }))
+        Ok(Update::<Native> {
+            update,
+            checkpoint: !memory_only,
+        })
     }
 
-    async fn acknowledge(
+    /// [`Self::begin_update`] for an acknowledgement (`Acknowledge` and
+    /// every request of `AcknowledgeStream`).
+    fn begin_acknowledge(
         &self,
-        request: Request<pb::AcknowledgeRequest>,
-    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        request: pb::AcknowledgeRequest,
+    ) -> impl Future<Output = Result<pb::AcknowledgeResponse, Status>> + Send + 'static {
+        let sent = self
+            .checked_acknowledge(request)
+            .map(|message| self.manager.send(message));
+        async move {
+            let outcome = sent?
+                .await
+                .map_err(|err| {
+                    // The manager gave no answer (it stopped): nobody counted it.
+                    crate::metrics::count_rejected_ack();
+                    mailbox(err)
+                })?
+                .map_err(|e| ack_status(&e))?;
+            Ok(pb::AcknowledgeResponse {
+                stream_terminated: outcome.stream_terminated,
+            })
+        }
+    }
+
+    /// The manager's message for an acknowledgement, or why it is refused
+    /// (logged and counted here).
+    fn checked_acknowledge(
+        &self,
+        request: pb::AcknowledgeRequest,
+    ) -> Result<Acknowledge<Native>, Status> {
         let pb::AcknowledgeRequest {
             stream_id,
             status_uuid,
-        } = request.into_inner();
+        } = request;
         validate_stream_id(&stream_id).map_err(|reason| {
             let uuid = uuid_text(&status_uuid);
             let reason = format!("rejected acknowledgement of {uuid}: {reason}");
@@ -340,22 +400,166 @@ impl Api for GrpcService {
             crate::metrics::count_rejected_ack();
             Status::invalid_argument(reason)
         })?;
-        let outcome = self
-            .manager
-            .send(Acknowledge::<Native> {
-                stream: stream_id,
-                uuid,
-            })
+        Ok(Acknowledge::<Native> {
+            stream: stream_id,
+            uuid,
+        })
+    }
+}
+
+/// Requests of one streaming call taken and not yet answered, at most: as
+/// many as unary calls at once on one connection
+/// ([`super::MAX_CONCURRENT_STREAMS`]). Past it the call reads no further
+/// request until the oldest is answered, and HTTP/2 flow control holds the
+/// client back.
+pub const STREAM_REQUESTS_IN_FLIGHT: usize = super::MAX_CONCURRENT_STREAMS as usize;
+
+/// Answers ready to be sent on one streaming call; past it the call waits
+/// for the client to read them.
+const STREAM_ANSWERS_BUFFERED: usize = 128;
+
+/// Runs a streaming call: each request goes through `begin` as it is read
+/// (in order), and its answer is sent once it and every earlier one are
+/// answered: the answers come in the order of the requests. A request the
+/// transport cannot give (undecodable, over the size or in-flight bounds)
+/// ends the call with its status once the requests taken before it are
+/// answered; so does `closing` (UNAVAILABLE). The call ends OK once the
+/// client has ended its requests and every one is answered.
+fn answer_in_order<Q, A, F, Fut>(
+    mut requests: Streaming<Q>,
+    mut closing: watch::Receiver<bool>,
+    mut begin: F,
+) -> ReceiverStream<Result<A, Status>>
+where
+    Q: Send + 'static,
+    A: Send + 'static,
+    F: FnMut(Q) -> Fut + Send + 'static,
+    Fut: Future<Output = A> + Send + 'static,
+{
+    let (answers, rx) = mpsc::channel(STREAM_ANSWERS_BUFFERED);
+    tokio::spawn(async move {
+        let mut taken = FuturesOrdered::new();
+        let mut reading = true;
+        let mut ending = None;
+        loop {
+            tokio::select! {
+                biased;
+                () = closed(&mut closing), if reading => {
+                    reading = false;
+                    ending = Some(Status::unavailable(
+                        "the server is shutting down: requests not answered on this call were \
+                         not taken; send them again to another server or after the restart",
+                    ));
+                }
+                Some(answer) = taken.next(), if !taken.is_empty() => {
+                    if answers.send(Ok(answer)).await.is_err() {
+                        // The client went away: the answers still due are
+                        // dropped, the requests stay taken.
+                        return;
+                    }
+                }
+                request = requests.message(), if reading && taken.len() < STREAM_REQUESTS_IN_FLIGHT => {
+                    match request {
+                        Ok(Some(request)) => taken.push_back(begin(request)),
+                        Ok(None) => reading = false,
+                        Err(status) => {
+                            reading = false;
+                            ending = Some(status);
+                        }
+                    }
+                }
+                else => break,
+            }
+        }
+        if let Some(status) = ending {
+            let _ = answers.send(Err(status)).await;
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Returns once `closing` is set (or its sender gone).
+async fn closed(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
+}
+
+/// A streaming call's answer to one request: what the unary RPC replies, or
+/// its status as a [`pb::RequestError`].
+fn request_error(status: Status) -> pb::RequestError {
+    pb::RequestError {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl Api for GrpcService {
+    async fn update(
+        &self,
+        request: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::UpdateResponse>, Status> {
+        self.begin_update(request.into_inner())
             .await
-            .map_err(|err| {
-                // The manager gave no answer (it stopped): nobody counted it.
-                crate::metrics::count_rejected_ack();
-                mailbox(err)
-            })?
-            .map_err(|e| ack_status(&e))?;
-        Ok(Response::new(pb::AcknowledgeResponse {
-            stream_terminated: outcome.stream_terminated,
-        }))
+            .map(Response::new)
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        self.begin_acknowledge(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type UpdateStreamStream = ReceiverStream<Result<pb::UpdateStreamResponse, Status>>;
+
+    async fn update_stream(
+        &self,
+        request: Request<Streaming<pb::UpdateRequest>>,
+    ) -> Result<Response<Self::UpdateStreamStream>, Status> {
+        use pb::update_stream_response::Outcome;
+        let service = self.clone();
+        Ok(Response::new(answer_in_order(
+            request.into_inner(),
+            self.closing.subscribe(),
+            move |request| {
+                let answer = service.begin_update(request);
+                async move {
+                    pb::UpdateStreamResponse {
+                        outcome: Some(match answer.await {
+                            Ok(ok) => Outcome::Ok(ok),
+                            Err(status) => Outcome::Error(request_error(status)),
+                        }),
+                    }
+                }
+            },
+        )))
+    }
+
+    type AcknowledgeStreamStream = ReceiverStream<Result<pb::AcknowledgeStreamResponse, Status>>;
+
+    async fn acknowledge_stream(
+        &self,
+        request: Request<Streaming<pb::AcknowledgeRequest>>,
+    ) -> Result<Response<Self::AcknowledgeStreamStream>, Status> {
+        use pb::acknowledge_stream_response::Outcome;
+        let service = self.clone();
+        Ok(Response::new(answer_in_order(
+            request.into_inner(),
+            self.closing.subscribe(),
+            move |request| {
+                let answer = service.begin_acknowledge(request);
+                async move {
+                    pb::AcknowledgeStreamResponse {
+                        outcome: Some(match answer.await {
+                            Ok(ok) => Outcome::Ok(ok),
+                            Err(status) => Outcome::Error(request_error(status)),
+                        }),
+                    }
+                }
+            },
+        )))
     }
 
     type SubscribeStream = Pin<Box<dyn Stream<Item = SubscriberItem> + Send + 'static>>;

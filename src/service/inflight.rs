@@ -12,9 +12,13 @@
 //!
 //! [`RequestBudget`] is a tower layer around the server's routes. Each
 //! request body's bytes take permits from one semaphore as they arrive,
-//! and give them back when the body is dropped: once its message is
-//! decoded (unary and server-streaming RPCs read one message), or when the
-//! RPC fails. A frame for which the budget has no room fails its RPC at
+//! and give them back once their message is decoded, or when the body is
+//! dropped (the RPC ended or failed). The body follows gRPC's framing (a
+//! 5-byte prefix with each message's length) to see where messages end;
+//! tonic decodes every message complete in what it holds before it asks
+//! the body for more, so at that point those bytes are free again. A
+//! streaming call thus holds at most its one unfinished message, however
+//! long it lasts. A frame for which the budget has no room fails its RPC at
 //! once with `RESOURCE_EXHAUSTED`, which the client may retry; the other
 //! RPCs go on, and the bytes it held are free again. (Waiting for room
 //! instead could leave every RPC waiting for the others, each holding a
@@ -111,19 +115,67 @@ where
                 body,
                 budget,
                 held: 0,
+                decoded: 0,
+                message: Message::default(),
             })
         }))
     }
 }
 
-/// A request body whose bytes hold permits of the budget until it is
-/// dropped.
+/// A request body whose bytes hold permits of the budget until their
+/// message is decoded or the body is dropped.
 #[derive(Debug)]
 struct Counted {
     body: Body,
     budget: Arc<Budget>,
-    /// Permits taken so far (given back on drop).
+    /// Permits held (given back on drop).
     held: usize,
+    /// Of them, the bytes of messages complete in the frames given so far:
+    /// decoded by the time the body is asked for another frame.
+    decoded: usize,
+    /// Where the frames given so far end inside the gRPC framing.
+    message: Message,
+}
+
+/// The unfinished message at the end of the bytes seen so far.
+#[derive(Debug, Default)]
+struct Message {
+    /// Its bytes seen, prefix included.
+    seen: usize,
+    /// Its prefix's bytes seen (up to 5).
+    prefix: [u8; 5],
+    /// The bytes of its body still to come, once the prefix is whole.
+    body_left: usize,
+}
+
+impl Message {
+    /// Follows `data`, the next bytes of the request; returns how many
+    /// bytes of messages it completed, from earlier frames' bytes too.
+    fn follow(&mut self, mut data: &[u8]) -> usize {
+        let mut completed = 0;
+        while !data.is_empty() {
+            let take = if self.seen < 5 {
+                let take = (5 - self.seen).min(data.len());
+                self.prefix[self.seen..self.seen + take].copy_from_slice(&data[..take]);
+                if self.seen + take == 5 {
+                    let [_, a, b, c, d] = self.prefix;
+                    self.body_left = u32::from_be_bytes([a, b, c, d]) as usize;
+                }
+                take
+            } else {
+                let take = self.body_left.min(data.len());
+                self.body_left -= take;
+                take
+            };
+            self.seen += take;
+            data = &data[take..];
+            if self.seen >= 5 && self.body_left == 0 {
+                completed += self.seen;
+                *self = Message::default();
+            }
+        }
+        completed
+    }
 }
 
 impl http_body::Body for Counted {
@@ -134,6 +186,12 @@ impl http_body::Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        // Asked again: the messages completed so far are decoded.
+        if self.decoded > 0 {
+            self.budget.permits.add_permits(self.decoded);
+            self.held -= self.decoded;
+            self.decoded = 0;
+        }
         let frame = match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             other => return other,
@@ -158,6 +216,10 @@ impl http_body::Body for Counted {
                 )))));
             }
             self.held += len;
+            let this = &mut *self;
+            if let Some(data) = frame.data_ref() {
+                this.decoded += this.message.follow(data);
+            }
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -200,6 +262,8 @@ mod tests {
             body: body(frames),
             budget: budget.budget.clone(),
             held: 0,
+            decoded: 0,
+            message: Message::default(),
         }
     }
 
@@ -241,6 +305,46 @@ mod tests {
         // Room again: a new body is served.
         let mut third = counted(&budget, &[b"0123456789"]);
         assert!(next(&mut third).await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_message_gives_its_bytes_back_once_the_body_is_asked_for_more() {
+        let budget = RequestBudget::new(100);
+        // Messages of 3 and 0 bytes, then one of 4 split across frames (its
+        // prefix too).
+        let mut stream = counted(
+            &budget,
+            &[b"\0\0\0\0\x03abc\0\0\0", b"\0\0\0\0", b"\0\0\x04ab", b"cd"],
+        );
+        assert!(next(&mut stream).await.unwrap().is_ok());
+        assert_eq!(budget.available(), 89, "11 bytes held until asked again");
+        assert!(next(&mut stream).await.unwrap().is_ok());
+        assert_eq!(
+            budget.available(),
+            93,
+            "the first message's 8 bytes given back; 7 held: the second (5), the third's start"
+        );
+        assert!(next(&mut stream).await.unwrap().is_ok());
+        assert_eq!(
+            budget.available(),
+            93,
+            "the second's 5 given back, the third's 7 held"
+        );
+        assert!(next(&mut stream).await.unwrap().is_ok());
+        assert_eq!(budget.available(), 91, "the third message's 9 bytes held");
+        assert!(next(&mut stream).await.is_none());
+        assert_eq!(budget.available(), 100, "every message decoded");
+        drop(stream);
+        assert_eq!(budget.available(), 100);
+    }
+
+    #[test]
+    fn the_framing_is_followed_byte_by_byte() {
+        let mut message = Message::default();
+        let bytes = b"\0\0\0\0\x02xy\0\0\0\0\0";
+        let completed: usize = bytes.iter().map(|b| message.follow(&[*b])).sum();
+        assert_eq!(completed, 12);
+        assert_eq!(message.seen, 0);
     }
 
     #[tokio::test]

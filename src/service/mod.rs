@@ -11,9 +11,9 @@
 //! server reflection — on `server.listen`, over TLS when
 //! `server.tls_cert_file` is set, with the `StatusUpdateManager` service
 //! behind a bearer token when `server.auth_token_file` is ([`auth`]).
-//! [`RunningService::shutdown`] ends the subscriber's stream, stops
-//! accepting, lets in-flight requests finish, syncs every stream file and
-//! returns. [`serve`] does both around SIGINT/SIGTERM.
+//! [`RunningService::shutdown`] ends the subscriber's stream and the
+//! streaming calls, stops accepting, lets in-flight requests finish, syncs
+//! every stream file and returns. [`serve`] does both around SIGINT/SIGTERM.
 //!
 //! The actors run on the actix System of the calling thread. The gRPC
 //! server runs on a thread of its own (`sum-grpc`, the one worker of a
@@ -177,6 +177,8 @@ pub struct RunningService {
     /// closed (they hold it), its last round ran and its final checkpoint
     /// was done. `None` when the committer runs inline.
     pub committer: Option<crate::store::Stopped>,
+    /// Ends the streaming calls at a graceful stop.
+    service: GrpcService,
     stop: oneshot::Sender<()>,
     server: oneshot::Receiver<Result<(), ServeError>>,
     health: tonic_health::server::HealthReporter,
@@ -504,15 +506,14 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let api = StatusUpdateManagerServer::new(
-        GrpcService::new(manager.clone(), hub.clone(), config.max_payload_bytes)
-            .with_store(&data_dir, config.sync)
-            .with_upstream(&config.upstream),
-    )
-    // Every message gRPC can carry (4 MiB) is decoded, so that a payload over
-    // `server.max_payload_bytes` gets API.md's INVALID_ARGUMENT naming the
-    // stream and uuid, not the transport's OUT_OF_RANGE.
-    .max_decoding_message_size(config::MAX_PAYLOAD_LIMIT + 64 * 1024);
+    let service = GrpcService::new(manager.clone(), hub.clone(), config.max_payload_bytes)
+        .with_store(&data_dir, config.sync)
+        .with_upstream(&config.upstream);
+    let api = StatusUpdateManagerServer::new(service.clone())
+        // Every message gRPC can carry (4 MiB) is decoded, so that a payload over
+        // `server.max_payload_bytes` gets API.md's INVALID_ARGUMENT naming the
+        // stream and uuid, not the transport's OUT_OF_RANGE.
+        .max_decoding_message_size(config::MAX_PAYLOAD_LIMIT + 64 * 1024);
 
     if config.metrics_listen.is_some() {
         actix_rt::spawn(report_oldest_pending(manager.downgrade()));
@@ -560,6 +561,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         recovered,
         files,
         committer: committer_stopped,
+        service,
         stop,
         server,
         health,
@@ -569,7 +571,8 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
 }
 
 impl RunningService {
-    /// Graceful stop: the subscriber's stream ends (UNAVAILABLE), the server
+    /// Graceful stop: the subscriber's stream ends (UNAVAILABLE), so do the
+    /// streaming calls once they answered what they took, the server
     /// stops accepting and finishes in-flight requests, every stream file is
     /// synced, then the hub and the manager stop (the streams close their
     /// files, keeping them), so the same data directory can be served again
@@ -583,6 +586,7 @@ impl RunningService {
             .set_not_serving::<StatusUpdateManagerServer<GrpcService>>()
             .await;
         let _ = self.hub.send(CloseSubscriber).await;
+        self.service.end_streaming_calls();
         let _ = self.stop.send(());
         let served = match self.server.await {
             Ok(result) => result,
