@@ -25,8 +25,10 @@
 //!
 //! **Recovers** many streams at once on every core
 //! ([`recover_files`]): worker threads read and replay the files while this
-//! actor keeps the outcomes, in the order asked; the stream actors start
-//! only once every file is in (so a strict failure starts none).
+//! actor takes the outcomes, in the order asked, and creates each stream's
+//! actor meanwhile. The actors run only once every file is in (this actor's
+//! thread is busy until then), so a strict failure abandons them before
+//! any has served, forwarded or counted anything.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -887,16 +889,22 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
             let path = (self.paths)(&id);
             files.push((id, path));
         }
-        // Read and replay the files on every core; keep what recovered, in the
-        // order asked, meanwhile; start nothing if a strict recovery fails.
+        // Read and replay the files on every core; take what recovered, in
+        // the order asked, meanwhile.
         let settings = self.settings();
         let remove_finished = self.config.remove_finished;
+        let quarantine = self.config.quarantine_dir.clone();
         let mut state = RecoveryState {
             streams: HashMap::with_capacity(files.len()),
             errors: 0,
             failures: Vec::new(),
         };
-        let mut keep = Vec::with_capacity(files.len());
+        // Each stream's actor is created as its file comes in, while later
+        // files are still read: this thread's share of the work overlaps the
+        // readers'. The actors run once this handler returns; a strict
+        // failure drops them before that, and an actor nobody can reach
+        // stops as it starts, having done nothing.
+        let mut started = 0;
         let mut failed = None;
         let mut ids = files.iter();
         recover_files::<K>(
@@ -904,11 +912,11 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
             msg.strict,
             self.config.sync,
             now,
-            self.config.quarantine_dir.as_deref(),
+            quarantine.as_deref(),
             || std::thread::available_parallelism().map_or(1, usize::from),
             |log| settings.attach_recovered(log),
             |outcome| {
-                let Some((id, path)) = ids.next() else {
+                let Some((id, _)) = ids.next() else {
                     return ControlFlow::Break(());
                 };
                 match outcome {
@@ -947,7 +955,9 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
                             }),
                         );
                         if !terminated {
-                            keep.push((replayed.state, recovered.log, path.clone()));
+                            // No path: the actor takes the log's.
+                            self.spawn_stream(replayed.state, Some(recovered.log), None, ctx);
+                            started += 1;
                         } else if remove_finished {
                             if let Err(err) = recovered.log.remove() {
                                 warn!(stream = %id, cause = %err, "could not remove a terminated stream's file");
@@ -959,16 +969,14 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
             },
         );
         if let Some(err) = failed {
-            // Nothing recovered by this call was started or forwarded.
+            // Nothing recovered by this call serves, forwards or is counted.
+            for id in state.streams.keys() {
+                self.forget(id);
+            }
             return Err(err);
         }
-        let recovered = keep.len();
-        self.streams.reserve(recovered);
-        for (stream, log, path) in keep {
-            self.spawn_stream(stream, Some(log), Some(path), ctx);
-        }
         info!(
-            recovered,
+            recovered = started,
             errors = state.errors,
             "recovered {} streams",
             K::LABEL

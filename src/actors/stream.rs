@@ -1204,6 +1204,13 @@ impl<K: UpdateKind> StreamActor<K> {
     /// Starts serving: creates a new stream's file, or forwards the head of
     /// a recovered or restarted one.
     fn begin(&mut self, ctx: &mut Context<Self>) {
+        if !ctx.connected() {
+            // Nobody can reach this stream: its manager dropped it before it
+            // ran (a strict recovery that failed after creating it). It
+            // stops having done nothing.
+            ctx.stop();
+            return;
+        }
         if std::mem::take(&mut self.needs_file) {
             if let Some(path) = self.path.clone() {
                 return self.create_file(path, ctx);
