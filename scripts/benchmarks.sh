@@ -41,11 +41,13 @@ run p2-batch-10k  --streams 10000 --updates 20 --sync batch --max-open-files 163
 run p2-always-10k --streams 10000 --updates 20 --sync always --max-open-files 16384
 # P4/P5: 100,000 streams, one pending update each, within ulimit -n.
 run p5-100k-pending --streams 100000 --updates 1 --sync batch --no-ack
-# P6: the same load through gRPC, against in-process in the same run; three
-# runs (its 20,000 updates take well under a second, and the ratio moves
-# from run to run): BENCHMARKS.md gives their median.
+# P6: the same load through gRPC, against in-process in the same run, on
+# the streaming calls (`grpc-stream`) and on a unary call per update and ack
+# (`grpc`), in turn; three runs of each (its 20,000 updates take well under a
+# second, and the ratio moves from run to run): BENCHMARKS.md gives medians.
 for n in 1 2 3; do
-    run p6-grpc-$n --streams 1000 --updates 20 --sync batch --via grpc
+    run p6-stream-$n --streams 1000 --updates 20 --sync batch --via grpc-stream
+    run p6-grpc-$n   --streams 1000 --updates 20 --sync batch --via grpc
 done
 # P4/P5 at 1,000,000 streams, one pending update each (a file per stream,
 # at most 4,096 open at once): `recovery` gives the files and disk space.
