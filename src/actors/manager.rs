@@ -907,6 +907,8 @@ impl<K: UpdateKind> Handler<Recover<K>> for StatusUpdateManager<K> {
         let mut started = 0;
         let mut failed = None;
         let mut ids = files.iter();
+        // One allocation of the table, not one each time it doubles.
+        self.streams.reserve(files.len());
         recover_files::<K>(
             &files,
             msg.strict,

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use futures_util::stream::FuturesOrdered;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -54,6 +54,9 @@ pub struct GrpcService {
     /// Set once the server is shutting down: the streaming calls stop
     /// reading, answer what they took and end ([`Self::end_streaming_calls`]).
     closing: Arc<watch::Sender<bool>>,
+    /// Requests taken by the streaming calls and not yet answered, over all
+    /// of them ([`STREAM_REQUESTS_IN_FLIGHT_TOTAL`]).
+    streamed: Arc<Semaphore>,
 }
 
 impl GrpcService {
@@ -90,6 +93,7 @@ impl GrpcService {
             no_subscriber: None,
             store: Arc::new((String::new(), SyncPolicy::default())),
             closing: Arc::new(watch::channel(false).0),
+            streamed: Arc::new(Semaphore::new(STREAM_REQUESTS_IN_FLIGHT_TOTAL)),
         }
     }
 
@@ -414,13 +418,21 @@ impl GrpcService {
 /// client back.
 pub const STREAM_REQUESTS_IN_FLIGHT: usize = super::MAX_CONCURRENT_STREAMS as usize;
 
+/// Requests taken and not yet answered over every streaming call at once:
+/// sixteen calls' worth. Past it the calls read no further request until
+/// some are answered, so that many calls on many connections hold no more
+/// decoded requests between them than this.
+pub const STREAM_REQUESTS_IN_FLIGHT_TOTAL: usize = 16 * STREAM_REQUESTS_IN_FLIGHT;
+
 /// Answers ready to be sent on one streaming call; past it the call waits
 /// for the client to read them.
 const STREAM_ANSWERS_BUFFERED: usize = 128;
 
 /// Runs a streaming call: each request goes through `begin` as it is read
 /// (in order), and its answer is sent once it and every earlier one are
-/// answered: the answers come in the order of the requests. A request the
+/// answered: the answers come in the order of the requests. A request is
+/// read only with room under both bounds: the call's own and `streamed`,
+/// every call's. A request the
 /// transport cannot give (undecodable, over the size or in-flight bounds)
 /// ends the call with its status once the requests taken before it are
 /// answered; so does `closing` (UNAVAILABLE). The call ends OK once the
@@ -428,6 +440,7 @@ const STREAM_ANSWERS_BUFFERED: usize = 128;
 fn answer_in_order<Q, A, F, Fut>(
     mut requests: Streaming<Q>,
     mut closing: watch::Receiver<bool>,
+    streamed: Arc<Semaphore>,
     mut begin: F,
 ) -> ReceiverStream<Result<A, Status>>
 where
@@ -441,6 +454,8 @@ where
         let mut taken = FuturesOrdered::new();
         let mut reading = true;
         let mut ending = None;
+        // Room for the next request under `streamed`, once there is.
+        let mut room = None;
         loop {
             tokio::select! {
                 biased;
@@ -458,9 +473,29 @@ where
                         return;
                     }
                 }
-                request = requests.message(), if reading && taken.len() < STREAM_REQUESTS_IN_FLIGHT => {
+                permit = streamed.clone().acquire_owned(),
+                    if reading && room.is_none() && taken.len() < STREAM_REQUESTS_IN_FLIGHT =>
+                {
+                    match permit {
+                        Ok(permit) => room = Some(permit),
+                        // Never closed while the service lives.
+                        Err(_) => {
+                            reading = false;
+                            ending = Some(Status::unavailable("the server is shutting down"));
+                        }
+                    }
+                }
+                request = requests.message(), if reading && room.is_some() => {
                     match request {
-                        Ok(Some(request)) => taken.push_back(begin(request)),
+                        Ok(Some(request)) => {
+                            let answer = begin(request);
+                            let permit = room.take();
+                            taken.push_back(async move {
+                                let answer = answer.await;
+                                drop(permit);
+                                answer
+                            });
+                        }
                         Ok(None) => reading = false,
                         Err(status) => {
                             reading = false;
@@ -523,6 +558,7 @@ impl Api for GrpcService {
         Ok(Response::new(answer_in_order(
             request.into_inner(),
             self.closing.subscribe(),
+            self.streamed.clone(),
             move |request| {
                 let answer = service.begin_update(request);
                 async move {
@@ -548,6 +584,7 @@ impl Api for GrpcService {
         Ok(Response::new(answer_in_order(
             request.into_inner(),
             self.closing.subscribe(),
+            self.streamed.clone(),
             move |request| {
                 let answer = service.begin_acknowledge(request);
                 async move {
@@ -719,5 +756,83 @@ impl Api for GrpcService {
             .map_err(|err| Status::internal(err.to_string()))?
             .ok_or_else(|| Status::not_found(format!("stream {stream_id} is not in memory")))?;
         Ok(Response::new(stream_info(stats)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{BufMut, Bytes, BytesMut};
+    use http_body::Frame;
+    use prost::Message;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An acknowledgement request as a gRPC frame of a request body.
+    fn frame(n: usize) -> Result<Frame<Bytes>, Status> {
+        let request = pb::AcknowledgeRequest {
+            stream_id: format!("s{n}"),
+            status_uuid: vec![1; 16],
+        };
+        let mut bytes = BytesMut::new();
+        bytes.put_u8(0);
+        bytes.put_u32(request.encoded_len() as u32);
+        request.encode(&mut bytes).unwrap();
+        Ok(Frame::data(bytes.freeze()))
+    }
+
+    /// Lets every task of this (current-thread) runtime run until it waits.
+    async fn settle() {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streaming_call_reads_only_what_the_bounds_leave_room_for_and_answers_in_order() {
+        let (frames, rx) = mpsc::channel(16);
+        let body = http_body_util::StreamBody::new(ReceiverStream::new(rx));
+        let requests = Streaming::new_request(
+            tonic_prost::ProstDecoder::<pb::AcknowledgeRequest>::default(),
+            body,
+            None,
+            None,
+        );
+        let (_closing, closing) = watch::channel(false);
+        // Room for two requests over every call.
+        let streamed = Arc::new(Semaphore::new(2));
+        let (go, ready) = watch::channel(false);
+        let begun = Arc::new(AtomicUsize::new(0));
+        let counted = begun.clone();
+        let mut answers = answer_in_order(requests, closing, streamed.clone(), move |request| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut ready = ready.clone();
+            async move {
+                let _ = ready.wait_for(|go| *go).await;
+                request.stream_id
+            }
+        });
+        for n in 0..5 {
+            frames.send(frame(n)).await.unwrap();
+        }
+        settle().await;
+        assert_eq!(
+            begun.load(Ordering::SeqCst),
+            2,
+            "two taken, three left unread"
+        );
+        assert_eq!(streamed.available_permits(), 0);
+
+        go.send_replace(true);
+        for n in 0..5 {
+            let answer = answers.next().await.unwrap().unwrap();
+            assert_eq!(answer, format!("s{n}"), "answers in request order");
+        }
+        assert_eq!(begun.load(Ordering::SeqCst), 5);
+        drop(frames);
+        assert!(
+            answers.next().await.is_none(),
+            "the call ends once its requests end"
+        );
+        assert_eq!(streamed.available_permits(), 2, "every permit given back");
     }
 }
