@@ -11,7 +11,7 @@
 //! `UpdateStream` and `AcknowledgeStream` take each of their requests the
 //! same way (`begin_update`, `begin_acknowledge`), as they are read, and
 //! answer each in a message of the call, in request order
-//! ([`answer_in_order`]): one HTTP/2 stream carries many updates, without a
+//! (`answer_in_order`): one HTTP/2 stream carries many updates, without a
 //! call's headers, trailers and task each.
 
 use std::future::Future;
