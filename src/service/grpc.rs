@@ -289,6 +289,32 @@ impl GrpcService {
         }
     }
 
+    /// A streaming call of this service: each request taken by `begin`,
+    /// its outcome made an answer by `answer` ([`answer_in_order`]).
+    fn answer_each<Q, R, A, Fut>(
+        &self,
+        requests: Streaming<Q>,
+        begin: fn(&GrpcService, Q) -> Fut,
+        answer: fn(Result<R, Status>) -> A,
+    ) -> ReceiverStream<Result<A, Status>>
+    where
+        Q: Send + 'static,
+        R: 'static,
+        A: Send + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+    {
+        let service = self.clone();
+        answer_in_order(
+            requests,
+            self.closing.subscribe(),
+            self.streamed.clone(),
+            move |request| {
+                let outcome = begin(&service, request);
+                async move { answer(outcome.await) }
+            },
+        )
+    }
+
     /// The manager's message for an update, or why it is refused (logged
     /// and counted here).
     fn checked_update(&self, request: pb::UpdateRequest) -> Result<Update<Native>, Status> {
@@ -554,21 +580,13 @@ impl Api for GrpcService {
         request: Request<Streaming<pb::UpdateRequest>>,
     ) -> Result<Response<Self::UpdateStreamStream>, Status> {
         use pb::update_stream_response::Outcome;
-        let service = self.clone();
-        Ok(Response::new(answer_in_order(
+        Ok(Response::new(self.answer_each(
             request.into_inner(),
-            self.closing.subscribe(),
-            self.streamed.clone(),
-            move |request| {
-                let answer = service.begin_update(request);
-                async move {
-                    pb::UpdateStreamResponse {
-                        outcome: Some(match answer.await {
-                            Ok(ok) => Outcome::Ok(ok),
-                            Err(status) => Outcome::Error(request_error(status)),
-                        }),
-                    }
-                }
+            Self::begin_update,
+            |answer| pb::UpdateStreamResponse {
+                outcome: Some(
+                    answer.map_or_else(|e| Outcome::Error(request_error(e)), Outcome::Ok),
+                ),
             },
         )))
     }
@@ -580,21 +598,13 @@ impl Api for GrpcService {
         request: Request<Streaming<pb::AcknowledgeRequest>>,
     ) -> Result<Response<Self::AcknowledgeStreamStream>, Status> {
         use pb::acknowledge_stream_response::Outcome;
-        let service = self.clone();
-        Ok(Response::new(answer_in_order(
+        Ok(Response::new(self.answer_each(
             request.into_inner(),
-            self.closing.subscribe(),
-            self.streamed.clone(),
-            move |request| {
-                let answer = service.begin_acknowledge(request);
-                async move {
-                    pb::AcknowledgeStreamResponse {
-                        outcome: Some(match answer.await {
-                            Ok(ok) => Outcome::Ok(ok),
-                            Err(status) => Outcome::Error(request_error(status)),
-                        }),
-                    }
-                }
+            Self::begin_acknowledge,
+            |answer| pb::AcknowledgeStreamResponse {
+                outcome: Some(
+                    answer.map_or_else(|e| Outcome::Error(request_error(e)), Outcome::Ok),
+                ),
             },
         )))
     }
