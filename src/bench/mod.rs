@@ -15,10 +15,11 @@
 //!    every stream listed through the manager a page at a time, as
 //!    `ListStreams` serves them.
 //!
-//! With `--via grpc` (or `grpc-stream`) the load goes through the service (and the in-process
-//! load runs too, for `ratio_to_in_process`); its agents and upstream call
-//! the service through [`grpc_caller`], a lean gRPC client, so that the
-//! load generator takes as little as it can of the cores the service runs on.
+//! With `--via grpc` or `grpc-stream` the load goes through the service
+//! (and the in-process load runs too, for `ratio_to_in_process`); its agents
+//! and upstream call the service through [`grpc_caller`], a lean gRPC
+//! client, so that the load generator takes as little as it can of the
+//! cores the service runs on ([`grpc_load`] says which calls each makes).
 
 pub mod baseline;
 pub mod grpc_caller;
