@@ -6,8 +6,9 @@
 //! callback. A **round** takes every ticket that arrived while the previous
 //! one ran, and:
 //!
-//! 1. writes each ticket's frames at their offsets (a `none` ticket is
-//!    called back as soon as its write returns);
+//! 1. writes each ticket's frames at their offsets (`none` tickets are
+//!    called back as they are written, [`NONE_ANSWERS_PER_HAND_OFF`] at a
+//!    time, without waiting for the rest of the round);
 //! 2. syncs with the cheapest call that covers the rest: an `fdatasync` per
 //!    file for `always` tickets ([`TicketSync::Own`]); for `batch`, an
 //!    `fdatasync` of the one file when the round holds one, else one append
@@ -26,7 +27,8 @@
 //! hand-off, and the committer polls briefly ([`POLL_BEFORE_BLOCKING`])
 //! before it blocks, since waking a blocked thread costs the arbiter a
 //! system call. Likewise a round hands the callbacks of an arbiter's tickets
-//! back to that arbiter in one message ([`Home`]). [`Committer::inline`]
+//! back to that arbiter in one message ([`Home`]; its `none` tickets' in one
+//! message per [`NONE_ANSWERS_PER_HAND_OFF`]). [`Committer::inline`]
 //! runs the same rounds as a task on the submitting arbiter once its ready
 //! actors have run, and file jobs on the spot: deterministic under paused
 //! tokio time, for tests.
@@ -508,6 +510,20 @@ fn file_threads_for(policy: SyncPolicy) -> usize {
     }
 }
 
+/// How many written `none` tickets a round answers at a time (one message
+/// per home, [`Home`]), without waiting for the rest of the round.
+///
+/// Answered only once the round's last write returned, a steady load falls
+/// into lockstep: every ticket in flight sits in one round, the arbiter has
+/// nothing to do while the committer writes it, and the committer nothing
+/// while the arbiter handles the answers and makes the next tickets, so
+/// each thread idles for the other's half. Answered as they are written,
+/// the arbiter makes the next tickets while the committer writes the rest,
+/// and the next round is waiting when this one ends. A few hundred keep the
+/// hand-offs (a cross-thread send, and a wake-up if the arbiter sleeps)
+/// rare per ticket. See BENCHMARKS.md, "Figures behind design choices".
+pub const NONE_ANSWERS_PER_HAND_OFF: usize = 256;
+
 /// How long the committer thread polls for its next batch before it blocks.
 pub const POLL_BEFORE_BLOCKING: Duration = Duration::from_micros(50);
 
@@ -677,7 +693,8 @@ impl Syncer {
         wrote
     }
 
-    /// One round: each `none` ticket's write, answered at once; then every
+    /// One round: each `none` ticket's write, answered as they are written
+    /// ([`NONE_ANSWERS_PER_HAND_OFF`] at a time); then every
     /// other staged write, one sync over the files that need it (those whose
     /// write failed are not synced: they already failed), and every such
     /// ticket's callback, in the order they came. With a journal, what the
@@ -692,10 +709,11 @@ impl Syncer {
             faults.before_committer_writes();
         }
         // A `none` ticket needs nothing but its write: the `none` tickets are
-        // answered once they are written, before the others are, so their
-        // streams go on while the rest of the round is written (rather than
-        // both threads taking turns, round by round).
+        // answered as they are written, a few hundred at a time, before the
+        // others are, so their streams go on while the rest of the round is
+        // written (see NONE_ANSWERS_PER_HAND_OFF).
         let mut outgoing = Outgoing::default();
+        let mut unsent = 0;
         let round: Vec<Ticket> = round
             .into_iter()
             .filter_map(|ticket| {
@@ -704,6 +722,11 @@ impl Syncer {
                 }
                 let written = self.write_of(&ticket, false).map(|_| ());
                 outgoing.answer(ticket.done, ticket.home, written);
+                unsent += 1;
+                if unsent == NONE_ANSWERS_PER_HAND_OFF {
+                    unsent = 0;
+                    outgoing.send();
+                }
                 None
             })
             .collect();
@@ -1264,6 +1287,43 @@ mod tests {
         assert!(outgoing.homes.is_empty());
         drop((first, second));
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_round_answers_its_none_tickets_as_it_writes_them_a_few_hundred_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stream");
+        let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+        let home = Home(Arc::new(answers_tx));
+        let (tx, mut told) = tokio::sync::mpsc::unbounded_channel();
+        let mut round: Vec<Ticket> = (0..2 * NONE_ANSWERS_PER_HAND_OFF + 1)
+            .map(|n| homed(n, &file, Some(home.clone()), &tx))
+            .collect();
+        // A `batch` ticket in the same round is answered after its sync, alone.
+        let mut synced = homed(usize::MAX, &file, Some(home), &tx);
+        synced.sync = TicketSync::Shared;
+        std::fs::write(&file, b"").unwrap();
+        round.insert(1, synced);
+        Syncer::new(None).run(round);
+        let mut sizes = Vec::new();
+        while let Ok(batch) = answers.try_recv() {
+            sizes.push(batch.len());
+            for (done, result) in batch {
+                done(result);
+            }
+        }
+        let n = NONE_ANSWERS_PER_HAND_OFF;
+        assert_eq!(sizes, [n, n, 1, 1], "messages to the home, in order");
+        let order: Vec<usize> = std::iter::from_fn(|| told.try_recv().ok())
+            .map(|(n, _)| n)
+            .collect();
+        let none: Vec<usize> = (0..=2 * n).collect();
+        assert_eq!(
+            order[..=2 * n],
+            none[..],
+            "the none tickets first, in order"
+        );
+        assert_eq!(order[2 * n + 1..], [usize::MAX]);
     }
 
     #[test]
