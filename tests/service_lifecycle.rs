@@ -2,7 +2,8 @@
 //! shutdown ends the subscriber UNAVAILABLE, closes every file and stops the
 //! committer; a second service refuses a data directory in use; after a
 //! restart every unacknowledged head is forwarded again from attempt 0 and
-//! nothing acknowledged comes back. The harness is `common::server`.
+//! nothing acknowledged comes back; a client that stops reading cannot hold
+//! a shutdown past its drain timeout. The harness is `common::server`.
 #![cfg(feature = "service")]
 
 mod common;
@@ -15,11 +16,12 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use common::eventually;
 use common::server::{
     assert_forward, assert_rejected, files_closed, memory_only, next_forward, next_forwards,
     open_files_under, settings, status, stream_error, uuid_of, Client, Server,
 };
+use common::{eventually, BOUND};
+use status_update_manager::proto::status_update_manager::v1::{Status, SubscribeRequest};
 use status_update_manager::service;
 
 #[actix::test]
@@ -120,6 +122,66 @@ async fn after_a_shutdown_the_streams_close_their_files_and_the_committer_stops(
         committer.is_stopped()
     })
     .await;
+}
+
+#[actix::test]
+async fn a_shutdown_closes_the_connection_of_a_subscriber_that_stopped_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        |_| {},
+        |config| config.drain_timeout = std::time::Duration::from_millis(500),
+    )
+    .await;
+    // A subscriber that takes one forward and reads no more, with HTTP/2
+    // windows of 64 KiB: the 63 forwards of about 4 KiB after it do not fit,
+    // so its stream cannot end until the client reads again.
+    let channel = Channel::from_shared(server.url.clone())
+        .unwrap()
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(64 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut forwards = Client::new(channel)
+        .subscribe(SubscribeRequest {
+            subscriber: "stuck".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let streams = 64;
+    for i in 0..streams {
+        let pending = Status {
+            payload: vec![7; 4000],
+            ..status("RUNNING", false)
+        };
+        server
+            .update(common::status_update(&format!("s{i}"), "", &pending))
+            .await;
+    }
+    next_forward(&mut forwards, "the first forward").await;
+
+    tokio::time::timeout(BOUND, server.running.shutdown())
+        .await
+        .expect("the shutdown does not wait for a client that stopped reading")
+        .expect("a clean shutdown");
+    // Its connection was closed: reading again, it gets what was sent
+    // before, then the end.
+    tokio::time::timeout(BOUND, async {
+        while let Ok(Some(_)) = forwards.message().await {}
+    })
+    .await
+    .expect("the stuck subscriber's stream ends");
+    files_closed(dir.path()).await;
+
+    // Nothing was lost: every stream is back with its pending update.
+    let server = Server::start(dir.path(), |_| {}).await;
+    assert_eq!(server.running.recovered, streams);
+    for info in server.list("").await {
+        assert_eq!(info.pending, 1, "{}", info.stream_id);
+    }
+    server.shutdown().await;
 }
 
 #[actix::test]

@@ -37,6 +37,15 @@ pub const MAX_PAYLOAD_LIMIT: usize = 4 * 1024 * 1024 - 64 * 1024;
 /// `ulimit -n` (`fs.nr_open`).
 pub const MAX_OPEN_FILES_LIMIT: usize = crate::store::files::DEFAULT_NR_OPEN as usize;
 
+/// How long a graceful stop waits, once the server stopped accepting, for
+/// the agents' calls to end; then it closes their connections. A client that
+/// keeps its connection alive but stops reading its answers (or its
+/// `Subscribe` stream) would otherwise hold the stop for ever: the call's
+/// answers wait for room in HTTP/2 flow control. Closing loses nothing: a
+/// request the service took is kept whether or not its answer got out, and
+/// one sent again is a duplicate.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why the configuration could not be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -324,6 +333,10 @@ pub struct ServiceConfig {
     /// [`DEFAULT_REQUEST_BYTES_IN_FLIGHT`] from [`Settings::validate`]
     /// (tests lower it).
     pub request_bytes_in_flight: usize,
+    /// How long a graceful stop waits for open calls before it closes their
+    /// connections. Not a config key: always [`DRAIN_TIMEOUT`] from
+    /// [`Settings::validate`] (tests shorten it).
+    pub drain_timeout: Duration,
     /// `tracing` filter.
     pub log_level: String,
     /// Log format.
@@ -575,6 +588,7 @@ impl Settings {
                 metrics_listen,
                 http2_keepalive: Http2Keepalive::default(),
                 request_bytes_in_flight: DEFAULT_REQUEST_BYTES_IN_FLIGHT,
+                drain_timeout: DRAIN_TIMEOUT,
                 log_level: self.log.level.clone(),
                 log_format,
                 faults: None,

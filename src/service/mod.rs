@@ -180,6 +180,10 @@ pub struct RunningService {
     /// Ends the streaming calls at a graceful stop.
     service: GrpcService,
     stop: oneshot::Sender<()>,
+    /// Ends the server, and the connections still open, once a graceful
+    /// stop waited [`drain_timeout`](ServiceConfig::drain_timeout).
+    force: oneshot::Sender<()>,
+    drain_timeout: Duration,
     server: oneshot::Receiver<Result<(), ServeError>>,
     health: tonic_health::server::HealthReporter,
     /// Released when this is dropped: at the end of
@@ -283,15 +287,17 @@ impl GrpcRuntime {
     }
 
     /// Runs the gRPC server on this runtime's worker until `serve`'s future
-    /// ends, and returns what it ended with. `serve` is given the accepted
-    /// connections of `listener` (from [`bind`](Self::bind)), at most
-    /// `connections` at once ([`accept::incoming`]). A thread of its own
-    /// ("sum-grpc-owner", idle meanwhile) owns the runtime: it shuts it
-    /// down once the server ended, outside async code.
+    /// ends, or until `force` is sent, and returns what it ended with.
+    /// `serve` is given the accepted connections of `listener` (from
+    /// [`bind`](Self::bind)), at most `connections` at once
+    /// ([`accept::incoming`]). A thread of its own ("sum-grpc-owner", idle
+    /// meanwhile) owns the runtime: it shuts it down once the server ended
+    /// (which ends every connection still open), outside async code.
     fn spawn<F, S>(
         mut self,
         listener: tokio::net::TcpListener,
         connections: usize,
+        force: oneshot::Receiver<()>,
         serve: S,
     ) -> std::io::Result<oneshot::Receiver<Result<(), ServeError>>>
     where
@@ -308,10 +314,16 @@ impl GrpcRuntime {
                 let Some(runtime) = self.0.take() else { return };
                 let accepted = accept::incoming(listener, connections, accept::Peers::Agents);
                 let server = runtime.spawn(serve(accepted));
-                let served = match runtime.block_on(server) {
-                    Ok(served) => served.map_err(ServeError::from),
-                    Err(ended) => Err(ServeError::GrpcTask(ended.to_string())),
-                };
+                let served = runtime.block_on(async {
+                    tokio::select! {
+                        served = server => match served {
+                            Ok(served) => served.map_err(ServeError::from),
+                            Err(ended) => Err(ServeError::GrpcTask(ended.to_string())),
+                        },
+                        // Only when sent: a dropped sender leaves the server be.
+                        Ok(()) = force => Ok(()),
+                    }
+                });
                 // Whatever the server left running ends before it is reported done.
                 drop(runtime);
                 let _ = done.send(served);
@@ -520,6 +532,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
     }
 
     let (stop, stopped) = oneshot::channel::<()>();
+    let (force, forced) = oneshot::channel::<()>();
     let router = builder
         .layer(inflight::RequestBudget::new(config.request_bytes_in_flight))
         .add_service(health_service)
@@ -540,7 +553,7 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         None => router.add_service(rpc_metrics::Metered::new(api)),
     };
     let server = grpc
-        .spawn(listener, connections, move |incoming| {
+        .spawn(listener, connections, forced, move |incoming| {
             router.serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             })
@@ -563,6 +576,8 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
         committer: committer_stopped,
         service,
         stop,
+        force,
+        drain_timeout: config.drain_timeout,
         server,
         health,
         jetstream,
@@ -573,7 +588,9 @@ pub async fn start(config: ServiceConfig) -> Result<RunningService, ServeError> 
 impl RunningService {
     /// Graceful stop: the subscriber's stream ends (UNAVAILABLE), so do the
     /// streaming calls once they answered what they took, the server
-    /// stops accepting and finishes in-flight requests, every stream file is
+    /// stops accepting and finishes in-flight requests (closing the
+    /// connections of calls still open after
+    /// [`DRAIN_TIMEOUT`](config::DRAIN_TIMEOUT)), every stream file is
     /// synced, then the hub and the manager stop (the streams close their
     /// files, keeping them), so the same data directory can be served again
     /// in this process. The streams close their files as they stop, once
@@ -588,7 +605,21 @@ impl RunningService {
         let _ = self.hub.send(CloseSubscriber).await;
         self.service.end_streaming_calls();
         let _ = self.stop.send(());
-        let served = match self.server.await {
+        let mut server = self.server;
+        let ended = match tokio::time::timeout(self.drain_timeout, &mut server).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                warn!(
+                    waited = ?self.drain_timeout,
+                    "graceful stop: calls still open after the drain timeout (a client \
+                     is not reading its answers); closing their connections (nothing \
+                     taken is lost: a request sent again is a duplicate)"
+                );
+                let _ = self.force.send(());
+                server.await
+            }
+        };
+        let served = match ended {
             Ok(result) => result,
             Err(_) => {
                 warn!("the gRPC thread ended without a result (it panicked)");
@@ -676,12 +707,18 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (seen_tx, seen) = oneshot::channel();
         let done = runtime
-            .spawn(listener, 1, move |mut incoming| async move {
-                let accepted = incoming.next().await.unwrap().unwrap();
-                let thread = std::thread::current().name().map(str::to_owned);
-                let _ = seen_tx.send((thread, accepted.get_ref().nodelay().unwrap()));
-                Ok(())
-            })
+            // A dropped `force` leaves the server be.
+            .spawn(
+                listener,
+                1,
+                oneshot::channel().1,
+                move |mut incoming| async move {
+                    let accepted = incoming.next().await.unwrap().unwrap();
+                    let thread = std::thread::current().name().map(str::to_owned);
+                    let _ = seen_tx.send((thread, accepted.get_ref().nodelay().unwrap()));
+                    Ok(())
+                },
+            )
             .unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (thread, nodelay) = seen.await.unwrap();
@@ -695,7 +732,7 @@ mod tests {
         let runtime = GrpcRuntime::build().unwrap();
         let listener = runtime.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let done = runtime
-            .spawn(listener, 1, |_incoming| async {
+            .spawn(listener, 1, oneshot::channel().1, |_incoming| async {
                 panic!("a bug in the server");
             })
             .unwrap();
@@ -705,6 +742,30 @@ mod tests {
             }
             other => panic!("expected the gRPC task's failure, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_forced_server_ends_and_so_does_what_it_left_running() {
+        let runtime = GrpcRuntime::build().unwrap();
+        let listener = runtime.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (force, forced) = oneshot::channel();
+        let (held_tx, held) = oneshot::channel::<()>();
+        let (started_tx, started) = oneshot::channel();
+        let done = runtime
+            .spawn(listener, 1, forced, move |_incoming| async move {
+                // A connection's task that would never end by itself.
+                tokio::spawn(async move {
+                    let _held = held_tx;
+                    let _ = started_tx.send(());
+                    std::future::pending::<()>().await
+                });
+                std::future::pending().await
+            })
+            .unwrap();
+        started.await.unwrap();
+        force.send(()).unwrap();
+        assert!(matches!(done.await, Ok(Ok(()))));
+        assert!(held.await.is_err(), "the task it left running has ended");
     }
 
     #[tokio::test]
