@@ -12,8 +12,10 @@
 //! `server.tls_cert_file` is set, with the `StatusUpdateManager` service
 //! behind a bearer token when `server.auth_token_file` is ([`auth`]).
 //! [`RunningService::shutdown`] ends the subscriber's stream and the
-//! streaming calls, stops accepting, lets in-flight requests finish, syncs
-//! every stream file and returns. [`serve`] does both around SIGINT/SIGTERM.
+//! streaming calls, stops accepting, lets in-flight requests finish (and
+//! closes the connections of calls still open after
+//! [`config::DRAIN_TIMEOUT`]), syncs every stream file and returns.
+//! [`serve`] does both around SIGINT/SIGTERM.
 //!
 //! The actors run on the actix System of the calling thread. The gRPC
 //! server runs on a thread of its own (`sum-grpc`, the one worker of a
