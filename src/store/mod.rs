@@ -69,6 +69,7 @@
 //!  Durable ◄───────────────────────────────┴─── 3. call each ticket back, on the
 //!                                                 arbiter that submitted it: one
 //!                                                 hand-off per round and arbiter
+//!                                                 (`none`: one per 256 written)
 //!  run what the Gate held (answer, forward, end), or on an error answer it with the error
 //!  and restart the stream from its file
 //! ```
@@ -79,8 +80,9 @@
 //! mailbox is drained it hands the staged frames to the [`Committer`] in a [`Ticket`]. The
 //! committer takes every ticket that arrived while it was busy as one **round**, writes each
 //! stream's frames with one positioned write, makes the round durable with the cheapest call
-//! that covers all of it, and calls each ticket back; only then does the stream run what it
-//! held. A failed write or sync fails every ticket the round covered: each of those streams
+//! that covers all of it, and calls each ticket back (`none` tickets as they are written, a few
+//! hundred at a time: [`commit::NONE_ANSWERS_PER_HAND_OFF`]); only then does the stream run
+//! what it held. A failed write or sync fails every ticket the round covered: each of those streams
 //! answers its held requests with the error and restarts from its file. One round per stream
 //! is in flight at a time, so its frames land in order.
 //!
@@ -96,7 +98,7 @@
 //!
 //! | policy | answered after | a crash can lose |
 //! |---|---|---|
-//! | `none` | the round's `write` returned (page cache) | on power loss, whatever the OS had not flushed; nothing on a process crash |
+//! | `none` | its `write` in the round returned (page cache) | on power loss, whatever the OS had not flushed; nothing on a process crash |
 //! | `always` | an `fdatasync` of that file, in the round, returned | nothing |
 //! | `batch` | the round's sync that covers the write returned; one sync is shared by many writes | nothing: the same guarantee as `always` |
 //!
